@@ -1,0 +1,275 @@
+"""Configuration: embedded defaults, then the TOML file, then env, then flags.
+
+Config is plain data: frozen-by-convention dataclasses, one per TOML section.
+Loading validates every key and type; a problem raises `ConfigError` naming
+the key, which `jobd serve` turns into exit status 78 (EX_CONFIG).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from jobd_client.paths import default_socket_path
+
+
+class ConfigError(Exception):
+    """A bad config file, key or value. The message names the key."""
+
+
+@dataclass
+class ServerConfig:
+    socket: str = ""
+    socket_mode: int = 0o660
+    socket_group: str = ""
+    allowed_uids: list[int] = field(default_factory=list)
+    allowed_gids: list[int] = field(default_factory=list)
+    max_request_bytes: int = 16 * 1024 * 1024
+    max_connections: int = 1024
+
+
+@dataclass
+class QueueConfig:
+    max_size: int = 1_000_000
+
+
+@dataclass
+class WorkersConfig:
+    count: int = -1                      # -1: usable CPUs
+    max_jobs_per_worker: int = 0         # 0: never recycle by count
+    max_memory_mb: int = 0               # 0: never recycle by memory
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 30.0
+    shutdown_timeout: float = 30.0
+
+
+@dataclass
+class RetryConfig:
+    max_retries: int = 3
+    retry_delay: float = 1.0
+    retry_backoff: float = 2.0
+    max_delay: float = 300.0
+    jitter: bool = True
+
+
+@dataclass
+class ResultsConfig:
+    ttl: float = 7 * 24 * 3600.0
+    inline_max_bytes: int = 1024 * 1024
+    compress_min_bytes: int = 64 * 1024
+
+
+@dataclass
+class DeadLetterConfig:
+    max_size: int = 10_000
+    retention_days: float = 30.0
+
+
+@dataclass
+class WalConfig:
+    fsync: str = "always"
+    fsync_interval_ms: int = 100
+    segment_bytes: int = 64 * 1024 * 1024
+
+
+@dataclass
+class MonitoringConfig:
+    metrics_listen: str = ""
+    slow_job_threshold: float = 0.0      # 0: off
+
+
+FSYNC_MODES = ("always", "interval", "never")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    queue: QueueConfig = field(default_factory=QueueConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    results: ResultsConfig = field(default_factory=ResultsConfig)
+    dead_letter: DeadLetterConfig = field(default_factory=DeadLetterConfig)
+    wal: WalConfig = field(default_factory=WalConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    handlers: list[str] = field(default_factory=list)
+    handler: dict[str, dict[str, Any]] = field(default_factory=dict)
+    schedule: list[dict[str, Any]] = field(default_factory=list)
+    data_dir: str = ""
+    log_level: str = "info"
+    config_path: str = ""
+
+    @property
+    def socket_path(self) -> str:
+        return self.server.socket
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers.count
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+_SECTION_CLASSES = {
+    "server": ServerConfig, "queue": QueueConfig, "workers": WorkersConfig,
+    "retry": RetryConfig, "results": ResultsConfig,
+    "dead_letter": DeadLetterConfig, "wal": WalConfig,
+    "monitoring": MonitoringConfig,
+}
+# Top-level keys a config file may hold besides the sections.
+_TOP_LEVEL = {"handlers", "handler", "schedule", "data_dir", "log_level"}
+HANDLER_OPTIONS = {"max_retries", "retry_delay", "retry_backoff", "timeout",
+                   "priority", "max_concurrency", "name", "jitter", "max_delay"}
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def default_data_dir(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """SPEC §2: JOBD_DATA_DIR, STATE_DIRECTORY, XDG_STATE_HOME/jobd, ~/.local/state/jobd."""
+    if env.get("JOBD_DATA_DIR"):
+        return env["JOBD_DATA_DIR"]
+    if env.get("STATE_DIRECTORY"):
+        return env["STATE_DIRECTORY"].split(":")[0]
+    if env.get("XDG_STATE_HOME"):
+        return os.path.join(env["XDG_STATE_HOME"], "jobd")
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "jobd")
+
+
+def _check_type(key: str, value: Any, expected: Any) -> Any:
+    """Validate `value` against a field type; ints are accepted for floats."""
+    text = str(expected)
+    if text == "bool":
+        ok = isinstance(value, bool)
+    elif text == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif text == "float":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif text == "str":
+        ok = isinstance(value, str)
+    elif text.startswith("list[int]"):
+        ok = isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value)
+    elif text.startswith("list[str]"):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"config key {key!r}: expected {text}, got {type(value).__name__}")
+    return value
+
+
+def _apply_section(cfg: Config, name: str, table: Any) -> None:
+    if not isinstance(table, dict):
+        raise ConfigError(f"config key {name!r}: expected a table")
+    section = getattr(cfg, name)
+    hints = get_type_hints(type(section))
+    for key, value in table.items():
+        if key not in hints:
+            raise ConfigError(f"unknown config key '{name}.{key}'")
+        setattr(section, key, _check_type(f"{name}.{key}", value, hints[key]))
+
+
+def _apply_top(cfg: Config, key: str, value: Any) -> None:
+    if key == "handlers":
+        cfg.handlers = _check_type(key, value, "list[str]")
+    elif key in ("data_dir", "log_level"):
+        setattr(cfg, key, _check_type(key, value, "str"))
+    elif key == "handler":
+        cfg.handler = _handler_overrides(value)
+    elif key == "schedule":
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise ConfigError("config key 'schedule': expected an array of tables")
+        cfg.schedule = value
+
+
+def _handler_overrides(value: Any) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, dict):
+        raise ConfigError("config key 'handler': expected a table of tables")
+    for name, opts in value.items():
+        if not isinstance(opts, dict):
+            raise ConfigError(f"config key 'handler.\"{name}\"': expected a table")
+        for key in opts:
+            if key not in HANDLER_OPTIONS:
+                raise ConfigError(f"unknown config key 'handler.\"{name}\".{key}'")
+    return value
+
+
+def load_file(cfg: Config, path: str) -> None:
+    """Read a TOML file into `cfg`, validating every key."""
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"config file {path}: {e}") from None
+    for key, value in data.items():
+        if key in _SECTION_CLASSES:
+            _apply_section(cfg, key, value)
+        elif key in _TOP_LEVEL:
+            _apply_top(cfg, key, value)
+        else:
+            raise ConfigError(f"unknown config key '{key}'")
+    cfg.config_path = path
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that the type system cannot express."""
+    checks = [
+        (cfg.wal.fsync in FSYNC_MODES, "wal.fsync", f"one of {', '.join(FSYNC_MODES)}"),
+        (cfg.log_level.lower() in LOG_LEVELS, "log_level", f"one of {', '.join(LOG_LEVELS)}"),
+        (cfg.workers.count >= -1, "workers.count", ">= 0"),
+        (cfg.queue.max_size > 0, "queue.max_size", "> 0"),
+        (cfg.server.max_request_bytes >= 1024, "server.max_request_bytes", ">= 1024"),
+        (cfg.server.max_connections > 0, "server.max_connections", "> 0"),
+        (0 <= cfg.server.socket_mode <= 0o777, "server.socket_mode", "a file mode"),
+        (cfg.retry.max_retries >= 0, "retry.max_retries", ">= 0"),
+        (cfg.retry.retry_delay >= 0, "retry.retry_delay", ">= 0"),
+        (cfg.retry.retry_backoff >= 1, "retry.retry_backoff", ">= 1"),
+        (cfg.retry.max_delay >= 0, "retry.max_delay", ">= 0"),
+        (cfg.workers.heartbeat_interval > 0, "workers.heartbeat_interval", "> 0"),
+        (cfg.workers.heartbeat_timeout > cfg.workers.heartbeat_interval,
+         "workers.heartbeat_timeout", "> heartbeat_interval"),
+        (cfg.workers.shutdown_timeout >= 0, "workers.shutdown_timeout", ">= 0"),
+        (cfg.wal.fsync_interval_ms > 0, "wal.fsync_interval_ms", "> 0"),
+        (cfg.wal.segment_bytes >= 4096, "wal.segment_bytes", ">= 4096"),
+        (cfg.results.ttl > 0, "results.ttl", "> 0"),
+        (cfg.dead_letter.max_size > 0, "dead_letter.max_size", "> 0"),
+    ]
+    for ok, key, expect in checks:
+        if not ok:
+            raise ConfigError(f"config key '{key}': must be {expect}")
+
+
+def load(path: str | None = None, env: os._Environ[str] | dict[str, str] = os.environ,
+         overrides: dict[str, Any] | None = None) -> Config:
+    """Build the effective config: defaults → file → env → flag overrides."""
+    cfg = Config()
+    path = path or env.get("JOBD_CONFIG") or None
+    if path:
+        load_file(cfg, path)
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        section, _, key = dotted.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, key, value)
+    if env.get("JOBD_SOCKET") and not (overrides or {}).get("server.socket"):
+        cfg.server.socket = env["JOBD_SOCKET"]
+    if env.get("JOBD_DATA_DIR") and not (overrides or {}).get("data_dir"):
+        cfg.data_dir = env["JOBD_DATA_DIR"]
+    cfg.server.socket = cfg.server.socket or default_socket_path()
+    cfg.data_dir = cfg.data_dir or default_data_dir(env)
+    if cfg.workers.count == -1:
+        cfg.workers.count = usable_cpus()
+    validate(cfg)
+    return cfg
+
+
+def ensure_dir(path: str) -> None:
+    """Create a private directory (0700) if it is missing."""
+    Path(path).mkdir(mode=0o700, parents=True, exist_ok=True)

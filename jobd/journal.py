@@ -1,0 +1,312 @@
+"""The journal: WAL segments and snapshots on disk, group commit, compaction.
+
+Layout under `<data_dir>/wal/`:
+
+    00000003.snap   live state before segment 3 (written tmp → fsync → rename)
+    00000003.log    records appended after that snapshot
+    00000004.log    ...
+
+Group commit: `append()` only adds to an in-memory buffer. Once per event-loop
+turn the daemon calls `flush()`, which writes the whole buffer with one
+`write()` and, in `always` mode, runs one `fsync()` on a helper thread so the
+loop keeps serving while the disk works. Replies wait for `durable_seq`.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from jobd import wal
+
+log = logging.getLogger("jobd.wal")
+
+_SEGMENT_RE = re.compile(r"^(\d{8})\.(log|snap)$")
+FILE_MODE = 0o600
+
+
+class StorageError(Exception):
+    """The WAL could not be written; nothing in the failed batch is acknowledged."""
+
+
+def _name(num: int, kind: str) -> str:
+    return f"{num:08d}.{kind}"
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_append(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
+
+
+def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _list_files(wal_dir: str) -> tuple[list[int], list[int]]:
+    """(segment numbers, snapshot numbers), ascending."""
+    segs, snaps = [], []
+    for entry in os.listdir(wal_dir):
+        m = _SEGMENT_RE.match(entry)
+        if m:
+            (segs if m.group(2) == "log" else snaps).append(int(m.group(1)))
+    return sorted(segs), sorted(snaps)
+
+
+def _read(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int]:
+    """Replay snapshot + segments into `sink`; cut a torn tail.
+
+    Returns (current segment number, its size). Raises `wal.CorruptLog` for
+    damage anywhere but the tail of the newest segment.
+    """
+    os.makedirs(wal_dir, mode=0o700, exist_ok=True)
+    segs, snaps = _list_files(wal_dir)
+    base = snaps[-1] if snaps else 0
+    if base:
+        path = os.path.join(wal_dir, _name(base, "snap"))
+        found = wal.scan(_read(path), sink)
+        if found.damage:
+            raise wal.CorruptLog(f"snapshot {path} is damaged: {found.damage}")
+    live = [n for n in segs if n >= base]
+    for i, num in enumerate(live):
+        _replay_segment(os.path.join(wal_dir, _name(num, "log")), sink, last=i == len(live) - 1)
+    current = live[-1] if live else max(base, 1)
+    path = os.path.join(wal_dir, _name(current, "log"))
+    return current, os.path.getsize(path) if os.path.exists(path) else 0
+
+
+def _replay_segment(path: str, sink: Callable[[Any], None], last: bool) -> None:
+    data = _read(path)
+    found = wal.scan(data, sink)
+    if not found.damage:
+        return
+    later = wal.next_good_record(data, found.good_end)
+    if not last or later is not None:
+        where = f"offset {found.good_end} of {path}"
+        raise wal.CorruptLog(
+            f"WAL corrupted at {where} ({found.damage}); valid records follow, "
+            "so this is not a torn tail. Refusing to start rather than drop jobs; "
+            "see docs/wal.md (Recovery) for how to inspect and repair.")
+    with open(path, "r+b") as f:
+        f.truncate(found.good_end)
+        os.fsync(f.fileno())
+    log.warning("WAL tail of %s was torn or corrupt: dropped %d bytes (kept %d records)",
+                path, found.tail_bytes, len(found.records) if found.records else -1)
+
+
+class Journal:
+    """Appends records with group commit; compacts into snapshots."""
+
+    def __init__(self, wal_dir: str, mode: str, interval_ms: int, segment_bytes: int,
+                 segment: int, offset: int, loop: asyncio.AbstractEventLoop,
+                 on_durable: Callable[[int], None],
+                 on_failed: Callable[[int, int, str], None]) -> None:
+        self.dir = wal_dir
+        self.mode = mode
+        self.interval = interval_ms / 1000.0
+        self.segment_bytes = segment_bytes
+        self.segment = segment
+        self.offset = offset
+        self.loop = loop
+        self.on_durable = on_durable
+        self.on_failed = on_failed
+        self.fd = _open_append(os.path.join(wal_dir, _name(segment, "log")))
+        self.buf = bytearray()
+        self.appended = 0        # seq of the last record appended
+        self.written = 0         # seq of the last record written to the file
+        self.durable = 0         # seq of the last record known durable
+        self.fsyncs = 0
+        self.bytes_written = 0
+        self.syncing = False
+        self.undo: list[tuple[int, Callable[[], None]]] = []
+        self.snapshot_source: Callable[[], Iterable[Any]] | None = None
+        self.compacting = False
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobd-fsync")
+        self._interval_handle: asyncio.TimerHandle | None = None
+        if mode == "interval":
+            self._interval_handle = loop.call_later(self.interval, self._interval_sync)
+
+    # --- appending ---------------------------------------------------------------
+    def append(self, record: Any, undo: Callable[[], None] | None = None) -> int:
+        """Buffer one record; returns its sequence number. Hot path."""
+        wal.encode_into(self.buf, record)
+        self.appended += 1
+        if undo is not None:
+            self.undo.append((self.appended, undo))
+        return self.appended
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.buf) or self.written != self.durable
+
+    def flush(self) -> None:
+        """Write the buffer (one syscall) and start an fsync if the mode wants one."""
+        if self.buf:
+            self._write_buffer()
+        if self.mode == "always" and not self.syncing and self.written > self.durable:
+            self._start_sync()
+        elif not self.syncing:
+            self._maybe_compact()
+
+    def _write_buffer(self) -> None:
+        first = self.written + 1
+        try:
+            _write_all(self.fd, self.buf)
+        except OSError as e:
+            self._fail_batch(first, self.appended, f"WAL write failed: {e}")
+            return
+        self.offset += len(self.buf)
+        self.bytes_written += len(self.buf)
+        self.buf.clear()
+        self.written = self.appended
+        self.undo.clear()
+        if self.mode != "always":
+            self._set_durable(self.written)
+
+    def _fail_batch(self, first: int, last: int, why: str) -> None:
+        """Undo a batch that did not reach the file and answer its waiters."""
+        log.error("%s; %d record(s) not acknowledged", why, last - first + 1)
+        try:
+            os.ftruncate(self.fd, self.offset)
+        except OSError:
+            log.exception("could not cut the WAL back to %d bytes", self.offset)
+        for _seq, undo in reversed(self.undo):
+            undo()
+        self.undo.clear()
+        self.buf.clear()
+        self.written = self.appended
+        self.on_failed(first, last, why)
+        if self.mode != "always":
+            self._set_durable(self.written)
+
+    def _start_sync(self) -> None:
+        self.syncing = True
+        target = self.written
+        fut = self.loop.run_in_executor(self._executor, os.fsync, self.fd)
+        fut.add_done_callback(lambda f: self._synced(f, target))
+
+    def _synced(self, fut: asyncio.Future[None], target: int) -> None:
+        self.syncing = False
+        self.fsyncs += 1
+        exc = fut.exception()
+        if exc is not None:
+            log.critical("WAL fsync failed: %s", exc)
+            self.on_failed(self.durable + 1, target, f"WAL fsync failed: {exc}")
+        self._set_durable(target)
+        self.flush()
+
+    def _set_durable(self, seq: int) -> None:
+        if seq > self.durable:
+            self.durable = seq
+            self.on_durable(seq)
+
+    def _interval_sync(self) -> None:
+        self._interval_handle = self.loop.call_later(self.interval, self._interval_sync)
+        if self.syncing or self.offset == 0:
+            return
+        self.syncing = True
+        fut = self.loop.run_in_executor(self._executor, os.fsync, self.fd)
+        fut.add_done_callback(self._interval_synced)
+
+    def _interval_synced(self, fut: asyncio.Future[None]) -> None:
+        self.syncing = False
+        self.fsyncs += 1
+        if fut.exception() is not None:
+            log.critical("WAL fsync failed: %s", fut.exception())
+        self._maybe_compact()
+
+    # --- compaction -------------------------------------------------------------
+    def _maybe_compact(self) -> None:
+        if (self.offset >= self.segment_bytes and not self.compacting
+                and not self.buf and self.snapshot_source is not None):
+            self.compact()
+
+    def compact(self) -> None:
+        """Start a new segment and write a snapshot of live state before it.
+
+        Records appended from now on go to the new segment. The snapshot is
+        encoded here (the loop owns the state) and written, fsynced and
+        renamed on the helper thread; until the rename, recovery still uses
+        the old snapshot and replays the old segment followed by the new one.
+        """
+        assert self.snapshot_source is not None
+        if self.buf:
+            self._write_buffer()
+        snap = bytearray()
+        for record in self.snapshot_source():
+            wal.encode_into(snap, record)
+        old_fd, new = self.fd, self.segment + 1
+        os.fsync(old_fd)
+        self.fd = _open_append(os.path.join(self.dir, _name(new, "log")))
+        _fsync_dir(self.dir)
+        os.close(old_fd)
+        self.segment, self.offset, self.compacting = new, 0, True
+        fut = self.loop.run_in_executor(self._executor, self._write_snapshot, new, bytes(snap))
+        fut.add_done_callback(self._compacted)
+
+    def _write_snapshot(self, num: int, data: bytes) -> None:
+        final = os.path.join(self.dir, _name(num, "snap"))
+        tmp = final + ".tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        try:
+            _write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, final)
+        _fsync_dir(self.dir)
+        segs, snaps = _list_files(self.dir)
+        for n in segs:
+            if n < num:
+                os.unlink(os.path.join(self.dir, _name(n, "log")))
+        for n in snaps:
+            if n < num:
+                os.unlink(os.path.join(self.dir, _name(n, "snap")))
+
+    def _compacted(self, fut: asyncio.Future[None]) -> None:
+        self.compacting = False
+        if fut.exception() is not None:
+            log.error("WAL compaction failed (the old segments are kept): %s", fut.exception())
+        else:
+            log.info("WAL compacted into snapshot %d", self.segment)
+
+    # --- shutdown and introspection ---------------------------------------------
+    def disk_bytes(self) -> int:
+        total = 0
+        for entry in os.scandir(self.dir):
+            if _SEGMENT_RE.match(entry.name):
+                total += entry.stat().st_size
+        return total
+
+    def close(self) -> None:
+        """Write and fsync everything; the loop must not append afterwards."""
+        if self._interval_handle is not None:
+            self._interval_handle.cancel()
+        self._executor.shutdown(wait=True)
+        if self.buf:
+            self._write_buffer()
+        try:
+            os.fsync(self.fd)
+            self.fsyncs += 1
+        except OSError as e:
+            log.critical("final WAL fsync failed: %s", e)
+        self._set_durable(self.written)
+        os.close(self.fd)

@@ -1,0 +1,334 @@
+"""The job table: every job, the priority heap, the timer heap, dependencies.
+
+`State.apply(record)` is the single interpreter of WAL records. The live
+daemon appends a record to the journal and applies it; recovery applies the
+same records in the same order, so both arrive at the same state. Changes
+that follow from a record (a dependency releasing or failing its dependents)
+happen inside `apply`, deterministically, and are not recorded separately.
+
+Heaps use lazy deletion: an entry is valid only while the job still has the
+status and sequence number it was pushed with.
+"""
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from jobd import constants as C
+from jobd import records as R
+from jobd.job import Job
+
+ChangeHook = Callable[[Job, str], None]
+
+
+class State:
+    """In-memory job state, owned by the event loop thread."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[str, Job] = {}
+        self.counts: dict[str, int] = dict.fromkeys(C.STATUSES, 0)
+        self.heap: list[tuple[int, int, Job]] = []
+        self.timers: list[tuple[float, int, Job]] = []
+        self.dependents: dict[str, list[Job]] = {}
+        self.finished: deque[tuple[float, Job]] = deque()     # terminal, by time
+        self.dead: deque[tuple[float, Job]] = deque()         # dead letters, by time
+        self.running: dict[str, Job] = {}
+        self.seq = 0
+        self.schedules: dict[str, dict[str, Any]] = {}
+        self.on_change: ChangeHook | None = None   # set once live
+        self._apply = {
+            R.SUBMIT: self._a_submit, R.START: self._a_start,
+            R.PROGRESS: self._a_progress, R.COMPLETE: self._a_complete,
+            R.FAIL: self._a_fail, R.CANCEL: self._a_cancel,
+            R.CANCEL_REQUEST: self._a_cancel_request, R.REQUEUE: self._a_requeue,
+            R.RETRY: self._a_retry, R.DELETE: self._a_delete,
+            R.SCHEDULE_ADD: self._a_schedule_add,
+            R.SCHEDULE_REMOVE: self._a_schedule_remove,
+            R.SCHEDULE_FIRED: self._a_schedule_fired, R.SEQ: self._a_seq,
+        }
+
+    # --- the interpreter ----------------------------------------------------------
+    def apply(self, rec: list[Any]) -> None:
+        self._apply[rec[0]](rec)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+    @property
+    def queued(self) -> int:
+        """Jobs counted against queue.max_size."""
+        c = self.counts
+        return c[C.SCHEDULED] + c[C.WAITING] + c[C.PENDING] + c[C.RETRYING]
+
+    def _set_status(self, job: Job, new: str) -> None:
+        old = job.status
+        counts = self.counts
+        counts[old] -= 1
+        counts[new] += 1
+        job.status = new
+        if old == C.RUNNING:
+            self.running.pop(job.id, None)
+        elif new == C.RUNNING:
+            self.running[job.id] = job
+        if new == C.PENDING:
+            heapq.heappush(self.heap, (-job.priority, job.seq, job))
+        if self.on_change is not None:
+            self.on_change(job, old)
+
+    def _add_timer(self, job: Job) -> None:
+        assert job.scheduled_for is not None
+        heapq.heappush(self.timers, (job.scheduled_for, self.next_seq(), job))
+
+    # --- record handlers -------------------------------------------------------------
+    def _a_submit(self, rec: list[Any]) -> None:
+        job = Job.from_record(rec[1])
+        old = self.jobs.get(job.id)
+        if old is not None:                     # snapshot + replayed submit overlap
+            self._forget(old)
+        self.jobs[job.id] = job
+        if job.seq > self.seq:
+            self.seq = job.seq
+        status = job.status
+        self.counts[status] += 1
+        self._index(job, status)
+        if self.on_change is not None:
+            self.on_change(job, "")
+
+    def _index(self, job: Job, status: str) -> None:
+        """Put a job just loaded into the structures its status needs."""
+        if status == C.PENDING:
+            heapq.heappush(self.heap, (-job.priority, job.seq, job))
+        elif status in (C.SCHEDULED, C.RETRYING):
+            self._add_timer(job)
+        elif status == C.RUNNING:
+            self.running[job.id] = job
+        elif status == C.DEAD_LETTER:
+            self.dead.append((job.completed_at or 0.0, job))
+        elif status in C.TERMINAL:
+            self.finished.append((job.completed_at or 0.0, job))
+        if status not in C.TERMINAL and job.depends_on:
+            for dep in job.depends_on:
+                self.dependents.setdefault(dep, []).append(job)
+
+    def _a_start(self, rec: list[Any]) -> None:
+        job = self.jobs[rec[1]]
+        job.attempts += 1
+        job.started_at = rec[2]
+        job.completed_at = None
+        job.worker_id = rec[3]
+        self._set_status(job, C.RUNNING)
+
+    def _a_progress(self, rec: list[Any]) -> None:
+        job = self.jobs.get(rec[1])
+        if job is not None:
+            job.progress = rec[2]
+
+    def _a_complete(self, rec: list[Any]) -> None:
+        job = self.jobs[rec[1]]
+        job.completed_at = rec[2]
+        job.result = rec[3]
+        job.result_ref = rec[4]
+        job.error = None
+        self._finish(job, C.COMPLETED)
+        self._release_dependents(job)
+
+    def _a_fail(self, rec: list[Any]) -> None:
+        job = self.jobs[rec[1]]
+        ts, job.error, status, due = rec[2], rec[3], rec[4], rec[5]
+        job.completed_at = ts
+        if status == C.RETRYING:
+            job.scheduled_for = due
+            self._set_status(job, C.RETRYING)
+            self._add_timer(job)
+            return
+        self._finish(job, status)
+        self._fail_dependents(job)
+
+    def _a_cancel(self, rec: list[Any]) -> None:
+        job = self.jobs[rec[1]]
+        job.completed_at = rec[2]
+        self._finish(job, C.CANCELLED)
+        self._fail_dependents(job)
+
+    def _a_cancel_request(self, rec: list[Any]) -> None:
+        self.jobs[rec[1]].cancel_requested = True
+
+    def _a_requeue(self, rec: list[Any]) -> None:
+        job = self.jobs[rec[1]]
+        if rec[2] and job.attempts > 0:
+            job.attempts -= 1
+        job.worker_id = None
+        self._set_status(job, C.PENDING)
+
+    def _a_retry(self, rec: list[Any]) -> None:
+        job = self.jobs[rec[1]]
+        job.attempts = 0
+        job.error = None
+        job.result = None
+        job.result_ref = None
+        job.completed_at = None
+        job.started_at = None
+        job.worker_id = None
+        job.cancel_requested = False
+        job.progress = None
+        job.seq = self.next_seq()
+        self._set_status(job, C.PENDING)
+
+    def _a_delete(self, rec: list[Any]) -> None:
+        for job_id in rec[1]:
+            job = self.jobs.pop(job_id, None)
+            if job is not None:
+                self._forget(job)
+
+    def _a_schedule_add(self, rec: list[Any]) -> None:
+        sched = rec[1]
+        self.schedules[sched["name"]] = sched
+
+    def _a_schedule_remove(self, rec: list[Any]) -> None:
+        self.schedules.pop(rec[1], None)
+
+    def _a_schedule_fired(self, rec: list[Any]) -> None:
+        sched = self.schedules.get(rec[1])
+        if sched is not None:
+            sched["last_run"] = rec[2]
+            sched["last_job_id"] = rec[3]
+
+    def _a_seq(self, rec: list[Any]) -> None:
+        self.seq = max(self.seq, rec[1])
+
+    # --- helpers ---------------------------------------------------------------------
+    def _forget(self, job: Job) -> None:
+        """Drop a job's counters; heap and deque entries go stale on their own."""
+        self.counts[job.status] -= 1
+        self.running.pop(job.id, None)
+        job.status = ""          # invalidates every lazy heap entry
+
+    def _finish(self, job: Job, status: str) -> None:
+        self._set_status(job, status)
+        entry = (job.completed_at or 0.0, job)
+        (self.dead if status == C.DEAD_LETTER else self.finished).append(entry)
+
+    def _release_dependents(self, done: Job) -> None:
+        for job in self.dependents.pop(done.id, ()):
+            if job.status == C.WAITING and self.deps_state(job) == C.COMPLETED:
+                job.seq = self.next_seq()
+                self._set_status(job, C.PENDING)
+
+    def _fail_dependents(self, dead: Job) -> None:
+        for job in self.dependents.pop(dead.id, ()):
+            if job.status in (C.WAITING, C.SCHEDULED, C.PENDING, C.RETRYING):
+                job.error = f"dependency {dead.id} ended {dead.status}"
+                job.completed_at = dead.completed_at
+                self._finish(job, C.FAILED)
+                self._fail_dependents(job)
+
+    def deps_state(self, job: Job) -> str:
+        """COMPLETED if every dependency completed, FAILED if one ended
+        unsuccessfully (or is gone), else WAITING."""
+        result = C.COMPLETED
+        for dep_id in job.depends_on:
+            dep = self.jobs.get(dep_id)
+            if dep is None or dep.status in C.UNSUCCESSFUL:
+                return C.FAILED
+            if dep.status != C.COMPLETED:
+                result = C.WAITING
+        return result
+
+    def failed_dep(self, job: Job) -> str | None:
+        for dep_id in job.depends_on:
+            dep = self.jobs.get(dep_id)
+            if dep is None or dep.status in C.UNSUCCESSFUL:
+                return dep_id
+        return None
+
+    # --- the queue ---------------------------------------------------------------------
+    def pop_pending(self) -> Job | None:
+        """Highest priority, oldest pending job, or None."""
+        heap = self.heap
+        while heap:
+            _, seq, job = heapq.heappop(heap)
+            if job.status == C.PENDING and job.seq == seq:
+                return job
+        return None
+
+    def push_back(self, job: Job) -> None:
+        """Return a popped job to the heap unchanged (e.g. no worker took it)."""
+        heapq.heappush(self.heap, (-job.priority, job.seq, job))
+
+    def next_due(self) -> float | None:
+        timers = self.timers
+        while timers:
+            due, _, job = timers[0]
+            if job.status in (C.SCHEDULED, C.RETRYING) and job.scheduled_for == due:
+                return due
+            heapq.heappop(timers)
+        return None
+
+    def promote_due(self, now: float) -> int:
+        """Move scheduled and retrying jobs whose time has come into the queue."""
+        moved = 0
+        timers = self.timers
+        while timers and timers[0][0] <= now:
+            due, _, job = heapq.heappop(timers)
+            if job.status not in (C.SCHEDULED, C.RETRYING) or job.scheduled_for != due:
+                continue
+            self._promote(job)
+            moved += 1
+        return moved
+
+    def _promote(self, job: Job) -> None:
+        deps = self.deps_state(job) if job.depends_on else C.COMPLETED
+        if deps == C.FAILED:
+            job.error = f"dependency {self.failed_dep(job)} ended unsuccessfully"
+            self._finish(job, C.FAILED)
+            self._fail_dependents(job)
+            return
+        job.seq = self.next_seq()
+        self._set_status(job, C.PENDING if deps == C.COMPLETED else C.WAITING)
+
+    def recover_running(self) -> list[Job]:
+        """After replay: jobs that were running had no live worker; requeue them.
+
+        The attempt stays counted (SPEC §6). A job whose cancel was requested
+        before the crash is cancelled instead of run again.
+        """
+        jobs = list(self.running.values())
+        for job in jobs:
+            job.worker_id = None
+            self._set_status(job, C.PENDING)
+        return jobs
+
+    # --- snapshots ---------------------------------------------------------------------
+    def snapshot(self) -> Iterator[list[Any]]:
+        yield [R.SEQ, self.seq]
+        for sched in self.schedules.values():
+            yield [R.SCHEDULE_ADD, sched]
+        for job in self.jobs.values():
+            yield [R.SUBMIT, job.to_record()]
+
+    # --- expiry ------------------------------------------------------------------------
+    def expired(self, now: float, ttl: float, dl_max: int, dl_age: float) -> list[str]:
+        """Ids of finished jobs past their ttl and dead letters past their limits."""
+        out: list[str] = []
+        self._expire(self.finished, now - ttl, 0, out)
+        self._expire(self.dead, now - dl_age, dl_max, out)
+        return out
+
+    def _expire(self, queue: deque[tuple[float, Job]], cutoff: float,
+                keep: int, out: list[str]) -> None:
+        live = self.counts[C.DEAD_LETTER] if keep else 0
+        while queue:
+            stamp, job = queue[0]
+            stale = job.status not in C.TERMINAL or job.completed_at != stamp \
+                or self.jobs.get(job.id) is not job
+            if stale:
+                queue.popleft()
+                continue
+            if stamp >= cutoff and (not keep or live <= keep):
+                break
+            queue.popleft()
+            out.append(job.id)
+            live -= 1
