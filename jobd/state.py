@@ -84,7 +84,10 @@ class State:
 
     # --- record handlers -------------------------------------------------------------
     def _a_submit(self, rec: list[Any]) -> None:
-        job = Job.from_record(rec[1])
+        self.insert(Job.from_record(rec[1]))
+
+    def insert(self, job: Job) -> None:
+        """Add a new job (a submit record, live or replayed)."""
         old = self.jobs.get(job.id)
         if old is not None:                     # snapshot + replayed submit overlap
             self._forget(old)

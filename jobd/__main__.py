@@ -1,0 +1,5 @@
+import sys
+
+from jobd.main import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""The live event stream behind `watch` (SPEC §5).
+
+Every job and worker event goes through `EventHub.publish`. With no
+watchers it costs one truth test. Each watcher is a connection with a
+filter; the event's data is encoded once and framed per watcher.
+
+Slow watchers: a watcher whose unsent output passes `MAX_BUFFERED` bytes is
+sent a final `watch.lagged` event and disconnected, so a client that never
+reads cannot slow the daemon or grow its memory (docs/events.md).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from jobd import constants as C
+from jobd.server import NL, Connection
+
+MAX_BUFFERED = 4 * 1024 * 1024
+
+
+@dataclass(eq=False)
+class Watcher:
+    conn: Connection
+    prefix: bytes                  # b'{"id":<rid>,"event":"'
+    job_id: str | None
+    events: frozenset[str] | None
+    sent: int = 0
+
+
+class EventHub:
+    def __init__(self, max_buffered: int = MAX_BUFFERED) -> None:
+        self.watchers: list[Watcher] = []
+        self.max_buffered = max_buffered
+        self.published = 0
+
+    def subscribe(self, conn: Connection, rid: Any, job_id: str | None,
+                  events: frozenset[str] | None) -> None:
+        prefix = b'{"id":' + orjson.dumps(rid) + b',"event":"'
+        watcher = Watcher(conn, prefix, job_id, events)
+        self.watchers.append(watcher)
+        conn.cleanup.append(lambda: self._drop(watcher))
+
+    def _drop(self, watcher: Watcher) -> None:
+        if watcher in self.watchers:
+            self.watchers.remove(watcher)
+
+    def publish(self, name: str, job_id: str | None, data: dict[str, Any]) -> None:
+        self.published += 1
+        if not self.watchers:
+            return
+        data["job_id"] = job_id
+        data["timestamp"] = _now_iso()
+        body: bytes | None = None
+        for w in list(self.watchers):
+            if (w.job_id is not None and w.job_id != job_id) or \
+                    (w.events is not None and name not in w.events):
+                continue
+            if body is None:
+                body = name.encode() + b'","data":' + orjson.dumps(data) + b"}" + NL
+            self._send(w, body)
+
+    def _send(self, w: Watcher, body: bytes) -> None:
+        conn = w.conn
+        if conn.closing:
+            return
+        if conn.write_buffer_size() > self.max_buffered:
+            lagged = {"job_id": None, "timestamp": _now_iso(), "dropped_after": w.sent}
+            conn.send_late(w.prefix + C.EV_WATCH_LAGGED.encode() + b'","data":'
+                           + orjson.dumps(lagged) + b"}" + NL)
+            conn.flush()
+            conn.close()
+            self._drop(w)
+            return
+        w.sent += 1
+        conn.send_late(w.prefix + body)
+
+
+def _now_iso() -> str:
+    from jobd.job import iso
+    return iso(time.time()) or ""

@@ -1,0 +1,206 @@
+"""A small synchronous fork server, forked before the event loop starts.
+
+libuv state does not survive `fork()` well, so the daemon never forks from its
+running loop. Instead, at startup (handler modules already imported) it forks
+this server; the server forks workers on request. Workers therefore start in
+microseconds with the handler code already loaded, and runtime scaling is
+safe.
+
+Control channel (SOCK_SEQPACKET, one orjson object per message):
+  daemon → server: {"spawn": worker_id}  + the worker's socket end (SCM_RIGHTS)
+  server → daemon: {"spawned": worker_id, "pid": pid}
+                   {"exited": worker_id, "pid": pid, "code": int|None, "signal": str|None}
+When the control channel closes (the daemon exited or died), the server kills
+its workers and exits. Workers die with it (PR_SET_PDEATHSIG).
+"""
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import selectors
+import signal
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("jobd.forkserver")
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask the kernel to send `sig` when our parent exits (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def describe_status(status: int) -> tuple[int | None, str | None]:
+    """waitpid status → (exit code, signal name)."""
+    if os.WIFSIGNALED(status):
+        return None, signal.Signals(os.WTERMSIG(status)).name
+    return os.waitstatus_to_exitcode(status), None
+
+
+class ForkServerClient:
+    """The daemon's end: ask for workers, hear about exits."""
+
+    def __init__(self, sock: socket.socket, pid: int) -> None:
+        self.sock = sock
+        self.pid = pid
+
+    def spawn(self, worker_id: int, worker_sock: socket.socket) -> None:
+        msg = orjson.dumps({"spawn": worker_id})
+        socket.send_fds(self.sock, [msg], [worker_sock.fileno()])
+
+    def read_messages(self) -> list[dict[str, Any]] | None:
+        """Messages available now; None when the fork server is gone."""
+        out = []
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return out
+            except OSError:
+                return None
+            if not data:
+                return None
+            out.append(orjson.loads(data))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def start(worker_main: Callable[[socket.socket, int], None]) -> ForkServerClient:
+    """Fork the server; returns the daemon's client. Call before the loop runs."""
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    parent_pid = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        parent_end.close()
+        code = 0
+        try:
+            _ForkServer(child_end, worker_main, parent_pid).serve()
+        except BaseException:
+            log.exception("fork server crashed")
+            code = 1
+        finally:
+            os._exit(code)
+    child_end.close()
+    parent_end.setblocking(False)
+    return ForkServerClient(parent_end, pid)
+
+
+class _ForkServer:
+    def __init__(self, ctl: socket.socket, worker_main: Callable[[socket.socket, int], None],
+                 parent_pid: int) -> None:
+        self.ctl = ctl
+        self.worker_main = worker_main
+        self.children: dict[int, int] = {}     # pid → worker_id
+        die_with_parent()
+        if os.getppid() != parent_pid:
+            os._exit(0)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)     # Ctrl-C is the daemon's
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+
+    def serve(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.ctl, selectors.EVENT_READ, "ctl")
+        sel.register(self.wake_r, selectors.EVENT_READ, "chld")
+        while True:
+            for key, _ in sel.select():
+                if key.data == "chld":
+                    self._drain_wakeup()
+                    self._reap()
+                elif not self._handle_ctl():
+                    self._shutdown()
+                    return
+
+    def _drain_wakeup(self) -> None:
+        try:
+            while os.read(self.wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _handle_ctl(self) -> bool:
+        try:
+            msg, fds, _flags, _addr = socket.recv_fds(self.ctl, 65536, 4)
+        except InterruptedError:
+            return True
+        if not msg:
+            return False
+        request = orjson.loads(msg)
+        if "spawn" in request and fds:
+            self._spawn(request["spawn"], fds[0])
+        for fd in fds[1:]:
+            os.close(fd)
+        return True
+
+    def _spawn(self, worker_id: int, fd: int) -> None:
+        pid = os.fork()
+        if pid == 0:
+            self._become_worker(worker_id, fd)
+        os.close(fd)
+        self.children[pid] = worker_id
+        self._send({"spawned": worker_id, "pid": pid})
+
+    def _become_worker(self, worker_id: int, fd: int) -> None:
+        code = 0
+        try:
+            signal.set_wakeup_fd(-1)
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+            self.ctl.close()
+            die_with_parent()
+            self.worker_main(socket.socket(fileno=fd), worker_id)
+        except BaseException:
+            log.exception("worker %d crashed", worker_id)
+            code = 1
+        finally:
+            os._exit(code)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            worker_id = self.children.pop(pid, None)
+            if worker_id is None:
+                continue
+            code, sig = describe_status(status)
+            self._send({"exited": worker_id, "pid": pid, "code": code, "signal": sig})
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        try:
+            self.ctl.send(orjson.dumps(msg))
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.ECONNRESET):
+                raise
+
+    def _shutdown(self) -> None:
+        """The daemon is gone: nobody owns these workers any more."""
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for _ in range(len(self.children)):
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break

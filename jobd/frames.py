@@ -1,0 +1,84 @@
+"""Framing between the daemon and its workers: `u32 length | u8 kind | body`.
+
+Length counts the kind byte and the body. Bodies are orjson arrays, except
+DONE, whose body is `u8 id length | job id | raw result JSON` so a result is
+never decoded and re-encoded on its way to the WAL.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+
+# daemon → worker
+RUN = ord("R")          # [job_id, handler, args, kwargs, attempt, tags]
+CANCEL = ord("C")       # job id (utf-8)
+STOP = ord("S")         # finish the current job, then exit
+# worker → daemon
+READY = ord("Y")        # [pid, rss_bytes]
+HEARTBEAT = ord("H")    # [rss_bytes]
+PROGRESS = ord("P")     # [job_id, current, total, message]
+DONE = ord("D")         # see pack_done
+FAIL = ord("F")         # [job_id, kind, error, retry_after]
+
+FAIL_ERROR = 0          # an ordinary exception: the retry policy decides
+FAIL_PERMANENT = 1      # PermanentError: no retry
+FAIL_RETRY = 2          # Retry(after=...): retry after exactly that delay
+
+_LEN = struct.Struct("<IB")
+HEADER = _LEN.size
+MAX_FRAME = 1 << 31
+
+
+def frame(kind: int, body: bytes) -> bytes:
+    return _LEN.pack(len(body) + 1, kind) + body
+
+
+def pack_done(job_id: str, result: bytes) -> bytes:
+    raw = job_id.encode()
+    return bytes((len(raw),)) + raw + result
+
+
+def unpack_done(body: bytes | memoryview) -> tuple[str, bytes]:
+    n = body[0]
+    return bytes(body[1:1 + n]).decode(), bytes(body[1 + n:])
+
+
+def parse(buf: bytearray) -> tuple[list[tuple[int, bytes]], int]:
+    """Complete frames at the start of `buf`, and how many bytes they used."""
+    out = []
+    off = 0
+    size = len(buf)
+    unpack = _LEN.unpack_from
+    while size - off >= HEADER:
+        n, kind = unpack(buf, off)
+        end = off + 4 + n
+        if end > size:
+            break
+        out.append((kind, bytes(buf[off + HEADER:end])))
+        off = end
+    return out, off
+
+
+class FrameReader:
+    """Blocking frame reader for the worker side."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = bytearray()
+        self.frames: list[tuple[int, bytes]] = []
+
+    def buffered(self) -> bool:
+        return bool(self.frames)
+
+    def read(self) -> tuple[int, bytes] | None:
+        """Next frame, or None at end of stream."""
+        while not self.frames:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                return None
+            self.buf += data
+            frames, used = parse(self.buf)
+            if used:
+                del self.buf[:used]
+                self.frames.extend(frames)
+        return self.frames.pop(0)

@@ -1,0 +1,129 @@
+"""The handler registry and the API handler code uses (SPEC §3).
+
+Only functions registered with `@handler` can run: a submit names a
+registered handler, never an arbitrary dotted path.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, overload
+
+from jobd import constants as C
+
+OPTION_NAMES = frozenset({"name", "max_retries", "retry_delay", "retry_backoff",
+                          "timeout", "priority", "max_concurrency", "jitter",
+                          "max_delay"})
+
+
+class PermanentError(Exception):
+    """Raise from a handler to fail the job now, without retries."""
+
+
+class Retry(Exception):
+    """Raise from a handler to retry after exactly `after` seconds."""
+
+    def __init__(self, after: float = 0.0, message: str = "") -> None:
+        super().__init__(message or f"retry requested after {after}s")
+        self.after = float(after)
+
+
+@dataclass(frozen=True)
+class HandlerSpec:
+    name: str
+    func: Callable[..., Any]
+    is_async: bool
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+_registry: dict[str, HandlerSpec] = {}
+
+
+def registry() -> dict[str, HandlerSpec]:
+    return _registry
+
+
+def _register(func: Callable[..., Any], options: dict[str, Any]) -> Callable[..., Any]:
+    unknown = set(options) - OPTION_NAMES
+    if unknown:
+        raise TypeError(f"@handler got unknown option(s): {', '.join(sorted(unknown))}")
+    name = options.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
+    is_async = inspect.iscoroutinefunction(func)
+    _registry[name] = HandlerSpec(name, func, is_async, options)
+    func.jobd_name = name  # type: ignore[attr-defined]
+    return func
+
+
+@overload
+def handler(func: Callable[..., Any]) -> Callable[..., Any]: ...
+@overload
+def handler(func: None = None, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]: ...
+
+
+def handler(func: Callable[..., Any] | None = None, **options: Any) -> Any:
+    """Register a function as a job handler: `@handler` or `@handler(name=...)`."""
+    if func is not None:
+        return _register(func, options)
+    return lambda f: _register(f, dict(options))
+
+
+def load_modules(names: list[str]) -> None:
+    """Import handler modules (their `@handler` decorators fill the registry)."""
+    for name in names:
+        importlib.import_module(name)
+
+
+# --- the running job, as the handler sees it --------------------------------------
+class JobContext:
+    """What `current_job()` returns inside a handler."""
+
+    __slots__ = ("id", "attempt", "handler", "tags", "_report", "_poll", "_cancelled")
+
+    def __init__(self, job_id: str, attempt: int, handler_name: str, tags: dict[str, Any],
+                 report: Callable[[float, float | None, str], None],
+                 poll: Callable[[], None]) -> None:
+        self.id = job_id
+        self.attempt = attempt
+        self.handler = handler_name
+        self.tags = tags
+        self._report = report
+        self._poll = poll
+        self._cancelled = False
+
+    def progress(self, current: float, total: float | None = None, message: str = "") -> None:
+        """Report progress; cheap to call often (the worker coalesces bursts)."""
+        self._report(current, total, str(message))
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once the job was cancelled (without force) while running."""
+        if not self._cancelled:
+            self._poll()
+        return self._cancelled
+
+    def _request_cancel(self) -> None:
+        self._cancelled = True
+
+
+_current: JobContext | None = None
+
+
+def current_job() -> JobContext:
+    """The job the calling handler is running."""
+    if _current is None:
+        raise RuntimeError("current_job() called outside a running jobd job")
+    return _current
+
+
+def set_current(ctx: JobContext | None) -> None:
+    global _current
+    _current = ctx
+
+
+def default_priority(spec: HandlerSpec | None) -> int:
+    value = spec.options.get("priority") if spec else None
+    if value is None:
+        return C.DEFAULT_PRIORITY
+    return C.PRIORITY_NAMES[value] if isinstance(value, str) else int(value)

@@ -1,0 +1,101 @@
+"""`jobd`: the daemon's command line (SPEC §2)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Any
+
+from jobd import __version__
+from jobd import constants as C
+from jobd.config import FSYNC_MODES, LOG_LEVELS, Config, ConfigError, load
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jobd", description="jobd: a durable job queue daemon for one host")
+    p.add_argument("--version", action="version", version=f"jobd {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser("serve", help="run the daemon in the foreground")
+    _serve_flags(serve)
+    demo = sub.add_parser("demo", help="run jobd on its embedded defaults with the example "
+                                       "handlers, push a few jobs through it, and stop")
+    _serve_flags(demo)
+    demo.add_argument("--keep-running", action="store_true",
+                      help="keep serving after the demo jobs are done (Ctrl-C stops)")
+    return p
+
+
+def _serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file (default: $JOBD_CONFIG)")
+    p.add_argument("--socket", help="Unix socket path")
+    p.add_argument("--data-dir", help="directory for the WAL and results")
+    p.add_argument("--workers", type=int, help="worker processes (0: run no jobs)")
+    p.add_argument("--handlers", help="comma-separated handler modules to import")
+    p.add_argument("--fsync", choices=FSYNC_MODES, help="WAL fsync mode")
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, help="log level")
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    handlers = [h.strip() for h in args.handlers.split(",") if h.strip()] if args.handlers else None
+    if args.workers is not None and args.workers < 0:
+        raise ConfigError("--workers must be >= 0")
+    return {"server.socket": args.socket, "data_dir": args.data_dir,
+            "workers.count": args.workers, "handlers": handlers,
+            "wal.fsync": args.fsync, "log_level": args.log_level}
+
+
+def setup_logging(level: str) -> None:
+    """One line per event on stderr; journald adds its own timestamps."""
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(fmt))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def load_config(args: argparse.Namespace) -> Config:
+    return load(args.config, overrides=_overrides(args))
+
+
+def serve(cfg: Config) -> int:
+    import uvloop
+
+    from jobd.daemon import Daemon, StartupError
+    daemon = Daemon(cfg)
+    try:
+        daemon.prepare()
+    except StartupError as e:
+        logging.getLogger("jobd").critical("%s", e)
+        return C.EXIT_FAILURE
+    try:
+        return uvloop.run(daemon.main())
+    except Exception as e:  # noqa: BLE001 - one clear line, not a traceback, for operators
+        logging.getLogger("jobd").critical("jobd failed: %s: %s", type(e).__name__, e)
+        logging.getLogger("jobd").debug("traceback", exc_info=True)
+        return C.EXIT_FAILURE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return C.EXIT_USAGE
+    try:
+        cfg = load_config(args)
+    except ConfigError as e:
+        print(f"jobd: {e}", file=sys.stderr)
+        return C.EXIT_CONFIG
+    setup_logging(cfg.log_level)
+    if args.command == "demo":
+        from jobd.demo import run_demo
+        return run_demo(cfg, keep_running=args.keep_running)
+    return serve(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,251 @@
+"""Counters, gauges and histograms; JSON and Prometheus text (SPEC §5).
+
+Counters are updated from the state's change hook (one dict increment per
+status change). Gauges are read from the live state when asked. The
+Prometheus text follows the exposition format 0.0.4.
+"""
+from __future__ import annotations
+
+import bisect
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from jobd import constants as C
+
+if TYPE_CHECKING:
+    from jobd.daemon import Daemon
+
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
+QUEUE_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
+                 300.0, 1800.0, 3600.0, 21600.0, 86400.0)
+RETRY_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+
+
+class Histogram:
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+        self.count += 1
+
+
+class Rate:
+    """Completions per second over the last 1, 5 and 15 minutes (a ring of
+    per-second buckets, so the figures are exact, not decayed averages)."""
+
+    SPAN = 900
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.ring = [0] * self.SPAN
+        self.last = int(clock())
+        self.start = clock()
+
+    def _advance(self) -> int:
+        now = int(self.clock())
+        if now - self.last >= self.SPAN:
+            self.ring = [0] * self.SPAN
+        else:
+            for sec in range(self.last + 1, now + 1):
+                self.ring[sec % self.SPAN] = 0
+        self.last = max(self.last, now)
+        return now
+
+    def add(self, n: int = 1) -> None:
+        now = int(self.clock())
+        if now != self.last:
+            self._advance()
+        self.ring[now % self.SPAN] += n
+
+    def per_second(self, window: int) -> float:
+        now = self._advance()
+        total = sum(self.ring[(now - i) % self.SPAN] for i in range(window))
+        elapsed = min(window, max(1.0, self.clock() - self.start))
+        return round(total / elapsed, 3)
+
+
+class Metrics:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.started = time.monotonic()
+        self.submitted: dict[tuple[str, int], int] = defaultdict(int)
+        self.completed: dict[tuple[str, str], int] = defaultdict(int)
+        self.retried: dict[str, int] = defaultdict(int)
+        self.dead_lettered: dict[str, int] = defaultdict(int)
+        self.pending_by_priority: dict[int, int] = defaultdict(int)
+        self.running_by_handler: dict[str, int] = defaultdict(int)
+        self.duration: dict[str, Histogram] = {}
+        self.queue_time: dict[int, Histogram] = {}
+        self.retry_delay: dict[str, Histogram] = {}
+        self.result_size: dict[str, list[float]] = {}     # [count, sum]
+        self.rate = Rate()
+
+    # --- updates (hot path) -------------------------------------------------------
+    def on_change(self, job: Any, old: str) -> None:
+        new = job.status
+        if old == C.PENDING:
+            self.pending_by_priority[job.priority] -= 1
+        elif old == C.RUNNING:
+            self.running_by_handler[job.handler] -= 1
+        if new == C.PENDING:
+            self.pending_by_priority[job.priority] += 1
+        elif new == C.RUNNING:
+            self.running_by_handler[job.handler] += 1
+        if old == "":
+            self.submitted[(job.handler, job.priority)] += 1
+        if new in C.TERMINAL:
+            self.completed[(job.handler, new)] += 1
+            if new == C.COMPLETED:
+                self.rate.add()
+            elif new == C.DEAD_LETTER:
+                self.dead_lettered[job.handler] += 1
+        elif new == C.RETRYING:
+            self.retried[job.handler] += 1
+
+    def observe_duration(self, handler: str, seconds: float) -> None:
+        _hist(self.duration, handler, DURATION_BUCKETS).observe(seconds)
+
+    def observe_queue_time(self, priority: int, seconds: float) -> None:
+        _hist(self.queue_time, priority, QUEUE_BUCKETS).observe(max(0.0, seconds))
+
+    def observe_retry_delay(self, handler: str, seconds: float) -> None:
+        _hist(self.retry_delay, handler, RETRY_BUCKETS).observe(seconds)
+
+    def observe_result_size(self, handler: str, size: int) -> None:
+        entry = self.result_size.setdefault(handler, [0, 0.0])
+        entry[0] += 1
+        entry[1] += size
+
+    def reset_gauges(self, jobs: Iterable[Any]) -> None:
+        """Recount the pending/running gauges from the state (after recovery)."""
+        self.pending_by_priority.clear()
+        self.running_by_handler.clear()
+        for job in jobs:
+            if job.status == C.PENDING:
+                self.pending_by_priority[job.priority] += 1
+            elif job.status == C.RUNNING:
+                self.running_by_handler[job.handler] += 1
+
+    # --- JSON ------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        counts = self.d.state.counts
+        queue: dict[str, Any] = {s: counts[s] for s in C.STATUSES}
+        queue["by_priority"] = {str(p): n for p, n in sorted(self.pending_by_priority.items()) if n}
+        pool = self.d.pool.counts()
+        journal = self.d.journal
+        return {
+            "queue": queue,
+            "workers": pool,
+            "throughput": {"1m": self.rate.per_second(60), "5m": self.rate.per_second(300),
+                           "15m": self.rate.per_second(900)},
+            "wal": {"bytes": journal.disk_bytes(), "fsyncs": journal.fsyncs,
+                    "bytes_written": journal.bytes_written, "fsync_mode": journal.mode},
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "totals": {
+                "submitted": sum(self.submitted.values()),
+                "completed": sum(n for (_, s), n in self.completed.items() if s == C.COMPLETED),
+                "failed": sum(n for (_, s), n in self.completed.items() if s == C.FAILED),
+                "dead_letter": sum(self.dead_lettered.values()),
+                "retried": sum(self.retried.values()),
+            },
+            "connections": len(self.d.server.connections) if self.d.server else 0,
+        }
+
+    # --- Prometheus ------------------------------------------------------------------
+    def prometheus(self) -> str:
+        out: list[str] = []
+        counts = self.d.state.counts
+        pool = self.d.pool.counts()
+        _family(out, "jobd_jobs_submitted_total", "counter", "Jobs submitted.",
+                [({"handler": h, "priority": str(p)}, n) for (h, p), n in self.submitted.items()])
+        _family(out, "jobd_jobs_completed_total", "counter",
+                "Jobs that reached a terminal status, by that status.",
+                [({"handler": h, "status": s}, n) for (h, s), n in self.completed.items()])
+        _family(out, "jobd_jobs_retried_total", "counter", "Failed attempts scheduled for retry.",
+                [({"handler": h}, n) for h, n in self.retried.items()])
+        _family(out, "jobd_jobs_dead_letter_total", "counter", "Jobs moved to the dead-letter queue.",
+                [({"handler": h}, n) for h, n in self.dead_lettered.items()])
+        _family(out, "jobd_jobs_pending", "gauge", "Pending jobs by priority.",
+                [({"priority": str(p)}, n) for p, n in sorted(self.pending_by_priority.items()) if n])
+        _family(out, "jobd_jobs_running", "gauge", "Running jobs by handler.",
+                [({"handler": h}, n) for h, n in sorted(self.running_by_handler.items()) if n])
+        _family(out, "jobd_dead_letter_jobs", "gauge", "Jobs now in the dead-letter queue.",
+                [({}, counts[C.DEAD_LETTER])])
+        _family(out, "jobd_workers_total", "gauge", "Worker processes.", [({}, pool["total"])])
+        _family(out, "jobd_workers_idle", "gauge", "Idle workers.", [({}, pool["idle"])])
+        _family(out, "jobd_workers_busy", "gauge", "Busy workers.", [({}, pool["busy"])])
+        _histograms(out, "jobd_job_duration_seconds", "Job run time.", "handler", self.duration)
+        _histograms(out, "jobd_job_queue_time_seconds", "Time from ready to started.",
+                    "priority", self.queue_time)
+        _histograms(out, "jobd_job_retry_delay_seconds", "Delay before a retry.",
+                    "handler", self.retry_delay)
+        out.append("# HELP jobd_job_result_size_bytes Size of job results.")
+        out.append("# TYPE jobd_job_result_size_bytes summary")
+        for h, (n, total) in sorted(self.result_size.items()):
+            lab = _labels({"handler": h})
+            out.append(f"jobd_job_result_size_bytes_sum{lab} {_num(total)}")
+            out.append(f"jobd_job_result_size_bytes_count{lab} {int(n)}")
+        _family(out, "jobd_queue_jobs", "gauge", "Jobs by status.",
+                [({"status": s}, counts[s]) for s in C.STATUSES])
+        _family(out, "jobd_wal_fsyncs_total", "counter", "WAL fsyncs.", [({}, self.d.journal.fsyncs)])
+        _family(out, "jobd_wal_bytes", "gauge", "WAL bytes on disk.", [({}, self.d.journal.disk_bytes())])
+        _family(out, "jobd_uptime_seconds", "gauge", "Seconds since start.",
+                [({}, round(time.monotonic() - self.started, 3))])
+        return "\n".join(out) + "\n"
+
+
+def _hist(table: dict[Any, Histogram], key: Any, bounds: tuple[float, ...]) -> Histogram:
+    h = table.get(key)
+    if h is None:
+        h = table[key] = Histogram(bounds)
+    return h
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    return "{" + ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items()) + "}"
+
+
+def _num(v: float) -> str:
+    if isinstance(v, int):
+        return str(v)
+    if v == float("inf"):
+        return "+Inf"
+    return repr(float(v))
+
+
+def _family(out: list[str], name: str, kind: str, help_text: str,
+            samples: list[tuple[dict[str, str], float]]) -> None:
+    out.append(f"# HELP {name} {help_text}")
+    out.append(f"# TYPE {name} {kind}")
+    for labels, value in samples:
+        out.append(f"{name}{_labels(labels)} {_num(value)}")
+
+
+def _histograms(out: list[str], name: str, help_text: str, label: str,
+                table: dict[Any, Histogram]) -> None:
+    out.append(f"# HELP {name} {help_text}")
+    out.append(f"# TYPE {name} histogram")
+    for key, h in sorted(table.items(), key=lambda kv: str(kv[0])):
+        cumulative = 0
+        for bound, n in zip(h.bounds, h.counts):
+            cumulative += n
+            out.append(f"{name}_bucket{_labels({label: str(key), 'le': _num(bound)})} {cumulative}")
+        out.append(f"{name}_bucket{_labels({label: str(key), 'le': '+Inf'})} {h.count}")
+        out.append(f"{name}_sum{_labels({label: str(key)})} {_num(h.sum)}")
+        out.append(f"{name}_count{_labels({label: str(key)})} {h.count}")

@@ -1,0 +1,197 @@
+"""The op table: one small function per protocol op (SPEC §5).
+
+Each op takes (connection, request id, request) and returns
+`(reply dict, journal seq)`; the server sends the reply once that seq is
+durable (0: at once). Ops that answer later return `DEFERRED`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from jobd import __version__
+from jobd import constants as C
+from jobd.errors import OpError, invalid
+from jobd.job import Job, iso
+from jobd.server import DEFERRED, NL, Connection
+from jobd.validate import get_bool, get_int, get_job_id, get_number, get_status, get_str, parse_submit
+
+if TYPE_CHECKING:
+    from jobd.daemon import Daemon
+
+Reply = tuple[Any, int]
+MAX_BATCH = 100_000
+MAX_WAIT = 24 * 3600.0
+
+
+class Ops:
+    def __init__(self, daemon: Daemon) -> None:
+        self.d = daemon
+        self.table: dict[str, Callable[[Connection, Any, dict[str, Any]], Reply]] = {
+            name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
+        }
+
+    # --- basics -------------------------------------------------------------------------
+    def op_hello(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        return {"version": __version__, "protocol": C.PROTOCOL_VERSION,
+                "handlers": sorted(self.d.handlers)}, 0
+
+    def op_submit(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        job, seq = self.d.queue.submit(parse_submit(req, self.d.clock()))
+        return {"job_id": job.id, "status": job.status}, seq
+
+    def op_submit_many(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        jobs = req.get("jobs")
+        if not isinstance(jobs, list) or not jobs or len(jobs) > MAX_BATCH:
+            raise invalid("jobs", f"must be a non-empty list of at most {MAX_BATCH} submits")
+        now = self.d.clock()
+        specs = []
+        for i, item in enumerate(jobs):
+            try:
+                specs.append(parse_submit(item, now))
+            except OpError as e:
+                raise OpError(e.code, f"jobs[{i}].{e.message}") from None
+        ids, seq = self.d.queue.submit_many(specs)
+        return {"job_ids": ids}, seq
+
+    def op_status(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        return {"job": self.d.queue.get(get_job_id(req)).view()}, 0
+
+    def op_progress(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        return {"progress": self.d.queue.get(get_job_id(req)).progress}, 0
+
+    # --- results --------------------------------------------------------------------------
+    def result_fields(self, job: Job) -> dict[str, Any]:
+        done = job.status == C.COMPLETED
+        return {"job_id": job.id, "status": job.status,
+                "result": self.d.results.load(job) if done else None,
+                "error": job.error, "attempts": job.attempts,
+                "duration": job.duration() if job.terminal else None,
+                "completed_at": iso(job.completed_at) if job.terminal else None}
+
+    def op_result(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        job = self.d.queue.get(get_job_id(req))
+        wait = get_number(req, "wait", None)
+        if job.terminal or not wait:
+            return self.result_fields(job), 0
+        self._wait_for(conn, rid, job, min(wait, MAX_WAIT))
+        return DEFERRED, 0
+
+    op_wait = op_result
+
+    def _wait_for(self, conn: Connection, rid: Any, job: Job, wait: float) -> None:
+        """Answer when the job ends or the wait runs out, whichever is first."""
+        queue, loop = self.d.queue, self.d.loop
+        state: dict[str, Any] = {}
+
+        def answer(j: Job) -> None:
+            state["timer"].cancel()
+            queue.remove_waiter(j.id, answer)
+            conn.cleanup.remove(drop)
+            reply = self.result_fields(j)
+            reply["id"], reply["ok"] = rid, True
+            conn.send_late(orjson.dumps(reply) + NL)
+
+        def drop() -> None:
+            state["timer"].cancel()
+            queue.remove_waiter(job.id, answer)
+
+        state["timer"] = loop.call_later(wait, answer, job)
+        queue.add_waiter(job.id, answer)
+        conn.cleanup.append(drop)
+
+    # --- changes --------------------------------------------------------------------------
+    def op_cancel(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        job = self.d.queue.get(get_job_id(req))
+        force = get_bool(req, "force", False)
+        running = job.status == C.RUNNING
+        cancelled, seq = self.d.queue.cancel(job, force)
+        if cancelled and force and running:
+            seq = self.d.pool.force_cancel(job)
+        return {"cancelled": cancelled, "status": job.status}, seq
+
+    def op_retry(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        job = self.d.queue.get(get_job_id(req))
+        seq = self.d.queue.retry(job)
+        return {"job_id": job.id, "status": job.status}, seq
+
+    def op_purge(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        status = get_status(req, allowed=C.TERMINAL)
+        older = get_number(req, "older_than", None)
+        purged, seq = self.d.queue.purge(status, older)
+        self.d.results.forget_missing()
+        return {"purged": purged}, seq
+
+    # --- listing --------------------------------------------------------------------------
+    def op_list(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        status = get_status(req)
+        handler = get_str(req, "handler")
+        tag = get_str(req, "tag", limit=2048)
+        if tag is not None and "=" not in tag:
+            raise invalid("tag", "must look like key=value")
+        key, _, value = (tag or "").partition("=")
+        limit = get_int(req, "limit", 100, 0, 100_000)
+        offset = get_int(req, "offset", 0, 0)
+
+        def keep(j: Job) -> bool:
+            return ((status is None or j.status == status)
+                    and (handler is None or j.handler == handler)
+                    and (tag is None or j.matches_tag(key, value)))
+        return self._page(keep, limit, offset, status), 0
+
+    def op_dead_letters(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        limit = get_int(req, "limit", 100, 0, 100_000)
+        offset = get_int(req, "offset", 0, 0)
+        return self._page(lambda j: j.status == C.DEAD_LETTER, limit, offset, C.DEAD_LETTER), 0
+
+    def _page(self, keep: Callable[[Job], bool], limit: int, offset: int,
+              status: str | None) -> dict[str, Any]:
+        jobs = self.d.state.jobs.values()
+        total = 0
+        out = []
+        for job in jobs:
+            if keep(job):
+                if offset <= total < offset + limit:
+                    out.append(job.view())
+                total += 1
+        return {"jobs": out, "total": total}
+
+    # --- operations -----------------------------------------------------------------------
+    def op_metrics(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        fmt = req.get("format", "json")
+        if fmt == "json":
+            return {"metrics": self.d.metrics.snapshot()}, 0
+        if fmt == "prometheus":
+            return {"text": self.d.metrics.prometheus()}, 0
+        raise invalid("format", "must be json or prometheus")
+
+    def op_workers(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        return {"workers": self.d.pool.describe()}, 0
+
+    def op_scale(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        count = req.get("count")
+        if count is None:
+            raise invalid("count", "required")
+        count = get_int(req, "count", 0, 0, 1024)
+        previous = self.d.pool.target
+        self.d.pool.scale(count)
+        return {"previous": previous, "target": count}, 0
+
+    def op_restart_worker(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        wid = req.get("worker_id")
+        if wid is None:
+            raise invalid("worker_id", "required")
+        return {"restarted": self.d.pool.restart(get_int(req, "worker_id", 0, 0))}, 0
+
+    def op_watch(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        job_id = get_job_id(req, required=False)
+        if job_id is not None and job_id not in self.d.state.jobs:
+            raise OpError(C.E_NOT_FOUND, f"no job with id {job_id!r}")
+        events = req.get("events")
+        if events is not None:
+            if not isinstance(events, list) or not all(e in C.EVENTS for e in events):
+                raise invalid("events", f"must be a list of event names: {', '.join(sorted(C.EVENTS))}")
+        self.d.events.subscribe(conn, rid, job_id, frozenset(events) if events else None)
+        return {}, 0

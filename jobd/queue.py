@@ -1,0 +1,289 @@
+"""The queue's operations: every state change is a WAL record applied to State.
+
+`JobQueue` is the one owner of job state. Each mutation builds a record,
+appends it to the journal (with an undo for client-originated changes, in
+case the write fails) and applies it. The server waits for the journal to
+make the record durable before it acknowledges.
+"""
+from __future__ import annotations
+
+import heapq
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from jobd import constants as C
+from jobd import records as R
+from jobd.config import Config
+from jobd.errors import OpError, invalid, not_found
+from jobd.handlers import HandlerSpec
+from jobd.job import Job, progress_view
+from jobd.journal import Journal
+from jobd.state import State
+from jobd.validate import SubmitSpec
+
+Waiter = Callable[[Job], None]
+
+
+class JobQueue:
+    def __init__(self, cfg: Config, state: State, journal: Journal,
+                 handlers: dict[str, HandlerSpec], clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.state = state
+        self.journal = journal
+        self.handlers = handlers
+        self.clock = clock
+        self.waiters: dict[str, list[Waiter]] = {}
+        self.accepting = True
+        self.on_pending: Callable[[], None] = lambda: None
+
+    # --- recording ----------------------------------------------------------------
+    def commit(self, rec: list[Any], undo: Callable[[], None] | None = None) -> int:
+        seq = self.journal.append(rec, undo)
+        self.state.apply(rec)
+        return seq
+
+    def get(self, job_id: Any) -> Job:
+        job = self.state.jobs.get(job_id) if isinstance(job_id, str) else None
+        if job is None:
+            raise not_found(job_id)
+        return job
+
+    # --- submit ---------------------------------------------------------------------
+    def _check_admit(self, spec: SubmitSpec, batch: dict[str, Job]) -> None:
+        if spec.handler not in self.handlers:
+            raise OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {spec.handler!r}")
+        for dep in spec.depends_on:
+            if dep not in self.state.jobs and dep not in batch:
+                raise OpError(C.E_NOT_FOUND, f"depends_on: no job with id {dep!r}")
+
+    def _option(self, spec: SubmitSpec, field: str, default: Any) -> Any:
+        """submit > [handler."NAME"] config > @handler option > [retry] default."""
+        value = getattr(spec, field)
+        if value is not None or (field == "timeout" and spec.has_timeout):
+            return value
+        override = self.cfg.handler.get(spec.handler)
+        if override and override.get(field) is not None:
+            return override[field]
+        opts = self.handlers[spec.handler].options
+        return opts[field] if opts.get(field) is not None else default
+
+    def build(self, spec: SubmitSpec, now: float) -> Job:
+        """A new Job from a validated spec; status is set by `place`."""
+        from jobd.validate import priority_value
+        retry = self.cfg.retry
+        job = Job()
+        job.id = spec.job_id or uuid.uuid4().hex
+        job.handler = spec.handler
+        job.name = spec.name
+        job.args = spec.args
+        job.kwargs = spec.kwargs
+        job.priority = priority_value(self._option(spec, "priority", C.DEFAULT_PRIORITY))
+        job.max_retries = self._option(spec, "max_retries", retry.max_retries)
+        job.retry_delay = float(self._option(spec, "retry_delay", retry.retry_delay))
+        job.retry_backoff = float(self._option(spec, "retry_backoff", retry.retry_backoff))
+        timeout = self._option(spec, "timeout", None)
+        job.timeout = None if timeout is None else float(timeout)
+        job.tags = spec.tags
+        job.depends_on = spec.depends_on
+        job.created_at = now
+        job.seq = self.state.next_seq()
+        opts = self.handlers[spec.handler].options
+        job.jitter = opts.get("jitter")
+        job.max_delay = opts.get("max_delay")
+        return job
+
+    def place(self, job: Job, run_at: float | None, now: float,
+              batch: dict[str, Job] | None = None) -> None:
+        """Choose the initial status: scheduled, waiting, pending or failed."""
+        if run_at is not None:
+            job.scheduled_for = run_at
+            if run_at > now:
+                job.status = C.SCHEDULED
+                return
+        if not job.depends_on:
+            job.status = C.PENDING
+            return
+        deps = self._deps_state(job, batch or {})
+        job.status = {C.COMPLETED: C.PENDING, C.WAITING: C.WAITING}.get(deps, C.FAILED)
+        if job.status == C.FAILED:
+            job.error = f"dependency {self.state.failed_dep(job)} ended unsuccessfully"
+            job.completed_at = now
+
+    def _deps_state(self, job: Job, batch: dict[str, Job]) -> str:
+        if any(d in batch for d in job.depends_on):
+            return C.WAITING          # a sibling in the same batch cannot be done yet
+        return self.state.deps_state(job)
+
+    def submit(self, spec: SubmitSpec) -> tuple[Job, int]:
+        """Admit one job; returns (job, journal seq to wait for)."""
+        self._check_open()
+        if spec.job_id is not None and spec.job_id in self.state.jobs:
+            return self.state.jobs[spec.job_id], 0
+        self._check_admit(spec, {})
+        if self.state.queued >= self.cfg.queue.max_size:
+            raise OpError(C.E_QUEUE_FULL, f"queue is full ({self.cfg.queue.max_size} jobs)")
+        now = self.clock()
+        job = self.build(spec, now)
+        self.place(job, spec.run_at, now)
+        return job, self._insert(job)
+
+    def _insert(self, job: Job) -> int:
+        job_id = job.id
+        seq = self.journal.append([R.SUBMIT, job.to_record()], lambda: self._undo_submit(job_id))
+        self.state.insert(job)
+        if job.status == C.PENDING:
+            self.on_pending()
+        return seq
+
+    def _undo_submit(self, job_id: str) -> None:
+        job = self.state.jobs.get(job_id)
+        if job is not None and job.status != C.RUNNING:
+            self.state.apply([R.DELETE, [job_id]])
+
+    def submit_many(self, specs: list[SubmitSpec]) -> tuple[list[str], int]:
+        """All or nothing: validate every job and the dependency graph first."""
+        self._check_open()
+        for spec in specs:
+            if spec.job_id is None:
+                spec.job_id = uuid.uuid4().hex
+        fresh = [s for s in specs if s.job_id is None or s.job_id not in self.state.jobs]
+        batch_ids = [s.job_id for s in fresh if s.job_id is not None]
+        if len(set(batch_ids)) != len(batch_ids):
+            raise invalid("jobs", "duplicate job_id in the batch")
+        ids = {i: None for i in batch_ids}
+        for spec in fresh:
+            self._check_admit(spec, ids)  # type: ignore[arg-type]
+        _check_acyclic(fresh)
+        if self.state.queued + len(fresh) > self.cfg.queue.max_size:
+            raise OpError(C.E_QUEUE_FULL, f"queue is full ({self.cfg.queue.max_size} jobs)")
+        now = self.clock()
+        batch: dict[str, Job] = {}
+        seq = 0
+        for spec in _dependency_order(fresh):
+            job = self.build(spec, now)
+            self.place(job, spec.run_at, now, {k: v for k, v in batch.items()
+                                               if v.status not in C.TERMINAL})
+            batch[job.id] = job
+            seq = self._insert(job)
+        return [s.job_id or "" for s in specs], seq
+
+    def _check_open(self) -> None:
+        if not self.accepting:
+            raise OpError(C.E_UNAVAILABLE, "jobd is shutting down")
+
+    # --- client-driven changes -----------------------------------------------------
+    def cancel(self, job: Job, force: bool) -> tuple[bool, int]:
+        """(cancelled now?, seq). Running jobs: request, or kill with force."""
+        if job.terminal:
+            return False, 0
+        if job.status != C.RUNNING:
+            return True, self.commit([R.CANCEL, job.id, self.clock()])
+        if force:
+            return True, 0       # the pool kills the worker and records the cancel
+        if job.cancel_requested:
+            return False, 0
+        return False, self.commit([R.CANCEL_REQUEST, job.id])
+
+    def retry(self, job: Job) -> int:
+        if job.status not in (C.DEAD_LETTER, C.FAILED, C.CANCELLED):
+            raise OpError(C.E_CONFLICT, f"job {job.id} is {job.status}; only dead_letter, "
+                                        "failed or cancelled jobs can be retried")
+        seq = self.commit([R.RETRY, job.id, self.clock()])
+        self.on_pending()
+        return seq
+
+    def purge(self, status: str | None, older_than: float | None) -> tuple[int, int]:
+        statuses = (status,) if status else tuple(C.TERMINAL)
+        cutoff = self.clock() - older_than if older_than is not None else None
+        ids = [j.id for j in self.state.jobs.values()
+               if j.status in statuses and (cutoff is None or (j.completed_at or 0) <= cutoff)]
+        if not ids:
+            return 0, 0
+        return len(ids), self.commit([R.DELETE, ids])
+
+    # --- worker-driven changes -----------------------------------------------------
+    def start(self, job: Job, worker_id: int) -> None:
+        self.commit(R.start(job.id, self.clock(), worker_id))
+
+    def progress(self, job: Job, current: float, total: float | None, message: str) -> None:
+        prog = progress_view(current, total, message, self.clock())
+        self.commit([R.PROGRESS, job.id, prog])
+
+    def complete(self, job: Job, result: Any, ref: Any = None) -> None:
+        self.commit(R.complete(job.id, self.clock(), result, ref))
+
+    def fail_attempt(self, job: Job, error: str, next_status: str, due: float | None) -> None:
+        self.commit(R.fail(job.id, self.clock(), error, next_status, due))
+
+    def cancelled_by_force(self, job: Job) -> None:
+        self.commit([R.CANCEL, job.id, self.clock()])
+
+    def requeue(self, job: Job, uncount: bool) -> None:
+        self.commit([R.REQUEUE, job.id, uncount])
+        self.on_pending()
+
+    # --- waiting for results ----------------------------------------------------------
+    def add_waiter(self, job_id: str, fn: Waiter) -> None:
+        self.waiters.setdefault(job_id, []).append(fn)
+
+    def remove_waiter(self, job_id: str, fn: Waiter) -> None:
+        fns = self.waiters.get(job_id)
+        if fns and fn in fns:
+            fns.remove(fn)
+            if not fns:
+                del self.waiters[job_id]
+
+    def notify_terminal(self, job: Job) -> None:
+        for fn in self.waiters.pop(job.id, ()):
+            fn(job)
+
+
+def _check_acyclic(specs: list[SubmitSpec]) -> None:
+    """A batch whose jobs depend on each other in a cycle is invalid."""
+    graph = {s.job_id: [d for d in s.depends_on] for s in specs if s.job_id}
+    state: dict[str, int] = {}
+
+    def visit(node: str) -> None:
+        stack = [(node, iter(graph.get(node, ())))]
+        state[node] = 1
+        while stack:
+            cur, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[cur] = 2
+                stack.pop()
+            elif nxt in graph:
+                if state.get(nxt) == 1:
+                    raise invalid("depends_on", f"dependency cycle through job {nxt!r}")
+                if nxt not in state:
+                    state[nxt] = 1
+                    stack.append((nxt, iter(graph[nxt])))
+
+    for node in graph:
+        if node not in state:
+            visit(node)
+
+
+def _dependency_order(specs: list[SubmitSpec]) -> list[SubmitSpec]:
+    """Jobs in batch order, except that a job comes after the batch jobs it
+    depends on (Kahn's algorithm on indexes; the batch is known acyclic)."""
+    index = {s.job_id: i for i, s in enumerate(specs)}
+    blockers = [sum(1 for d in s.depends_on if d in index) for s in specs]
+    unblocks: dict[int, list[int]] = {}
+    for i, s in enumerate(specs):
+        for d in s.depends_on:
+            if d in index:
+                unblocks.setdefault(index[d], []).append(i)
+    ready = [i for i, n in enumerate(blockers) if n == 0]
+    heapq.heapify(ready)
+    out: list[SubmitSpec] = []
+    while ready:
+        i = heapq.heappop(ready)
+        out.append(specs[i])
+        for nxt in unblocks.get(i, ()):
+            blockers[nxt] -= 1
+            if blockers[nxt] == 0:
+                heapq.heappush(ready, nxt)
+    return out

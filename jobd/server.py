@@ -1,0 +1,260 @@
+"""The JSON-lines protocol over a Unix stream socket (SPEC §5).
+
+One `Connection` per client. Requests are split on `\\n`, decoded with
+orjson and handed to the op table. Replies are answered in request order:
+a reply that acknowledges a WAL record waits in the connection's queue until
+the journal says that record is durable; replies behind it wait too. Output
+is collected during a loop turn and written once per turn.
+
+`result`/`wait` with a wait time and `watch` answer later, out of order.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import struct
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from jobd import constants as C
+from jobd.errors import OpError
+
+if TYPE_CHECKING:
+    from jobd.ops import Ops
+
+log = logging.getLogger("jobd.server")
+
+_dumps = orjson.dumps
+_loads = orjson.loads
+_PEERCRED = struct.Struct("3i")
+NL = b"\n"
+
+
+def error_reply(req_id: Any, code: str, message: str) -> bytes:
+    return _dumps({"id": req_id, "ok": False,
+                   "error": {"code": code, "message": message}}) + NL
+
+
+class Deferred:
+    """Marker an op returns when it will answer later via `Connection.send_late`."""
+
+
+DEFERRED = Deferred()
+
+
+class Connection(asyncio.Protocol):
+    """One client. Owned by the loop thread."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.ops = server.ops
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.queue: deque[list[Any]] = deque()   # [seq, bytes] in request order
+        self.wbuf: list[bytes] = []
+        self.closing = False
+        self.allowed = True
+        self.cleanup: list[Callable[[], None]] = []
+
+    # --- asyncio.Protocol ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.server.connections.add(self)
+        if len(self.server.connections) > self.server.cfg.server.max_connections:
+            self.transport.write(error_reply(None, C.E_UNAVAILABLE, "too many connections"))
+            self.transport.close()
+            return
+        self.allowed = self.server.peer_allowed(transport.get_extra_info("socket"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        self.server.dirty.discard(self)
+        for fn in self.cleanup:
+            fn()
+        self.cleanup.clear()
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        buf += data
+        start = 0
+        limit = self.server.max_request
+        while not self.closing:
+            end = buf.find(NL, start)
+            if end == -1:
+                break
+            if end - start > limit:
+                self._too_large()
+                return
+            if end > start:
+                self._handle(bytes(buf[start:end]))
+            start = end + 1
+        if start:
+            del buf[:start]
+        if len(buf) > limit and not self.closing:
+            self._too_large()
+        self.server.kick()
+
+    # --- requests ------------------------------------------------------------------------
+    def _too_large(self) -> None:
+        """An oversize line cannot be skipped safely: answer and close."""
+        limit = self.server.max_request
+        self.queue.append([0, error_reply(None, C.E_REQUEST_TOO_LARGE,
+                                          f"request exceeds max_request_bytes ({limit})")])
+        self.buf.clear()
+        self.release(self.server.journal_durable())
+        self.flush()
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _handle(self, line: bytes) -> None:
+        try:
+            req = _loads(line)
+        except orjson.JSONDecodeError:
+            self._reply(0, error_reply(None, C.E_BAD_REQUEST, "request is not valid JSON"))
+            return
+        if not isinstance(req, dict):
+            self._reply(0, error_reply(None, C.E_BAD_REQUEST, "request must be a JSON object"))
+            return
+        req_id = req.get("id")
+        if isinstance(req_id, (dict, list)):
+            self._reply(0, error_reply(None, C.E_BAD_REQUEST, "id must be a JSON scalar"))
+            return
+        if not self.allowed:
+            self._reply(0, error_reply(req_id, C.E_PERMISSION_DENIED,
+                                       "this user may not use jobd"))
+            return
+        self._dispatch(req_id, req)
+
+    def _dispatch(self, req_id: Any, req: dict[str, Any]) -> None:
+        op = req.get("op")
+        if not isinstance(op, str):
+            self._reply(0, error_reply(req_id, C.E_BAD_REQUEST, "request has no op"))
+            return
+        fn = self.ops.table.get(op)
+        if fn is None:
+            self._reply(0, error_reply(req_id, C.E_UNKNOWN_OP, f"unknown op {op!r}"))
+            return
+        try:
+            reply, seq = fn(self, req_id, req)
+        except OpError as e:
+            self._reply(0, error_reply(req_id, e.code, e.message))
+            return
+        except Exception:
+            log.exception("op %s failed", op)
+            self._reply(0, error_reply(req_id, C.E_INTERNAL, f"internal error in op {op}"))
+            return
+        if reply is DEFERRED:
+            return
+        reply["id"] = req_id
+        reply["ok"] = True
+        self._reply(seq, _dumps(reply) + NL)
+
+    # --- replies ---------------------------------------------------------------------------
+    def _reply(self, seq: int, data: bytes) -> None:
+        """Queue a reply that may go out once journal seq `seq` is durable."""
+        if not self.queue and seq <= self.server.journal_durable():
+            self._out(data)
+        else:
+            self.queue.append([seq, data])
+            self.server.waiting.add(self)
+
+    def _out(self, data: bytes) -> None:
+        self.wbuf.append(data)
+        self.server.dirty.add(self)
+
+    def send_late(self, data: bytes) -> None:
+        """A deferred reply or an event line: does not wait behind the queue."""
+        if not self.closing:
+            self._out(data)
+            self.server.kick()
+
+    def release(self, durable: int) -> bool:
+        """Move replies whose records are durable to the output; True when empty."""
+        q = self.queue
+        while q and q[0][0] <= durable:
+            self._out(q.popleft()[1])
+        return not q
+
+    def fail_range(self, first: int, last: int, why: str) -> None:
+        """Replace the replies of records the journal failed to write."""
+        for item in self.queue:
+            if first <= item[0] <= last:
+                req_id = _loads(item[1]).get("id")
+                item[0] = 0
+                item[1] = error_reply(req_id, C.E_STORAGE_ERROR, why + "; nothing was acknowledged")
+
+    def flush(self) -> None:
+        if self.wbuf and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(b"".join(self.wbuf))
+        self.wbuf.clear()
+
+    def write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport else 0
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Server:
+    """Listens, tracks connections, and moves replies when the WAL is durable."""
+
+    def __init__(self, cfg: Any, ops: Ops, journal_durable: Callable[[], int],
+                 kick: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self.ops = ops
+        self.journal_durable = journal_durable
+        self.kick = kick
+        self.max_request = cfg.server.max_request_bytes
+        self.connections: set[Connection] = set()
+        self.dirty: set[Connection] = set()
+        self.waiting: set[Connection] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.owns_socket_file = True
+
+    async def start(self, loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+        self.server = await loop.create_unix_server(lambda: Connection(self), sock=sock,
+                                                    backlog=1024)
+
+    def peer_allowed(self, sock: socket.socket | None) -> bool:
+        uids, gids = self.cfg.server.allowed_uids, self.cfg.server.allowed_gids
+        if sock is None or not (uids or gids):
+            return True
+        try:
+            _pid, uid, gid = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        except OSError:
+            return False
+        return uid in (0, os.getuid()) or uid in uids or gid in gids
+
+    def on_durable(self, durable: int) -> None:
+        done = [c for c in self.waiting if c.release(durable)]
+        for conn in done:
+            self.waiting.discard(conn)
+        self.kick()
+
+    def on_failed(self, first: int, last: int, why: str) -> None:
+        for conn in self.waiting:
+            conn.fail_range(first, last, why)
+
+    def flush(self) -> None:
+        dirty = self.dirty
+        while dirty:
+            dirty.pop().flush()
+
+    def stop_listening(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+    def close_all(self) -> None:
+        self.flush()
+        for conn in list(self.connections):
+            conn.close()

@@ -1,0 +1,201 @@
+"""Argument checking for ops: every bad field is an `invalid_argument` naming it.
+
+Nothing here touches state; `parse_submit` turns a submit request into a
+`SubmitSpec` that the queue then admits (or rejects) as a whole.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jobd import constants as C
+from jobd.errors import invalid
+from jobd.job import EMPTY_DICT, EMPTY_LIST, parse_iso
+
+JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
+MAX_NAME = 256
+MAX_TAGS = 64
+MAX_TIMESTAMP = 253402300799.0     # 9999-12-31
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v))
+
+
+def get_int(req: dict[str, Any], field: str, default: Any, lo: int, hi: int | None = None) -> Any:
+    v = req.get(field)
+    if v is None:
+        return default
+    if not _is_int(v) or v < lo or (hi is not None and v > hi):
+        bound = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
+        raise invalid(field, f"must be an integer {bound}, got {v!r}")
+    return v
+
+
+def get_number(req: dict[str, Any], field: str, default: Any, lo: float = 0.0,
+               positive: bool = False) -> Any:
+    v = req.get(field)
+    if v is None:
+        return default
+    if not _is_number(v) or v < lo or (positive and v <= 0) or v > MAX_TIMESTAMP:
+        what = "a positive number" if positive else f"a number >= {lo:g}"
+        raise invalid(field, f"must be {what}, got {v!r}")
+    return float(v)
+
+
+def get_str(req: dict[str, Any], field: str, default: Any = None, limit: int = MAX_NAME) -> Any:
+    v = req.get(field)
+    if v is None:
+        return default
+    if not isinstance(v, str) or len(v) > limit:
+        raise invalid(field, f"must be a string of at most {limit} characters")
+    return v
+
+
+def get_bool(req: dict[str, Any], field: str, default: bool) -> bool:
+    v = req.get(field)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise invalid(field, f"must be true or false, got {v!r}")
+    return v
+
+
+def get_job_id(req: dict[str, Any], field: str = "job_id", required: bool = True) -> Any:
+    v = req.get(field)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not JOB_ID_RE.match(v):
+        raise invalid(field, "must be a job id string (1-128 of A-Z a-z 0-9 . _ : @ / + -)")
+    return v
+
+
+def priority_value(v: Any, field: str = "priority") -> int:
+    """An integer 0..1000 or one of the names low/normal/high/critical."""
+    if isinstance(v, str) and v in C.PRIORITY_NAMES:
+        return C.PRIORITY_NAMES[v]
+    if _is_int(v) and C.PRIORITY_MIN <= v <= C.PRIORITY_MAX:
+        return int(v)
+    raise invalid(field, f"must be an integer 0..1000 or one of "
+                         f"{', '.join(C.PRIORITY_NAMES)}, got {v!r}")
+
+
+def get_status(req: dict[str, Any], field: str = "status",
+               allowed: frozenset[str] | tuple[str, ...] = C.STATUSES) -> Any:
+    v = req.get(field)
+    if v is None:
+        return None
+    if v not in allowed:
+        raise invalid(field, f"must be one of {', '.join(sorted(allowed))}, got {v!r}")
+    return v
+
+
+def _tags(req: dict[str, Any]) -> dict[str, Any]:
+    v = req.get("tags")
+    if v is None:
+        return EMPTY_DICT
+    if not isinstance(v, dict) or len(v) > MAX_TAGS:
+        raise invalid("tags", f"must be an object of at most {MAX_TAGS} entries")
+    for key, value in v.items():
+        if len(key) > MAX_NAME or not isinstance(value, (str, int, float, bool)) \
+                or (isinstance(value, str) and len(value) > 1024):
+            raise invalid("tags", f"tag {key!r} must map to a string, number or bool")
+    return v or EMPTY_DICT
+
+
+def _depends_on(req: dict[str, Any]) -> list[str]:
+    v = req.get("depends_on")
+    if v is None or v == []:
+        return EMPTY_LIST
+    if not isinstance(v, list) or len(v) > 1000:
+        raise invalid("depends_on", "must be a list of job ids")
+    for item in v:
+        if not isinstance(item, str) or not JOB_ID_RE.match(item):
+            raise invalid("depends_on", f"{item!r} is not a job id")
+    return list(dict.fromkeys(v))
+
+
+SUBMIT_FIELDS = frozenset({
+    "op", "id", "handler", "args", "kwargs", "priority", "max_retries",
+    "retry_delay", "retry_backoff", "timeout", "tags", "name", "depends_on",
+    "delay", "run_at", "job_id",
+})
+
+
+@dataclass(slots=True)
+class SubmitSpec:
+    """A validated submit, not yet admitted."""
+    job_id: str | None
+    handler: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    priority: int | None
+    max_retries: int | None
+    retry_delay: float | None
+    retry_backoff: float | None
+    timeout: float | None
+    tags: dict[str, Any]
+    name: str | None
+    depends_on: list[str]
+    run_at: float | None       # absolute epoch seconds, from delay or run_at
+    has_timeout: bool
+
+
+def _run_at(req: dict[str, Any], now: float) -> float | None:
+    delay, run_at = req.get("delay"), req.get("run_at")
+    if delay is not None and run_at is not None:
+        raise invalid("delay", "give either delay or run_at, not both")
+    if delay is not None:
+        return now + get_number(req, "delay", 0.0)
+    if run_at is None:
+        return None
+    if not isinstance(run_at, str):
+        raise invalid("run_at", "must be an ISO 8601 timestamp string")
+    try:
+        ts = parse_iso(run_at)
+    except (ValueError, OverflowError):
+        raise invalid("run_at", f"not an ISO 8601 timestamp: {run_at!r}") from None
+    return ts
+
+
+def parse_submit(req: Any, now: float) -> SubmitSpec:
+    """Check every field of a submit request (SPEC §5)."""
+    if not isinstance(req, dict):
+        raise invalid("jobs", "each job must be an object")
+    unknown = [k for k in req if k not in SUBMIT_FIELDS]
+    if unknown:
+        raise invalid(unknown[0], "unknown field")
+    handler = req.get("handler")
+    if not isinstance(handler, str) or not handler:
+        raise invalid("handler", "required: the name of a registered handler")
+    args = req.get("args")
+    if args is not None and not isinstance(args, list):
+        raise invalid("args", "must be a list")
+    kwargs = req.get("kwargs")
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise invalid("kwargs", "must be an object")
+    prio = req.get("priority")
+    timeout = req.get("timeout")
+    return SubmitSpec(
+        job_id=get_job_id(req, required=False),
+        handler=handler,
+        args=args or EMPTY_LIST,
+        kwargs=kwargs or EMPTY_DICT,
+        priority=None if prio is None else priority_value(prio),
+        max_retries=get_int(req, "max_retries", None, 0, 1000),
+        retry_delay=get_number(req, "retry_delay", None),
+        retry_backoff=get_number(req, "retry_backoff", None, lo=1.0),
+        timeout=get_number(req, "timeout", None, positive=True),
+        tags=_tags(req),
+        name=get_str(req, "name"),
+        depends_on=_depends_on(req),
+        run_at=_run_at(req, now),
+        has_timeout="timeout" in req,
+    )

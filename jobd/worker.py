@@ -1,0 +1,192 @@
+"""The worker process: runs one job at a time, sent over a socketpair.
+
+Frames in both directions are `u32 length` + `u8 kind` + body (see
+`jobd/frames.py`). The main thread reads run requests and runs handlers; a
+heartbeat thread writes a heartbeat (with RSS) every `heartbeat_interval`,
+so a worker stopped (SIGSTOP) or stuck in C code holding the GIL goes quiet
+and the daemon kills it. The heartbeat thread also exits the process if the
+daemon's end of the channel is gone.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import select
+import signal
+import socket
+import threading
+import time
+import traceback
+from typing import Any
+
+import orjson
+
+from jobd import frames as F
+from jobd import handlers as H
+
+PROGRESS_MIN_INTERVAL = 0.05     # seconds between progress frames for one job
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class Worker:
+    def __init__(self, sock: socket.socket, worker_id: int, heartbeat: float) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self.worker_id = worker_id
+        self.heartbeat = heartbeat
+        self.reader = F.FrameReader(sock)
+        self.lock = threading.Lock()
+        self.pending: list[tuple[int, bytes]] = []     # frames read ahead
+        self.ctx: H.JobContext | None = None
+        self.stop = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.last_progress = 0.0
+        self.queued_progress: tuple[float, float | None, str] | None = None
+
+    # --- channel -----------------------------------------------------------------
+    def send(self, kind: int, body: bytes) -> None:
+        data = F.frame(kind, body)
+        with self.lock:
+            self.sock.sendall(data)
+
+    def next_frame(self) -> tuple[int, bytes] | None:
+        if self.pending:
+            return self.pending.pop(0)
+        return self.reader.read()
+
+    def poll(self) -> None:
+        """Handle control frames that arrived while a handler runs (non-blocking)."""
+        while self.reader.buffered() or select.select([self.sock], [], [], 0)[0]:
+            frame = self.reader.read()
+            if frame is None:
+                os._exit(0)                      # the daemon is gone
+            self._control(frame)
+
+    def _control(self, frame: tuple[int, bytes]) -> None:
+        kind, body = frame
+        if kind == F.CANCEL:
+            if self.ctx is not None and self.ctx.id == body.decode():
+                self.ctx._request_cancel()
+        elif kind == F.STOP:
+            self.stop = True
+        else:
+            self.pending.append(frame)
+
+    # --- main loop -----------------------------------------------------------------
+    def run(self) -> None:
+        threading.Thread(target=self._heartbeats, name="jobd-heartbeat", daemon=True).start()
+        self.send(F.READY, orjson.dumps([os.getpid(), rss_bytes()]))
+        while not self.stop:
+            frame = self.next_frame()
+            if frame is None:
+                return
+            kind, body = frame
+            if kind == F.RUN:
+                self._run(orjson.loads(body))
+            else:
+                self._control(frame)
+
+    def _heartbeats(self) -> None:
+        parent = os.getppid()
+        while True:
+            time.sleep(self.heartbeat)
+            if os.getppid() != parent:
+                os._exit(0)
+            try:
+                self.send(F.HEARTBEAT, orjson.dumps([rss_bytes()]))
+            except OSError:
+                os._exit(0)
+
+    def _run(self, msg: list[Any]) -> None:
+        job_id, name, args, kwargs, attempt, tags = msg
+        spec = H.registry().get(name)
+        self.ctx = ctx = H.JobContext(job_id, attempt, name, tags, self._progress, self.poll)
+        H.set_current(ctx)
+        self.last_progress = 0.0
+        self.queued_progress = None
+        try:
+            if spec is None:
+                raise H.PermanentError(f"handler {name!r} is not registered in this worker")
+            value = self._call(spec, args, kwargs)
+            body = _encode_result(value)
+        except H.PermanentError as e:
+            self._finish_failure(job_id, F.FAIL_PERMANENT, _format(e), 0.0)
+        except H.Retry as e:
+            self._finish_failure(job_id, F.FAIL_RETRY, str(e), e.after)
+        except _NotSerialisable as e:
+            self._finish_failure(job_id, F.FAIL_ERROR, str(e), 0.0)
+        except BaseException as e:   # noqa: BLE001 - any handler error fails the attempt
+            self._finish_failure(job_id, F.FAIL_ERROR, _format(e), 0.0)
+        else:
+            self._flush_progress(job_id)
+            self.send(F.DONE, F.pack_done(job_id, body))
+        finally:
+            H.set_current(None)
+            self.ctx = None
+
+    def _call(self, spec: H.HandlerSpec, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if not spec.is_async:
+            return spec.func(*args, **kwargs)
+        if self.loop is None:
+            self.loop = asyncio.new_event_loop()
+        return self.loop.run_until_complete(spec.func(*args, **kwargs))
+
+    def _finish_failure(self, job_id: str, kind: int, error: str, after: float) -> None:
+        self._flush_progress(job_id)
+        self.send(F.FAIL, orjson.dumps([job_id, kind, error, after]))
+
+    # --- progress ------------------------------------------------------------------
+    def _progress(self, current: float, total: float | None, message: str) -> None:
+        """Coalesce: at most one frame per PROGRESS_MIN_INTERVAL; the last value
+        is always delivered before the job's outcome."""
+        now = time.monotonic()
+        if now - self.last_progress >= PROGRESS_MIN_INTERVAL:
+            self.last_progress = now
+            self.queued_progress = None
+            self._send_progress(current, total, message)
+        else:
+            self.queued_progress = (current, total, message)
+
+    def _send_progress(self, current: float, total: float | None, message: str) -> None:
+        ctx = self.ctx
+        if ctx is not None:
+            self.send(F.PROGRESS, orjson.dumps([ctx.id, current, total, message]))
+
+    def _flush_progress(self, job_id: str) -> None:
+        if self.queued_progress is not None:
+            self._send_progress(*self.queued_progress)
+            self.queued_progress = None
+
+
+class _NotSerialisable(Exception):
+    pass
+
+
+def _encode_result(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError as e:
+        raise _NotSerialisable(
+            f"handler returned a value that is not JSON-serialisable "
+            f"({type(value).__name__}): {e}") from None
+
+
+def _format(e: BaseException) -> str:
+    text = "".join(traceback.format_exception(e))
+    return f"{type(e).__name__}: {e}\n{text}"
+
+
+def main(sock: socket.socket, worker_id: int, heartbeat: float) -> None:
+    """Entry point in the forked child."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    Worker(sock, worker_id, heartbeat).run()
