@@ -110,6 +110,8 @@ class Ops:
         cancelled, seq = self.d.queue.cancel(job, force)
         if cancelled and force and running:
             seq = self.d.pool.force_cancel(job)
+        elif running and seq:
+            self.d.pool.request_cancel(job)
         return {"cancelled": cancelled, "status": job.status}, seq
 
     def op_retry(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
@@ -121,7 +123,8 @@ class Ops:
         status = get_status(req, allowed=C.TERMINAL)
         older = get_number(req, "older_than", None)
         purged, seq = self.d.queue.purge(status, older)
-        self.d.results.forget_missing()
+        if purged:
+            self.d.sweep_results()
         return {"purged": purged}, seq
 
     # --- listing --------------------------------------------------------------------------

@@ -1,0 +1,212 @@
+"""Each client method as data: the op to send and how to decode its reply.
+
+`Client` and `AsyncClient` differ only in how they move bytes; everything a
+method means (argument names, defaults left to the daemon, which reply field is
+returned) is written once here. `wait` needs two round trips in a loop, so it is
+a small generator that yields `Call`s and is driven by either client.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
+
+from .errors import error_from_reply
+from .models import TERMINAL, Event, Job, Page
+
+T = TypeVar("T")
+Reply = dict[str, Any]
+# `wait` without a timeout polls in chunks so a lost reply never blocks forever.
+WAIT_CHUNK_S = 60.0
+_ENVELOPE = ("id", "ok")
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request: `op`, its arguments, and the decoder for the method's return value.
+
+    `hold` is how long the daemon may legitimately keep the reply back (the
+    `wait` of `result`), so a blocking client can stretch its socket timeout.
+    """
+
+    op: str
+    args: dict[str, Any]
+    decode: Callable[[Reply], T]
+    hold: float = 0.0
+
+
+WaitSteps = Generator[Call[Any], Any, Job]
+
+
+def compact(**args: Any) -> dict[str, Any]:
+    """Drop None-valued arguments so the daemon applies its own defaults."""
+    return {k: v for k, v in args.items() if v is not None}
+
+
+def new_job_id() -> str:
+    """A client-side job id, so a resend after reconnect cannot duplicate the job."""
+    return uuid.uuid4().hex
+
+
+def message(op: str, request_id: int, args: Mapping[str, Any]) -> dict[str, Any]:
+    """The request object sent on the wire."""
+    return {"op": op, "id": request_id, **args}
+
+
+def check(reply: Reply) -> Reply:
+    """Return the reply, or raise the JobdError subclass for `ok: false`."""
+    if reply.get("ok") is not True:
+        raise error_from_reply(reply.get("error"))
+    return reply
+
+
+def body(reply: Reply) -> Reply:
+    """The reply without its envelope (`ok`, `id`)."""
+    return {k: v for k, v in reply.items() if k not in _ENVELOPE}
+
+
+def pick(key: str) -> Callable[[Reply], Any]:
+    """Decoder returning one field of the reply."""
+    return lambda reply: reply.get(key)
+
+
+def event_from(msg: Reply) -> Event | None:
+    """An Event from a watch line, or None when the line is not an event."""
+    name = msg.get("event")
+    if not isinstance(name, str):
+        return None
+    data = msg.get("data")
+    return Event(name, data if isinstance(data, dict) else {})
+
+
+# --- one builder per op (SPEC §5) ----------------------------------------------
+
+def generic(op: str, args: dict[str, Any]) -> Call[Reply]:
+    """Any op; returns the reply body. A numeric `wait` lets the reply be held that long."""
+    wait = args.get("wait")
+    hold = float(wait) if isinstance(wait, (int, float)) else 0.0
+    return Call(op, compact(**args), body, hold)
+
+
+def hello() -> Call[Reply]:
+    return Call("hello", {}, body)
+
+
+def submit_args(handler: str, args: list[Any] | None = None,
+                kwargs: dict[str, Any] | None = None, **options: Any) -> dict[str, Any]:
+    """A submit object with a job_id always set (idempotent resend)."""
+    out = compact(handler=handler, args=args, kwargs=kwargs, **options)
+    out.setdefault("job_id", new_job_id())
+    return out
+
+
+def submit(handler: str, args: list[Any] | None, kwargs: dict[str, Any] | None,
+           options: dict[str, Any]) -> Call[str]:
+    return Call("submit", submit_args(handler, args, kwargs, **options), pick("job_id"))
+
+
+def submit_many(jobs: list[dict[str, Any]]) -> Call[list[str]]:
+    filled = [submit_args(**job) for job in jobs]
+    return Call("submit_many", {"jobs": filled}, pick("job_ids"))
+
+
+def status(job_id: str) -> Call[Job]:
+    return Call("status", {"job_id": job_id}, lambda r: Job.from_dict(r.get("job") or {}))
+
+
+def progress(job_id: str) -> Call[dict[str, Any] | None]:
+    return Call("progress", {"job_id": job_id}, pick("progress"))
+
+
+def result(job_id: str, wait: float | None = None) -> Call[Reply]:
+    return Call("result", compact(job_id=job_id, wait=wait), body, float(wait or 0.0))
+
+
+def cancel(job_id: str, force: bool = False) -> Call[bool]:
+    return Call("cancel", {"job_id": job_id, "force": force}, lambda r: bool(r.get("cancelled")))
+
+
+def list_jobs(status: str | None, handler: str | None, tag: str | None,
+              limit: int, offset: int) -> Call[Page]:
+    args = compact(status=status, handler=handler, tag=tag, limit=limit, offset=offset)
+    return Call("list", args, Page.from_reply)
+
+
+def dead_letters(limit: int, offset: int) -> Call[Page]:
+    return Call("dead_letters", {"limit": limit, "offset": offset}, Page.from_reply)
+
+
+def retry(job_id: str) -> Call[str]:
+    return Call("retry", {"job_id": job_id}, pick("status"))
+
+
+def purge(status: str | None, older_than: float | None) -> Call[int]:
+    args = compact(status=status, older_than=older_than)
+    return Call("purge", args, lambda r: int(r.get("purged", 0)))
+
+
+def metrics(format: str = "json") -> Call[Any]:
+    field = "text" if format == "prometheus" else "metrics"
+    return Call("metrics", {"format": format}, pick(field))
+
+
+def workers() -> Call[list[dict[str, Any]]]:
+    return Call("workers", {}, pick("workers"))
+
+
+def scale(count: int) -> Call[Reply]:
+    return Call("scale", {"count": count}, body)
+
+
+def restart_worker(worker_id: Any) -> Call[bool]:
+    return Call("restart_worker", {"worker_id": worker_id}, lambda r: bool(r.get("restarted")))
+
+
+def watch(job_id: str | None, events: list[str] | None) -> Call[Reply]:
+    return Call("watch", compact(job_id=job_id, events=events), body)
+
+
+def schedule_add(name: str, cron: str, handler: str, args: list[Any] | None,
+                 kwargs: dict[str, Any] | None, timezone: str,
+                 options: dict[str, Any]) -> Call[dict[str, Any]]:
+    fields = compact(name=name, cron=cron, handler=handler, args=args, kwargs=kwargs,
+                     timezone=timezone, **options)
+    return Call("schedule_add", fields, pick("schedule"))
+
+
+def schedule_list() -> Call[list[dict[str, Any]]]:
+    return Call("schedule_list", {}, pick("schedules"))
+
+
+def schedule_remove(name: str) -> Call[bool]:
+    return Call("schedule_remove", {"name": name}, lambda r: bool(r.get("removed")))
+
+
+# --- wait: result(wait=...) until terminal or timed out, then status ---------------
+
+def wait_steps(job_id: str, timeout: float | None) -> WaitSteps:
+    """Yield the calls of `wait`; the driver sends back each decoded reply.
+
+    Ends with the full job view carrying the result of the last `result`
+    reply, terminal or not: the caller checks `job.done`.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        res: Reply = yield result(job_id, wait=_chunk(deadline))
+        if res.get("status") in TERMINAL or _expired(deadline):
+            break
+    job: Job = yield status(job_id)
+    return replace(job, result=res.get("result"))
+
+
+def _chunk(deadline: float | None) -> float:
+    if deadline is None:
+        return WAIT_CHUNK_S
+    return max(0.0, min(WAIT_CHUNK_S, deadline - time.monotonic()))
+
+
+def _expired(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+

@@ -1,0 +1,384 @@
+"""asyncio client: one pipelined connection shared by many tasks (SPEC §7).
+
+Requests are written as they come; a single reader task resolves the Future
+registered under each reply's id, so replies may arrive in any order. What each
+method sends and returns comes from `_requests`, exactly as for `Client`.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import _requests as rq
+from ._wire import MAX_LINE_BYTES, decode, encode
+from .errors import DaemonUnavailable
+from .models import Event, Job, Page
+from .paths import default_socket_path
+
+T = TypeVar("T")
+# Aliases at module level: inside the classes `list` names the method.
+Args = list[Any]
+Dicts = list[dict[str, Any]]
+Strings = list[str]
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+class _Lost(Exception):
+    """The connection died before the reply came; the caller may resend once."""
+
+
+async def open_stream(path: str) -> Streams:
+    """Connect with a line limit big enough for large results; DaemonUnavailable on failure."""
+    try:
+        return await asyncio.open_unix_connection(path, limit=MAX_LINE_BYTES)
+    except OSError as exc:
+        raise DaemonUnavailable(path, exc.strerror or str(exc)) from exc
+
+
+async def read_line(reader: asyncio.StreamReader) -> bytes:
+    """One full line, or _Lost when the daemon closed or reset the connection."""
+    try:
+        line = await reader.readline()
+    except (OSError, ValueError) as exc:  # ValueError: line above MAX_LINE_BYTES
+        raise _Lost(str(exc) or type(exc).__name__) from exc
+    if not line.endswith(b"\n"):
+        raise _Lost("daemon closed the connection")
+    return line
+
+
+async def close_stream(writer: asyncio.StreamWriter) -> None:
+    """Close, tolerating a peer that already reset the connection."""
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+class _Pending:
+    """A request waiting for its reply; `size` lets us blame id-less errors."""
+
+    __slots__ = ("future", "size")
+
+    def __init__(self, future: asyncio.Future[dict[str, Any]], size: int) -> None:
+        self.future = future
+        self.size = size
+
+
+class _Connection:
+    """One open stream, its reader task, and the requests awaiting replies by id.
+
+    Invariant: once `alive` is False no request is registered, and every
+    registered one has been failed, so no caller waits forever.
+    """
+
+    def __init__(self, streams: Streams) -> None:
+        self.reader, self.writer = streams
+        self.alive = True
+        self.pending: dict[int, _Pending] = {}
+        self.task = asyncio.create_task(self._read_loop())
+
+    async def request(self, request_id: int, data: bytes) -> dict[str, Any]:
+        """Send one request and wait for the reply with its id."""
+        if not self.alive:
+            raise _Lost("connection closed")
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = _Pending(future, len(data))
+        try:
+            self.writer.write(data)
+            await self.writer.drain()
+            return await future
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
+            raise _Lost(str(exc)) from exc
+        finally:
+            self.pending.pop(request_id, None)
+
+    async def _read_loop(self) -> None:
+        reason = "daemon closed the connection"
+        try:
+            while True:
+                msg = decode(await read_line(self.reader))
+                if msg is not None:
+                    self._route(msg)
+        except _Lost as exc:
+            reason = str(exc)
+        finally:
+            self._fail_all(_Lost(reason))
+            self.writer.close()
+
+    def _route(self, msg: dict[str, Any]) -> None:
+        request_id = msg.get("id")
+        entry = self.pending.pop(request_id, None) if isinstance(request_id, int) else None
+        if entry is None and request_id is None and msg.get("ok") is False:
+            entry = self._largest()  # the daemon could not parse it: likely the biggest one
+        if entry is not None and not entry.future.done():
+            entry.future.set_result(msg)
+
+    def _largest(self) -> _Pending | None:
+        if not self.pending:
+            return None
+        request_id = max(self.pending, key=lambda i: self.pending[i].size)
+        return self.pending.pop(request_id)
+
+    def _fail_all(self, exc: Exception) -> None:
+        self.alive = False
+        for entry in self.pending.values():
+            if not entry.future.done():
+                entry.future.set_exception(exc)
+        self.pending.clear()
+
+    async def close(self, exc: Exception) -> None:
+        """Fail waiting callers with `exc`, then close and let the reader task finish."""
+        self._fail_all(exc)
+        await close_stream(self.writer)
+        await self.task
+
+
+class AsyncClient:
+    """Coroutine client; connects on first use and reconnects after the daemon restarts.
+
+    A request whose connection breaks before its reply is resent once on a new
+    connection (submits carry a job_id, so a resend never duplicates a job).
+    """
+
+    def __init__(self, socket_path: str | None = None) -> None:
+        self.socket_path = socket_path or default_socket_path()
+        self._conn: _Connection | None = None
+        self._lock = asyncio.Lock()
+        self._ids = itertools.count(1)
+
+    # --- connection --------------------------------------------------------
+
+    @classmethod
+    async def connect(cls, socket_path: str | None = None) -> AsyncClient:
+        """Create and connect, so a missing daemon raises DaemonUnavailable here."""
+        client = cls(socket_path)
+        await client._connection()
+        return client
+
+    async def close(self) -> None:
+        """Close the connection; calls still waiting raise DaemonUnavailable."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close(DaemonUnavailable(self.socket_path, "client closed"))
+
+    async def __aenter__(self) -> AsyncClient:
+        await self._connection()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def _connection(self) -> _Connection:
+        async with self._lock:  # many tasks may find the connection dead at once
+            if self._conn is None or not self._conn.alive:
+                await self._discard()
+                self._conn = _Connection(await open_stream(self.socket_path))
+            return self._conn
+
+    async def _discard(self) -> None:
+        if self._conn is not None:
+            await self._conn.close(_Lost("connection replaced"))
+            self._conn = None
+
+    # --- one round trip ------------------------------------------------------------
+
+    async def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send any op (None-valued arguments omitted); return the reply body or raise JobdError."""
+        return await self._run(rq.generic(op, args))
+
+    async def _run(self, call: rq.Call[T]) -> T:
+        request = rq.message(call.op, next(self._ids), call.args)
+        reply = await self._roundtrip(request["id"], encode(request))
+        return call.decode(rq.check(reply))
+
+    async def _roundtrip(self, request_id: int, data: bytes) -> dict[str, Any]:
+        for attempt in range(2):
+            conn = await self._connection()
+            try:
+                return await conn.request(request_id, data)
+            except _Lost as exc:
+                if attempt:
+                    raise DaemonUnavailable(self.socket_path, f"connection lost: {exc}") from None
+        raise AssertionError("unreachable")
+
+    async def _drive(self, steps: rq.WaitSteps) -> Job:
+        """Run a multi-call generator from `_requests`, feeding it each decoded reply."""
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(await self._run(call))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    # --- ops (SPEC §5) ------------------------------------------------------------
+
+    async def hello(self) -> dict[str, Any]:
+        """Daemon version, protocol number and registered handler names."""
+        return await self._run(rq.hello())
+
+    async def submit(self, handler: str, args: Args | None = None,
+                     kwargs: dict[str, Any] | None = None, *, priority: int | str | None = None,
+                     max_retries: int | None = None, retry_delay: float | None = None,
+                     retry_backoff: float | None = None, timeout: float | None = None,
+                     tags: dict[str, Any] | None = None, name: str | None = None,
+                     depends_on: Strings | None = None, delay: float | None = None,
+                     run_at: str | None = None, job_id: str | None = None) -> str:
+        """Queue one job and return its id (generated here when not given, for safe resends)."""
+        options = dict(priority=priority, max_retries=max_retries, retry_delay=retry_delay,
+                       retry_backoff=retry_backoff, timeout=timeout, tags=tags, name=name,
+                       depends_on=depends_on, delay=delay, run_at=run_at, job_id=job_id)
+        return await self._run(rq.submit(handler, args, kwargs, options))
+
+    async def submit_many(self, jobs: Dicts) -> Strings:
+        """Queue several jobs all-or-nothing; entries without a job_id get one."""
+        return await self._run(rq.submit_many(jobs))
+
+    async def status(self, job_id: str) -> Job:
+        """The job view."""
+        return await self._run(rq.status(job_id))
+
+    async def progress(self, job_id: str) -> dict[str, Any] | None:
+        """The job's last progress report, or None."""
+        return await self._run(rq.progress(job_id))
+
+    async def result(self, job_id: str, wait: float | None = None) -> dict[str, Any]:
+        """The outcome, waiting up to `wait` s for the job to finish (result None if not)."""
+        return await self._run(rq.result(job_id, wait))
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Wait until the job is terminal or `timeout` s passed; check `job.done`."""
+        return await self._drive(rq.wait_steps(job_id, timeout))
+
+    async def cancel(self, job_id: str, force: bool = False) -> bool:
+        """True when the job is now cancelled (a running job needs `force`)."""
+        return await self._run(rq.cancel(job_id, force))
+
+    async def list(self, status: str | None = None, handler: str | None = None,
+                   tag: str | None = None, limit: int = 100, offset: int = 0) -> Page:
+        """Jobs in submit order, filtered; `tag` is "key=value"."""
+        return await self._run(rq.list_jobs(status, handler, tag, limit, offset))
+
+    async def dead_letters(self, limit: int = 100, offset: int = 0) -> Page:
+        """Jobs whose retries are exhausted."""
+        return await self._run(rq.dead_letters(limit, offset))
+
+    async def retry(self, job_id: str) -> str:
+        """Run a dead-lettered, failed or cancelled job again; returns its new status."""
+        return await self._run(rq.retry(job_id))
+
+    async def purge(self, status: str | None = None, older_than: float | None = None) -> int:
+        """Delete finished jobs; returns how many."""
+        return await self._run(rq.purge(status, older_than))
+
+    async def metrics(self, format: str = "json") -> Any:
+        """The metrics object, or the Prometheus text when format="prometheus"."""
+        return await self._run(rq.metrics(format))
+
+    async def workers(self) -> Dicts:
+        """One dict per worker process."""
+        return await self._run(rq.workers())
+
+    async def scale(self, count: int) -> dict[str, Any]:
+        """Set the worker count; returns `previous` and `target`."""
+        return await self._run(rq.scale(count))
+
+    async def restart_worker(self, worker_id: Any) -> bool:
+        """Recycle one worker process."""
+        return await self._run(rq.restart_worker(worker_id))
+
+    def watch(self, job_id: str | None = None, events: Strings | None = None) -> AsyncWatchStream:
+        """Event stream on its own connection; `await` it or `async with` it to be sure
+        the daemon is subscribed before you act, or just `async for` over it."""
+        return AsyncWatchStream(self.socket_path, rq.watch(job_id, events))
+
+    async def schedule_add(self, name: str, cron: str, handler: str,
+                           args: Args | None = None, kwargs: dict[str, Any] | None = None,
+                           timezone: str = "UTC", **submit_options: Any) -> dict[str, Any]:
+        """Add a cron schedule that submits `handler` jobs."""
+        call = rq.schedule_add(name, cron, handler, args, kwargs, timezone, submit_options)
+        return await self._run(call)
+
+    async def schedule_list(self) -> Dicts:
+        """All schedules with their next and last run."""
+        return await self._run(rq.schedule_list())
+
+    async def schedule_remove(self, name: str) -> bool:
+        """Remove a schedule; False when there was none."""
+        return await self._run(rq.schedule_remove(name))
+
+
+class AsyncWatchStream:
+    """Async iterator of Events on its own connection, opened on first use.
+
+    `aclose()` ends the iteration; a connection the daemon drops raises
+    DaemonUnavailable, since silently ending would hide lost events.
+    """
+
+    def __init__(self, socket_path: str, call: rq.Call[Any]) -> None:
+        self.socket_path = socket_path
+        self._call = call
+        self._streams: Streams | None = None
+        self._closed = False
+
+    async def open(self) -> AsyncWatchStream:
+        """Connect and wait for the daemon's ack (raises its error, e.g. NotFound)."""
+        if self._streams is None:
+            self._streams = await open_stream(self.socket_path)
+            try:
+                await self._subscribe(*self._streams)
+            except BaseException:
+                await self.aclose()
+                raise
+        return self
+
+    async def _subscribe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(encode(rq.message(self._call.op, 1, self._call.args)))
+        while True:
+            msg = decode(await self._read(reader))
+            if msg is not None and msg.get("id") in (1, None) and "ok" in msg:
+                rq.check(msg)
+                return
+
+    def __await__(self) -> Generator[Any, None, AsyncWatchStream]:
+        return self.open().__await__()
+
+    def __aiter__(self) -> AsyncWatchStream:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._closed:
+            raise StopAsyncIteration
+        await self.open()
+        assert self._streams is not None  # open() sets it or raises
+        reader = self._streams[0]
+        while True:
+            msg = decode(await self._read(reader))
+            event = rq.event_from(msg) if msg is not None else None
+            if event is not None:
+                return event
+
+    async def _read(self, reader: asyncio.StreamReader) -> bytes:
+        try:
+            return await read_line(reader)
+        except _Lost as exc:
+            if self._closed:
+                raise StopAsyncIteration from None
+            await self.aclose()
+            raise DaemonUnavailable(self.socket_path, f"watch connection lost: {exc}") from None
+
+    async def aclose(self) -> None:
+        """Stop watching; a task blocked in iteration ends cleanly."""
+        self._closed = True
+        if self._streams is not None:
+            await close_stream(self._streams[1])
+
+    async def __aenter__(self) -> AsyncWatchStream:
+        return await self.open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()

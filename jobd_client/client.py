@@ -1,0 +1,319 @@
+"""Blocking client: one Unix socket, one request at a time (SPEC §7).
+
+What each method sends and returns is defined once in `_requests`; this module
+only moves lines. A broken connection is reconnected once per call and the
+request resent: safe, because submits always carry a job_id.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import threading
+from collections.abc import Iterator
+from types import TracebackType
+from typing import IO, Any, TypeVar
+
+from . import _requests as rq
+from ._wire import decode, encode
+from .errors import DaemonUnavailable
+from .models import Event, Job, Page
+from .paths import default_socket_path
+
+T = TypeVar("T")
+# Aliases at module level: inside the classes `list` names the method.
+Args = list[Any]
+Dicts = list[dict[str, Any]]
+Strings = list[str]
+# Errors meaning "the peer went away": reconnect and resend once.
+_BROKEN = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
+
+
+class _Broken(Exception):
+    """The connection died mid-call (EOF or reset); internal to this module."""
+
+
+def open_socket(path: str, timeout: float | None) -> socket.socket:
+    """Connect to the daemon, turning any OSError into DaemonUnavailable naming the path."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise DaemonUnavailable(path, exc.strerror or str(exc)) from exc
+    return sock
+
+
+def read_line(reader: IO[bytes]) -> bytes:
+    """Read one full line; a missing newline means the daemon closed the connection."""
+    try:
+        line = reader.readline()
+    except _BROKEN as exc:
+        raise _Broken(str(exc)) from exc
+    if not line.endswith(b"\n"):
+        raise _Broken("daemon closed the connection")
+    return line
+
+
+class Client:
+    """Blocking client; connects on first use, safe to share between threads (calls serialise).
+
+    `timeout` bounds connecting and each reply (None: wait forever). For
+    `result`/`wait`, the time the daemon may hold the reply is added to it.
+    A call that times out raises TimeoutError and drops the connection, since
+    its late reply would otherwise answer the next call.
+    """
+
+    def __init__(self, socket_path: str | None = None, timeout: float | None = None) -> None:
+        self.socket_path = socket_path or default_socket_path()
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader: IO[bytes] | None = None
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    # --- connection --------------------------------------------------------
+
+    def connect(self) -> Client:
+        """Connect now (instead of on first call) so a missing daemon shows early."""
+        with self._lock:
+            self._connection()
+        return self
+
+    def close(self) -> None:
+        """Close the connection; a later call reconnects."""
+        with self._lock:
+            self._drop()
+
+    def __enter__(self) -> Client:
+        return self.connect()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _connection(self) -> tuple[socket.socket, IO[bytes]]:
+        if self._sock is None or self._reader is None:
+            self._sock = open_socket(self.socket_path, self.timeout)
+            self._reader = self._sock.makefile("rb")
+        return self._sock, self._reader
+
+    def _drop(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        if self._sock is not None:
+            self._sock.close()
+        self._sock = self._reader = None
+
+    # --- one round trip ----------------------------------------------------------
+
+    def call(self, op: str, **args: Any) -> dict[str, Any]:
+        """Send any op (None-valued arguments omitted); return the reply body or raise JobdError."""
+        return self._run(rq.generic(op, args))
+
+    def _run(self, call: rq.Call[T]) -> T:
+        request = rq.message(call.op, next(self._ids), call.args)
+        with self._lock:
+            reply = self._roundtrip(encode(request), request["id"], call.hold)
+        return call.decode(rq.check(reply))
+
+    def _roundtrip(self, data: bytes, request_id: int, hold: float) -> dict[str, Any]:
+        for attempt in range(2):
+            try:
+                return self._exchange(data, request_id, hold)
+            except _Broken as exc:
+                self._drop()
+                if attempt:
+                    raise DaemonUnavailable(self.socket_path, f"connection lost: {exc}") from None
+        raise AssertionError("unreachable")
+
+    def _exchange(self, data: bytes, request_id: int, hold: float) -> dict[str, Any]:
+        sock, reader = self._connection()
+        sock.settimeout(None if self.timeout is None else self.timeout + hold)
+        try:
+            sock.sendall(data)
+            return self._read_reply(reader, request_id)
+        except _BROKEN as exc:
+            raise _Broken(str(exc)) from exc
+        except TimeoutError:
+            self._drop()
+            raise
+
+    @staticmethod
+    def _read_reply(reader: IO[bytes], request_id: int) -> dict[str, Any]:
+        # Skip stale lines; an id-less error is the daemon failing to parse
+        # our (only) outstanding request, e.g. request_too_large.
+        while True:
+            msg = decode(read_line(reader))
+            if msg is None:
+                continue
+            if msg.get("id") == request_id or (msg.get("id") is None and msg.get("ok") is False):
+                return msg
+
+    def _drive(self, steps: rq.WaitSteps) -> Job:
+        """Run a multi-call generator from `_requests`, feeding it each decoded reply."""
+        try:
+            call = next(steps)
+            while True:
+                call = steps.send(self._run(call))
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+    # --- ops (SPEC §5) ------------------------------------------------------------
+
+    def hello(self) -> dict[str, Any]:
+        """Daemon version, protocol number and registered handler names."""
+        return self._run(rq.hello())
+
+    def submit(self, handler: str, args: Args | None = None,
+               kwargs: dict[str, Any] | None = None, *, priority: int | str | None = None,
+               max_retries: int | None = None, retry_delay: float | None = None,
+               retry_backoff: float | None = None, timeout: float | None = None,
+               tags: dict[str, Any] | None = None, name: str | None = None,
+               depends_on: Strings | None = None, delay: float | None = None,
+               run_at: str | None = None, job_id: str | None = None) -> str:
+        """Queue one job and return its id (generated here when not given, for safe resends)."""
+        options = dict(priority=priority, max_retries=max_retries, retry_delay=retry_delay,
+                       retry_backoff=retry_backoff, timeout=timeout, tags=tags, name=name,
+                       depends_on=depends_on, delay=delay, run_at=run_at, job_id=job_id)
+        return self._run(rq.submit(handler, args, kwargs, options))
+
+    def submit_many(self, jobs: Dicts) -> Strings:
+        """Queue several jobs all-or-nothing; entries without a job_id get one."""
+        return self._run(rq.submit_many(jobs))
+
+    def status(self, job_id: str) -> Job:
+        """The job view."""
+        return self._run(rq.status(job_id))
+
+    def progress(self, job_id: str) -> dict[str, Any] | None:
+        """The job's last progress report, or None."""
+        return self._run(rq.progress(job_id))
+
+    def result(self, job_id: str, wait: float | None = None) -> dict[str, Any]:
+        """The outcome, waiting up to `wait` s for the job to finish (result None if not)."""
+        return self._run(rq.result(job_id, wait))
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Block until the job is terminal or `timeout` s passed; check `job.done`."""
+        return self._drive(rq.wait_steps(job_id, timeout))
+
+    def cancel(self, job_id: str, force: bool = False) -> bool:
+        """True when the job is now cancelled (a running job needs `force`)."""
+        return self._run(rq.cancel(job_id, force))
+
+    def list(self, status: str | None = None, handler: str | None = None,
+             tag: str | None = None, limit: int = 100, offset: int = 0) -> Page:
+        """Jobs in submit order, filtered; `tag` is "key=value"."""
+        return self._run(rq.list_jobs(status, handler, tag, limit, offset))
+
+    def dead_letters(self, limit: int = 100, offset: int = 0) -> Page:
+        """Jobs whose retries are exhausted."""
+        return self._run(rq.dead_letters(limit, offset))
+
+    def retry(self, job_id: str) -> str:
+        """Run a dead-lettered, failed or cancelled job again; returns its new status."""
+        return self._run(rq.retry(job_id))
+
+    def purge(self, status: str | None = None, older_than: float | None = None) -> int:
+        """Delete finished jobs; returns how many."""
+        return self._run(rq.purge(status, older_than))
+
+    def metrics(self, format: str = "json") -> Any:
+        """The metrics object, or the Prometheus text when format="prometheus"."""
+        return self._run(rq.metrics(format))
+
+    def workers(self) -> Dicts:
+        """One dict per worker process."""
+        return self._run(rq.workers())
+
+    def scale(self, count: int) -> dict[str, Any]:
+        """Set the worker count; returns `previous` and `target`."""
+        return self._run(rq.scale(count))
+
+    def restart_worker(self, worker_id: Any) -> bool:
+        """Recycle one worker process."""
+        return self._run(rq.restart_worker(worker_id))
+
+    def watch(self, job_id: str | None = None, events: Strings | None = None) -> WatchStream:
+        """Stream events over a new connection; returns once the daemon acknowledged."""
+        return WatchStream(self.socket_path, self.timeout, rq.watch(job_id, events))
+
+    def schedule_add(self, name: str, cron: str, handler: str, args: Args | None = None,
+                     kwargs: dict[str, Any] | None = None, timezone: str = "UTC",
+                     **submit_options: Any) -> dict[str, Any]:
+        """Add a cron schedule that submits `handler` jobs."""
+        call = rq.schedule_add(name, cron, handler, args, kwargs, timezone, submit_options)
+        return self._run(call)
+
+    def schedule_list(self) -> Dicts:
+        """All schedules with their next and last run."""
+        return self._run(rq.schedule_list())
+
+    def schedule_remove(self, name: str) -> bool:
+        """Remove a schedule; False when there was none."""
+        return self._run(rq.schedule_remove(name))
+
+
+class WatchStream:
+    """Iterator of Events on its own connection, so the client stays usable meanwhile.
+
+    `close()` (also from another thread) ends the iteration. A connection the
+    daemon drops raises DaemonUnavailable: silently ending would hide lost events.
+    """
+
+    def __init__(self, socket_path: str, timeout: float | None, call: rq.Call[Any]) -> None:
+        self.socket_path = socket_path
+        self._closed = False
+        self._sock = open_socket(socket_path, timeout)
+        self._reader = self._sock.makefile("rb")
+        try:
+            self._subscribe(call)
+        except BaseException:
+            self.close()
+            raise
+        self._sock.settimeout(None)  # events may be minutes apart
+
+    def _subscribe(self, call: rq.Call[Any]) -> None:
+        try:
+            self._sock.sendall(encode(rq.message(call.op, 1, call.args)))
+            rq.check(Client._read_reply(self._reader, 1))
+        except (_Broken, *_BROKEN) as exc:
+            raise DaemonUnavailable(self.socket_path, f"connection lost: {exc}") from None
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        while True:
+            msg = decode(self._next_line())
+            event = rq.event_from(msg) if msg is not None else None
+            if event is not None:
+                return event
+
+    def _next_line(self) -> bytes:
+        try:
+            return read_line(self._reader)
+        except (_Broken, OSError, ValueError) as exc:
+            if self._closed:
+                raise StopIteration from None
+            self.close()
+            raise DaemonUnavailable(self.socket_path, f"watch connection lost: {exc}") from None
+
+    def close(self) -> None:
+        """Stop watching; wakes a thread blocked in iteration."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(OSError):  # already disconnected
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._reader.close()
+        self._sock.close()
+
+    def __enter__(self) -> WatchStream:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

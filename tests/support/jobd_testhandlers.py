@@ -1,0 +1,179 @@
+"""Handlers the integration tests run inside real jobd workers.
+
+Handlers that must leave a trace outside the worker write to files whose
+paths the test passes in, so tests observe them without sleeps.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+from jobd import PermanentError, Retry, current_job, handler
+
+
+@handler
+def add(a: float, b: float) -> float:
+    return a + b
+
+
+@handler
+def echo(*args: Any, **kwargs: Any) -> dict[str, Any]:
+    return {"args": list(args), "kwargs": kwargs}
+
+
+@handler
+def noop() -> None:
+    return None
+
+
+@handler
+async def async_add(a: float, b: float, delay: float = 0.01) -> float:
+    await asyncio.sleep(delay)
+    return a + b
+
+
+@handler
+def append(path: str, value: Any) -> Any:
+    """Append `value` and the attempt number to a file (execution order, retries)."""
+    with open(path, "a") as f:
+        f.write(f"{value} {current_job().attempt} {time.time()}\n")
+    return value
+
+
+@handler
+def fail_times(path: str, times: int) -> str:
+    """Fail the first `times` attempts, logging each attempt's time to `path`."""
+    job = current_job()
+    with open(path, "a") as f:
+        f.write(f"{job.attempt} {time.time()}\n")
+    if job.attempt <= times:
+        raise ValueError(f"planned failure {job.attempt}")
+    return f"ok after {job.attempt}"
+
+
+@handler
+def always_fail(message: str = "boom") -> None:
+    raise RuntimeError(message)
+
+
+@handler
+def permanent(message: str = "no retry") -> None:
+    raise PermanentError(message)
+
+
+@handler
+def retry_after(path: str, after: float, times: int = 1) -> str:
+    job = current_job()
+    with open(path, "a") as f:
+        f.write(f"{job.attempt} {time.time()}\n")
+    if job.attempt <= times:
+        raise Retry(after=after)
+    return "done"
+
+
+@handler
+def sleep(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+@handler
+def block(path: str | None = None) -> None:
+    """Signal that it started (by creating `path`), then sleep forever."""
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    while True:
+        time.sleep(3600)
+
+
+@handler
+def exit_hard(code: int = 3) -> None:
+    os._exit(code)
+
+
+@handler
+def kill_self(sig: int = signal.SIGKILL) -> None:
+    os.kill(os.getpid(), sig)
+    time.sleep(60)
+
+
+@handler
+def stop_self(path: str | None = None) -> None:
+    """Freeze the whole worker (heartbeat thread included) with SIGSTOP."""
+    if path:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    os.kill(os.getpid(), signal.SIGSTOP)
+
+
+@handler
+def hog_gil(seconds: float) -> None:
+    """Hold the GIL in C code: the heartbeat thread cannot run."""
+    import re
+    # Catastrophic backtracking runs inside the regex engine without releasing the GIL.
+    n = 26 if seconds < 5 else 30
+    re.match(r"(a+)+$", "a" * n + "b")
+
+
+@handler
+def progress_flood(n: int) -> int:
+    job = current_job()
+    for i in range(n):
+        job.progress(i + 1, total=n, message="flood")
+    return n
+
+
+@handler
+def progress_steps(path: str, steps: int) -> int:
+    """Report progress, then wait for the test to create `path` before finishing."""
+    job = current_job()
+    job.progress(1, total=steps, message="started")
+    deadline = time.time() + 30
+    while not os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.01)
+    job.progress(steps, total=steps, message="done")
+    return steps
+
+
+@handler
+def cooperative(path: str) -> str:
+    """Run until cancel is requested; write 'started' to `path` first."""
+    with open(path, "a") as f:
+        f.write("started\n")
+    job = current_job()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if job.cancel_requested:
+            return "stopped on request"
+        time.sleep(0.01)
+    return "deadline"
+
+
+@handler
+def bad_result() -> Any:
+    return object()
+
+
+@handler
+def big_result(size: int) -> str:
+    return "x" * size
+
+
+@handler
+def pid() -> int:
+    return os.getpid()
+
+
+@handler(name="custom_name", max_retries=0, timeout=30, priority="high")
+def custom(x: Any = None) -> Any:
+    return x
+
+
+@handler
+def context() -> dict[str, Any]:
+    job = current_job()
+    return {"id": job.id, "attempt": job.attempt, "handler": job.handler, "tags": job.tags}
