@@ -177,3 +177,35 @@ def custom(x: Any = None) -> Any:
 def context() -> dict[str, Any]:
     job = current_job()
     return {"id": job.id, "attempt": job.attempt, "handler": job.handler, "tags": job.tags}
+
+
+@handler
+def block_once(path: str) -> int:
+    """First attempt: write the pid to `path` and hang; later attempts return the attempt."""
+    job = current_job()
+    if job.attempt == 1:
+        with open(path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        while True:
+            time.sleep(3600)
+    return job.attempt
+
+
+@handler
+def fail_while_exists(path: str) -> str:
+    """Fail every attempt while `path` exists (dead letter, then `retry` after removing it)."""
+    if os.path.exists(path):
+        raise RuntimeError(f"{path} still exists")
+    return "recovered"
+
+
+@handler
+def wait_file(path: str, started: str | None = None) -> str:
+    """Optionally mark `started`, then wait (up to 30 s) for the test to create `path`."""
+    if started:
+        with open(started, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    deadline = time.time() + 30
+    while not os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.01)
+    return "released" if os.path.exists(path) else "deadline"
