@@ -244,6 +244,12 @@ def validate(cfg: Config) -> None:
     for ok, key, expect in checks:
         if not ok:
             raise ConfigError(f"config key '{key}': must be {expect}")
+    if cfg.monitoring.metrics_listen:
+        from jobd.httpmetrics import parse_listen
+        try:
+            parse_listen(cfg.monitoring.metrics_listen)
+        except ValueError as e:
+            raise ConfigError(f"config key 'monitoring.metrics_listen': {e}") from None
 
 
 def load(path: str | None = None, env: os._Environ[str] | dict[str, str] = os.environ,

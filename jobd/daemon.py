@@ -25,7 +25,7 @@ from typing import Any
 
 from jobd import config as config_mod
 from jobd import constants as C
-from jobd import forkserver, handlers, journal, worker
+from jobd import forkserver, handlers, httpmetrics, journal, worker
 from jobd import records as R
 from jobd.config import Config
 from jobd.events import EventHub
@@ -138,14 +138,15 @@ class Daemon:
         self.queue.on_pending = self.kick
         self.metrics = Metrics(self)
         self.metrics.reset_gauges(self.state.jobs.values())
-        self.state.on_change = self._on_change
         self.ops = Ops(self)
         self.server = Server(self.cfg, self.ops, lambda: self.journal.durable, self.kick)
         self.journal.on_durable = self.server.on_durable
         self.journal.on_failed = self.server.on_failed
         self.pool = Pool(self, self.fs, self.cfg.workers.count)
+        self.state.on_change = self._on_change
         self.pool.start()
         await self.server.start(self.loop, self.sock)  # type: ignore[arg-type]
+        await self._start_http()
         self._install_signals()
         self._start_housekeeping()
         self.schedule_timer()
@@ -154,6 +155,15 @@ class Daemon:
         await self._stop.wait()
         await self._shutdown()
         return self._exit_code
+
+    async def _start_http(self) -> None:
+        listen = self.cfg.monitoring.metrics_listen
+        self.http = None
+        if listen:
+            try:
+                self.http = await httpmetrics.serve(listen, self.metrics.prometheus)
+            except (OSError, ValueError) as e:
+                raise StartupError(f"cannot serve metrics on {listen}: {e}") from e
 
     def _recover(self) -> None:
         wal_dir = os.path.join(self.cfg.data_dir, "wal")
@@ -235,6 +245,8 @@ class Daemon:
     def _on_change(self, job: Job, old: str) -> None:
         self.metrics.on_change(job, old)
         new = job.status
+        if old == C.RUNNING and job.handler in self.pool.parked:
+            self.pool.unpark(job.handler)
         publish = self.events.publish
         if old == "":
             publish(C.EV_SUBMITTED, job.id, {"handler": job.handler, "priority": job.priority})
@@ -336,6 +348,8 @@ class Daemon:
         self.queue.accepting = False
         assert self.server is not None
         self.server.stop_listening()
+        if self.http is not None:
+            self.http.close()
         await self.pool.shutdown(self.cfg.workers.shutdown_timeout)
         self.tick()
         self.journal.close()

@@ -20,6 +20,7 @@ from jobd import constants as C
 from jobd.server import NL, Connection
 
 MAX_BUFFERED = 4 * 1024 * 1024
+LAGGED_ABORT_AFTER = 30.0      # seconds a dropped watcher has to read what is queued
 
 
 @dataclass(eq=False)
@@ -72,7 +73,7 @@ class EventHub:
             conn.send_late(w.prefix + C.EV_WATCH_LAGGED.encode() + b'","data":'
                            + orjson.dumps(lagged) + b"}" + NL)
             conn.flush()
-            conn.close()
+            conn.close(abort_after=LAGGED_ABORT_AFTER)
             self._drop(w)
             return
         w.sent += 1

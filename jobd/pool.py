@@ -98,6 +98,10 @@ class Pool:
         self.dispatching = True
         self.rng = random.Random()
         self.exited = asyncio.Event()
+        # Per-handler concurrency limits; jobs over the limit wait, parked, in
+        # priority order until a job of that handler ends.
+        self.limits = _concurrency_limits(daemon)
+        self.parked: dict[str, list[Job]] = {}
         self._check: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -190,11 +194,25 @@ class Pool:
             return
         idle = self.idle
         state = self.d.state
+        limits = self.limits
         while idle:
             job = state.pop_pending()
             if job is None:
                 return
+            if limits and job.handler in limits and self._at_limit(job.handler):
+                self.parked.setdefault(job.handler, []).append(job)
+                continue
             self._assign(idle.popleft(), job)
+
+    def _at_limit(self, handler: str) -> bool:
+        return self.d.metrics.running_by_handler[handler] >= self.limits[handler]
+
+    def unpark(self, handler: str) -> None:
+        """A job of a limited handler ended: its parked jobs may compete again."""
+        parked = self.parked.pop(handler, None)
+        if parked:
+            for job in parked:
+                self.d.state.push_back(job)
 
     def _assign(self, w: WorkerProc, job: Job) -> None:
         ready_at = job.scheduled_for if job.attempts == 0 and job.scheduled_for else job.created_at
@@ -529,6 +547,17 @@ class Pool:
                 self.d.queue.requeue(w.job, uncount=True)
         if self._check is not None:
             self._check.cancel()
+
+
+def _concurrency_limits(daemon: Daemon) -> dict[str, int]:
+    """max_concurrency per handler: config [handler."NAME"] over @handler option."""
+    limits = {}
+    for name, spec in daemon.handlers.items():
+        value = daemon.cfg.handler.get(name, {}).get("max_concurrency",
+                                                     spec.options.get("max_concurrency"))
+        if value:
+            limits[name] = int(value)
+    return limits
 
 
 def _exit_text(code: int | None, sig: str | None) -> str:

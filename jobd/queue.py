@@ -217,8 +217,8 @@ class JobQueue:
     def fail_attempt(self, job: Job, error: str, next_status: str, due: float | None) -> None:
         self.commit(R.fail(job.id, self.clock(), error, next_status, due))
 
-    def cancelled_by_force(self, job: Job) -> None:
-        self.commit([R.CANCEL, job.id, self.clock()])
+    def cancelled_by_force(self, job: Job) -> int:
+        return self.commit([R.CANCEL, job.id, self.clock()])
 
     def requeue(self, job: Job, uncount: bool) -> None:
         self.commit([R.REQUEUE, job.id, uncount])

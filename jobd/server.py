@@ -198,10 +198,14 @@ class Connection(asyncio.Protocol):
     def write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport else 0
 
-    def close(self) -> None:
+    def close(self, abort_after: float | None = None) -> None:
+        """Close after the output drains; with `abort_after`, drop it if the
+        peer has not read it by then (a stuck client must not pin memory)."""
         self.closing = True
         if self.transport is not None:
             self.transport.close()
+            if abort_after is not None:
+                asyncio.get_running_loop().call_later(abort_after, self.transport.abort)
 
 
 class Server:

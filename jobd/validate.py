@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from jobd import constants as C
 from jobd.errors import invalid
 from jobd.job import EMPTY_DICT, EMPTY_LIST, parse_iso
@@ -18,6 +20,10 @@ JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
 MAX_NAME = 256
 MAX_TAGS = 64
 MAX_TIMESTAMP = 253402300799.0     # 9999-12-31
+# orjson refuses to encode more than 254 levels of nesting; the daemon wraps
+# args/kwargs in a few levels of its own (WAL record, `list` reply, worker
+# frame), so a submit must leave this much room below that limit.
+NESTING_HEADROOM = 16
 
 
 def _is_int(v: Any) -> bool:
@@ -27,6 +33,16 @@ def _is_int(v: Any) -> bool:
 def _is_number(v: Any) -> bool:
     return (isinstance(v, (int, float)) and not isinstance(v, bool)
             and math.isfinite(v))
+
+
+def _check_nesting(field: str, value: Any) -> None:
+    """Reject values the daemon could parse but never write back (too deep)."""
+    for _ in range(NESTING_HEADROOM):
+        value = [value]
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        raise invalid(field, "is nested too deeply") from None
 
 
 def get_int(req: dict[str, Any], field: str, default: Any, lo: int, hi: int | None = None) -> Any:
@@ -178,9 +194,13 @@ def parse_submit(req: Any, now: float) -> SubmitSpec:
     args = req.get("args")
     if args is not None and not isinstance(args, list):
         raise invalid("args", "must be a list")
+    if args:
+        _check_nesting("args", args)
     kwargs = req.get("kwargs")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise invalid("kwargs", "must be an object")
+    if kwargs:
+        _check_nesting("kwargs", kwargs)
     prio = req.get("priority")
     timeout = req.get("timeout")
     return SubmitSpec(

@@ -1,0 +1,4 @@
+"""`python -m bench [--quick] [--repeats N]`: every scenario, one table."""
+from bench.run import main
+
+main()

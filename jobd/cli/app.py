@@ -1,0 +1,242 @@
+"""jobd-cli's entry point: the argument parser, socket resolution and exit statuses.
+
+Parsing lives here and nowhere else; the commands (`commands`, `top`) get a
+`Context` and a parsed namespace, and raise JobdError for the daemon's errors,
+which `main` maps to the exit statuses of SPEC §8.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from jobd import __version__
+from jobd import constants as C
+from jobd_client import Client, DaemonUnavailable, JobdError, default_socket_path
+
+from . import commands as cmd
+from .context import Context
+from .top import cmd_top
+
+# Bounds connecting and each reply; `result`/`wait` add the time the daemon may hold a reply.
+REPLY_TIMEOUT_S = 30.0
+EXIT_INTERRUPTED = 130  # shell convention for SIGINT
+
+EPILOG = """\
+The socket is --socket, else $JOBD_SOCKET, else the default path of `jobd serve`.
+--json prints each reply as JSON (without `ok`/`id`; `status --json` prints the job view).
+Exit status: 0 success, 1 the daemon answered an error (or `wait` ended other than
+completed), 2 usage error, 3 daemon unreachable."""
+
+
+# --- argument types ----------------------------------------------------------------------------
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(name)  # NaN and Infinity are not JSON the daemon can store
+
+
+def json_arg(text: str) -> Any:
+    """A submit ARG: its JSON value when it is valid JSON, else the string itself."""
+    try:
+        return json.loads(text, parse_constant=_no_constants)
+    except ValueError:
+        return text
+
+
+def json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text, parse_constant=_no_constants)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return value
+
+
+def key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not key=value")
+    return key, value
+
+
+def priority(text: str) -> int | str:
+    if text in C.PRIORITY_NAMES:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not C.PRIORITY_MIN <= value <= C.PRIORITY_MAX:
+        names = ", ".join(C.PRIORITY_NAMES)
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: use {C.PRIORITY_MIN}..{C.PRIORITY_MAX} or one of {names}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds >= 0")
+    return value
+
+
+def interval(text: str) -> float:
+    value = seconds(text)
+    if value < 0.1:
+        raise argparse.ArgumentTypeError("the refresh interval must be at least 0.1 s")
+    return value
+
+
+def count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def event_names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = sorted(set(names) - C.EVENTS)
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown event(s) {', '.join(unknown) or '(none)'}; known: {', '.join(sorted(C.EVENTS))}")
+    return names
+
+
+# --- the parser -----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    # The global options are accepted after the command too (`status ID --json`);
+    # SUPPRESS keeps a subcommand from resetting a value given before it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
+                        help="the daemon's Unix socket")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable JSON output")
+    parser = argparse.ArgumentParser(
+        prog="jobd-cli", description="Operate a jobd daemon over its socket.", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--socket", default=None, metavar="PATH", help="the daemon's Unix socket")
+    parser.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    parser.add_argument("--version", action="version", version=f"jobd-cli {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, run: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help, description=help)
+        p.set_defaults(run=run)
+        return p
+
+    add("ping", cmd.cmd_ping, "check the daemon answers; show version and handler count")
+    _submit_parser(add("submit", cmd.cmd_submit, "queue a job and print its id"))
+    add("status", cmd.cmd_status, "show a job").add_argument("job_id", metavar="ID")
+    p = add("result", cmd.cmd_result, "show a job's outcome")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--wait", type=seconds, metavar="S", help="wait up to S s for the job to end")
+    p = add("wait", cmd.cmd_wait, "wait for a job, showing its progress; exit 0 only if it completed")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--timeout", type=seconds, metavar="S", help="give up after S s (exit 1)")
+    p = add("cancel", cmd.cmd_cancel, "cancel a job (a running one only with --force)")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--force", action="store_true", help="kill the worker running the job")
+    _list_parser(add("list", cmd.cmd_list, "list jobs in submit order"))
+    _page_options(add("dead", cmd.cmd_dead, "list dead-lettered jobs"))
+    add("retry", cmd.cmd_retry, "run a dead-lettered, failed or cancelled job again").add_argument(
+        "job_id", metavar="ID")
+    p = add("purge", cmd.cmd_purge, "delete finished jobs")
+    p.add_argument("--status", choices=sorted(C.TERMINAL), help="only jobs with this status")
+    p.add_argument("--older-than", type=seconds, metavar="S", help="only jobs finished over S s ago")
+    add("metrics", cmd.cmd_metrics, "show metrics").add_argument(
+        "--prometheus", action="store_true", help="the raw Prometheus exposition text")
+    add("workers", cmd.cmd_workers, "list worker processes")
+    add("scale", cmd.cmd_scale, "set the number of worker processes").add_argument(
+        "count", type=count, metavar="N")
+    p = add("watch", cmd.cmd_watch, "print events as they happen (Ctrl-C stops)")
+    p.add_argument("job_id", nargs="?", metavar="ID", help="only this job's events")
+    p.add_argument("--events", type=event_names, metavar="A,B", help="only these event names")
+    p = add("top", cmd_top, "live dashboard (q or Ctrl-C quits)")
+    p.add_argument("--interval", type=interval, default=1.0, metavar="S",
+                   help="refresh every S s (default 1)")
+    p.add_argument("--once", action="store_true", help="print one frame and exit")
+    return parser
+
+
+def _submit_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("handler", metavar="HANDLER")
+    p.add_argument("args", nargs="*", type=json_arg, metavar="ARG",
+                   help="positional arguments: JSON when valid JSON, else a string")
+    p.add_argument("--kwargs", type=json_object, metavar="JSON", help="keyword arguments (object)")
+    p.add_argument("--priority", type=priority, metavar="P", help="0..1000 or low/normal/high/critical")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--delay", type=seconds, metavar="S", help="run no sooner than S s from now")
+    when.add_argument("--run-at", metavar="ISO", help="run no sooner than this UTC time")
+    p.add_argument("--after", action="append", metavar="ID", help="run after this job completed")
+    p.add_argument("--timeout", type=seconds, metavar="S", help="stop an attempt after S s")
+    p.add_argument("--max-retries", type=count, metavar="N", help="retries after the first attempt")
+    p.add_argument("--tag", action="append", type=key_value, metavar="K=V", help="a tag (repeatable)")
+    p.add_argument("--name", metavar="N", help="a name for the job")
+    p.add_argument("--job-id", metavar="ID", help="the job id (a resubmit returns the same job)")
+    p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
+    p.add_argument("--wait-timeout", type=seconds, metavar="S", help="with --wait: give up after S s")
+
+
+def _page_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--limit", type=count, metavar="N", help="at most N jobs (default 100)")
+    p.add_argument("--offset", type=count, metavar="N", help="skip the first N matches")
+
+
+def _list_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--status", choices=C.STATUSES, help="only jobs with this status")
+    p.add_argument("--handler", metavar="H", help="only jobs of this handler")
+    p.add_argument("--tag", metavar="K=V", type=lambda t: "=".join(key_value(t)),
+                   help="only jobs with this tag")
+    _page_options(p)
+
+
+# --- main -------------------------------------------------------------------------------------------
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit status (SPEC §8)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help/--version (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else C.CLI_USAGE
+    socket_path = args.socket or default_socket_path()
+    ctx = Context(Client(socket_path=socket_path, timeout=REPLY_TIMEOUT_S), socket_path, args.json)
+    try:
+        return int(args.run(ctx, args))
+    except DaemonUnavailable as exc:
+        ctx.warn(f"error: {exc.message}")
+        return C.CLI_UNREACHABLE
+    except JobdError as exc:
+        ctx.warn(f"error: {exc.code}: {exc.message}")
+        return C.CLI_OP_ERROR
+    except TimeoutError:
+        ctx.warn(f"error: jobd at {socket_path} did not answer within {REPLY_TIMEOUT_S:g}s")
+        return C.CLI_UNREACHABLE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()  # the reader went away (`| head`); nothing left to say
+        return C.CLI_OP_ERROR
+    finally:
+        ctx.client.close()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass

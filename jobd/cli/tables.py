@@ -1,0 +1,215 @@
+"""Pure text formatting for jobd-cli: tables, key/value blocks, times, sizes.
+
+Nothing here does I/O, so every layout is testable on plain strings. Tables
+fit a given width by shrinking one flexible column; job ids are never
+shortened, because an operator copies them into the next command.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TextIO
+
+DEFAULT_WIDTH = 80
+GAP = " "
+MIN_FLEX = 8
+
+
+def terminal_width(stream: TextIO | None = None) -> int:
+    """The terminal's columns, or 80 when output is not a terminal (pipes, files)."""
+    if stream is not None and not _isatty(stream):
+        return DEFAULT_WIDTH
+    return shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def unicode_ok(stream: TextIO) -> bool:
+    """True when the stream can print box and ellipsis characters."""
+    return (getattr(stream, "encoding", None) or "").lower().replace("-", "").startswith("utf")
+
+
+def ellipsis(stream: TextIO) -> str:
+    return "…" if unicode_ok(stream) else "~"
+
+
+# --- truncation ------------------------------------------------------------------------
+
+def clip(text: str, width: int, mark: str = "~") -> str:
+    """Cut `text` to `width` columns, ending with `mark` when cut."""
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - len(mark))] + mark if width > len(mark) else text[:width]
+
+
+def clip_left(text: str, width: int, mark: str = "~") -> str:
+    """Cut from the left: a handler's last dotted part says more than its package."""
+    if len(text) <= width:
+        return text
+    return mark + text[len(text) - width + len(mark):] if width > len(mark) else text[-width:]
+
+
+def first_line(text: Any) -> str:
+    """The first line of an error (its message; the traceback follows)."""
+    lines = "" if text is None else str(text).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+# --- tables ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One table column; `flex` columns shrink to fit, `left_cut` clips from the left."""
+
+    title: str
+    right: bool = False
+    flex: bool = False
+    left_cut: bool = False
+
+
+def table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], width: int,
+          mark: str = "~") -> list[str]:
+    """Render rows under a header, at most `width` columns wide (the flex column gives way)."""
+    cells = [[str(c.title) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    _fit(columns, widths, width)
+    return [_line(columns, widths, row, mark) for row in cells]
+
+
+def _fit(columns: Sequence[Column], widths: list[int], width: int) -> None:
+    # The rightmost flexible column gives way first (e.g. an error before a handler).
+    excess = sum(widths) + len(GAP) * (len(widths) - 1) - width
+    for i, col in reversed(list(enumerate(columns))):
+        if excess > 0 and col.flex:
+            cut = min(excess, widths[i] - MIN_FLEX)
+            if cut > 0:
+                widths[i] -= cut
+                excess -= cut
+
+
+def _line(columns: Sequence[Column], widths: list[int], row: Sequence[str], mark: str) -> str:
+    parts = []
+    for col, w, text in zip(columns, widths, row, strict=True):
+        text = clip_left(text, w, mark) if col.left_cut else clip(text, w, mark)
+        parts.append(text.rjust(w) if col.right else text.ljust(w))
+    return GAP.join(parts).rstrip()
+
+
+def key_values(pairs: Sequence[tuple[str, Any]]) -> list[str]:
+    """`key  value` lines, keys aligned; multi-line values are indented under the value."""
+    pad = max((len(k) for k, _ in pairs), default=0) + 2
+    out = []
+    for key, value in pairs:
+        lines = str(value).splitlines() or [""]
+        out.append(f"{key:<{pad}}{lines[0]}".rstrip())
+        out.extend(" " * pad + line for line in lines[1:])
+    return out
+
+
+# --- values ------------------------------------------------------------------------------
+
+def to_json(value: Any, pretty: bool = True) -> str:
+    """JSON for output; non-JSON values (should not happen) become strings."""
+    if pretty:
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def compact_json(value: Any) -> str:
+    """A one-line JSON rendering for table cells and summaries."""
+    return to_json(value, pretty=False)
+
+
+def parse_iso(text: str | None) -> datetime | None:
+    """Parse the daemon's ISO 8601 UTC timestamps (`...Z`); None when absent or malformed."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def short_time(text: str | None, now: datetime | None = None) -> str:
+    """Local `HH:MM:SS` for today, else `MM-DD HH:MM`: enough to tell jobs apart in a table."""
+    when = parse_iso(text)
+    if when is None:
+        return "-"
+    local = when.astimezone()
+    today = (now or datetime.now(timezone.utc)).astimezone().date()
+    return local.strftime("%H:%M:%S") if local.date() == today else local.strftime("%m-%d %H:%M")
+
+
+def clock_time(text: str | None) -> str:
+    """Local `HH:MM:SS.mmm` for event lines."""
+    when = parse_iso(text)
+    if when is None:
+        return "--:--:--.---"
+    return when.astimezone().strftime("%H:%M:%S.%f")[:-3]
+
+
+def duration(seconds: float | None) -> str:
+    """`0.42s`, `12.3s`, `4m05s`, `2h03m`, `3d04h`."""
+    if seconds is None:
+        return "-"
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    if days:
+        return f"{days}d{hours:02d}h"
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def clock(seconds: float) -> str:
+    """Elapsed time as `M:SS` (or `H:MM:SS`), for progress lines."""
+    minutes, secs = divmod(int(max(0.0, seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def megabytes(size: Any) -> str:
+    return "-" if not isinstance(size, (int, float)) else f"{size / (1024 * 1024):.1f}"
+
+
+def byte_size(size: Any) -> str:
+    """`512 B`, `3.4 KiB`, `12.0 MiB`, `1.5 GiB`."""
+    if not isinstance(size, (int, float)):
+        return "-"
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def rate(value: Any) -> str:
+    """Jobs per second with sensible precision."""
+    if not isinstance(value, (int, float)):
+        return "-"
+    return f"{value:.0f}/s" if value >= 100 else f"{value:.2f}/s"
+
+
+def progress_text(progress: dict[str, Any] | None) -> str:
+    """`3/10 (30%) resizing`, `3 resizing` without a total, `-` without progress."""
+    if not progress:
+        return "-"
+    current, total = progress.get("current"), progress.get("total")
+    text = f"{current}/{total}" if total is not None else f"{current}"
+    pct = progress.get("percentage")
+    if pct is not None:
+        text += f" ({pct:.0f}%)"
+    message = progress.get("message")
+    return f"{text} {message}" if message else text

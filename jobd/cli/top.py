@@ -1,0 +1,231 @@
+"""`jobd-cli top`: a live full-screen dashboard (SPEC §8).
+
+Each frame is fetched (`metrics`, `workers`, the newest failed and
+dead-lettered jobs), rendered to plain lines by pure functions, then drawn
+over the previous frame on the terminal's alternate screen (cursor home,
+clear to end of line): no curses needed. The tty is put in cbreak mode so
+`q` quits without Enter; Ctrl-C quits too. The terminal is restored however
+the loop ends.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import select
+import shutil
+import termios
+import time
+import tty
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TextIO
+
+from jobd import constants as C
+from jobd_client import Client, JobdError
+
+from .commands import worker_table
+from .context import Context
+from .tables import Column, clip, duration, ellipsis, first_line, rate, short_time, table
+
+ALT_SCREEN_ON, ALT_SCREEN_OFF = "\x1b[?1049h", "\x1b[?1049l"
+CURSOR_HIDE, CURSOR_SHOW = "\x1b[?25l", "\x1b[?25h"
+HOME, CLEAR_EOL, CLEAR_EOS = "\x1b[H", "\x1b[K", "\x1b[J"
+QUIT_KEYS = frozenset("qQ")
+RECENT_FAILURES = 5
+ACTIVE = tuple(s for s in C.STATUSES if s not in C.TERMINAL)
+FINISHED = tuple(s for s in C.STATUSES if s in C.TERMINAL)
+
+
+@dataclass
+class Snapshot:
+    """Everything one frame shows; `error` is set when the last refresh failed."""
+
+    version: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"version": self.version, "metrics": self.metrics, "workers": self.workers,
+                "recent_failures": self.failures}
+
+
+# --- fetching ------------------------------------------------------------------------------
+
+def fetch(client: Client, version: str) -> Snapshot:
+    metrics = client.metrics()
+    return Snapshot(version, metrics, client.workers(),
+                    recent_failures(client, metrics.get("queue") or {}))
+
+
+def recent_failures(client: Client, queue: dict[str, Any]) -> list[dict[str, Any]]:
+    """The newest failed and dead-lettered jobs; `list` is in submit order, so read its tail."""
+    jobs: list[dict[str, Any]] = []
+    for status in (C.FAILED, C.DEAD_LETTER):
+        total = int(queue.get(status) or 0)
+        if total:
+            offset = max(0, total - RECENT_FAILURES)
+            jobs += client.call("list", status=status, limit=RECENT_FAILURES, offset=offset)["jobs"]
+    jobs.sort(key=lambda j: j.get("completed_at") or "", reverse=True)
+    return jobs[:RECENT_FAILURES]
+
+
+def refresh(client: Client, last: Snapshot) -> Snapshot:
+    """A new snapshot, or the last one marked with the error (the daemon may come back)."""
+    try:
+        return fetch(client, last.version)
+    except (JobdError, OSError) as exc:
+        return Snapshot(last.version, last.metrics, last.workers, last.failures, str(exc))
+
+
+# --- rendering (pure) ---------------------------------------------------------------------------
+
+def render(snap: Snapshot, socket_path: str, width: int, height: int | None = None,
+           mark: str = "~") -> list[str]:
+    """The frame's lines, each at most `width` long, at most `height` of them."""
+    top = _header(snap, socket_path, width) + [""] + _queue(snap.metrics) + [""]
+    workers = [""] + worker_table(snap.workers, width, mark) if snap.workers else ["", "no workers"]
+    failures = ["", "RECENT FAILURES"] + (failure_table(snap.failures, width, mark)
+                                          if snap.failures else ["none"])
+    lines = top + _fit(workers, failures, None if height is None else height - len(top))
+    return [clip(line, width, mark) for line in lines[:height]]
+
+
+def _header(snap: Snapshot, socket_path: str, width: int) -> list[str]:
+    left = f"jobd {snap.version}  {socket_path}  up {duration(snap.metrics.get('uptime_s'))}"
+    right = f"{datetime.now().strftime('%H:%M:%S')}  q: quit"
+    lines = [left + " " * max(2, width - len(left) - len(right)) + right]
+    if snap.error:
+        lines.append(f"!! refresh failed: {snap.error} (retrying)")
+    return lines
+
+
+def _queue(m: dict[str, Any]) -> list[str]:
+    queue, workers, tput = m.get("queue") or {}, m.get("workers") or {}, m.get("throughput") or {}
+    prio = queue.get("by_priority") or {}
+    by_prio = "  ".join(f"{p}: {n}" for p, n in sorted(prio.items(), key=lambda kv: -int(kv[0])))
+    return [
+        *_counts("QUEUE", ACTIVE, queue), *_counts("FINISHED", FINISHED, queue),
+        f"{'PRIORITY':<11}pending by priority  {by_prio or '-'}",
+        f"{'THROUGHPUT':<11}" + "  ".join(f"{w} {rate(tput.get(w))}" for w in ("1m", "5m", "15m")),
+        f"{'WORKERS':<11}" + "  ".join(f"{workers.get(k, 0)} {k}"
+                                       for k in ("total", "busy", "idle", "healthy")),
+    ]
+
+
+def _counts(title: str, statuses: tuple[str, ...], queue: dict[str, Any]) -> list[str]:
+    """Two lines: status names, and their counts right-aligned beneath."""
+    names = "  ".join(statuses)
+    counts = "  ".join(str(queue.get(s, 0)).rjust(len(s)) for s in statuses)
+    return [f"{title:<11}{names}", f"{'':<11}{counts}"]
+
+
+def _fit(workers: list[str], failures: list[str], room: int | None) -> list[str]:
+    """Workers first, then as many failure lines as still fit."""
+    if room is None:
+        return workers + failures
+    if len(workers) > room:
+        keep = max(0, room - 1)
+        return workers[:keep] + [f"... {len(workers) - keep} more line(s); enlarge the terminal"]
+    return workers + failures[: room - len(workers)]
+
+
+FAILURE_COLUMNS = (Column("ENDED"), Column("STATUS"), Column("ID"),
+                   Column("HANDLER", flex=True, left_cut=True), Column("ERROR", flex=True))
+
+
+def failure_table(jobs: list[dict[str, Any]], width: int, mark: str = "~") -> list[str]:
+    rows = [(short_time(j.get("completed_at")), j.get("status"), j.get("id"), j.get("handler"),
+             first_line(j.get("error"))) for j in jobs]
+    return table(FAILURE_COLUMNS, rows, width, mark)
+
+
+# --- the terminal ------------------------------------------------------------------------------------
+
+class Screen:
+    """Alternate screen + cbreak input for the dashboard's lifetime; restores both on exit."""
+
+    def __init__(self, out: TextIO, inp: TextIO) -> None:
+        self.out = out
+        self.in_fd = inp.fileno() if _isatty(inp) else None
+        self._saved: list[Any] | None = None
+
+    def __enter__(self) -> Screen:
+        if self.in_fd is not None:
+            self._saved = termios.tcgetattr(self.in_fd)
+            tty.setcbreak(self.in_fd)
+        self.out.write(ALT_SCREEN_ON + CURSOR_HIDE)
+        self.out.flush()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.out.write(CURSOR_SHOW + ALT_SCREEN_OFF)
+        self.out.flush()
+        if self.in_fd is not None and self._saved is not None:
+            termios.tcsetattr(self.in_fd, termios.TCSADRAIN, self._saved)
+
+    def size(self) -> tuple[int, int]:
+        cols, rows = shutil.get_terminal_size((80, 24))
+        try:
+            real = os.get_terminal_size(self.out.fileno())
+            cols, rows = real.columns or cols, real.lines or rows
+        except (OSError, ValueError):
+            pass
+        return cols, rows
+
+    def draw(self, lines: list[str]) -> None:
+        # No newline after the last line: on the bottom row it would scroll the screen.
+        self.out.write(HOME + (CLEAR_EOL + "\n").join(lines) + CLEAR_EOL + CLEAR_EOS)
+        self.out.flush()
+
+    def wait_key(self, timeout: float) -> bool:
+        """Wait up to `timeout` s for input; True when a quit key was pressed.
+
+        Any other key returns early too, so it acts as "refresh now".
+        """
+        if self.in_fd is None:
+            time.sleep(timeout)  # no keyboard: just the refresh interval
+            return False
+        ready, _, _ = select.select([self.in_fd], [], [], timeout)
+        if not ready:
+            return False
+        keys = os.read(self.in_fd, 64).decode(errors="replace")
+        return not keys or any(k in QUIT_KEYS for k in keys)  # EOF on the tty: quit
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+def cmd_top(ctx: Context, args: argparse.Namespace) -> int:
+    version = str(ctx.client.hello().get("version"))
+    snap = fetch(ctx.client, version)  # before the screen switch: errors print normally
+    if ctx.json:
+        ctx.emit(snap.as_json())
+        return C.CLI_OK
+    if args.once or not ctx.tty:
+        ctx.lines(render(snap, ctx.socket_path, ctx.width, None, ellipsis(ctx.out)))
+        return C.CLI_OK
+    return _live(ctx, snap, args.interval)
+
+
+def _live(ctx: Context, snap: Snapshot, interval: float) -> int:
+    mark = ellipsis(ctx.out)
+    try:
+        with Screen(ctx.out, ctx.inp) as screen:
+            while True:
+                cols, rows = screen.size()
+                screen.draw(render(snap, ctx.socket_path, cols, rows, mark))
+                if screen.wait_key(interval):
+                    return C.CLI_OK
+                snap = refresh(ctx.client, snap)
+    except KeyboardInterrupt:
+        return C.CLI_OK
