@@ -141,7 +141,7 @@ def default_data_dir(env: dict[str, str] | os._Environ[str] = os.environ) -> str
 
 def _check_type(key: str, value: Any, expected: Any) -> Any:
     """Validate `value` against a field type; ints are accepted for floats."""
-    text = str(expected)
+    text = expected.__name__ if isinstance(expected, type) else str(expected)
     if text == "bool":
         ok = isinstance(value, bool)
     elif text == "int":

@@ -336,6 +336,9 @@ class Daemon:
         except config_mod.ConfigError as e:
             log.error("SIGHUP: config not reloaded: %s", e)
             return
+        except Exception as e:  # noqa: BLE001 - a reload must never take the daemon down
+            log.error("SIGHUP: config not reloaded: %s: %s", type(e).__name__, e)
+            return
         logging.getLogger().setLevel(fresh.log_level.upper())
         self.cfg.log_level = fresh.log_level
         if fresh.workers.count != self.pool.target:
