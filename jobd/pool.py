@@ -411,6 +411,8 @@ class Pool:
     def attempt_failed(self, job: Job, error: str, kind: int, after: float) -> None:
         """Apply the retry policy to a failed attempt (SPEC §4)."""
         queue = self.d.queue
+        log.info("job %s (%s) attempt %d failed: %s", job.id, job.handler, job.attempts,
+                 error.splitlines()[0] if error else "")
         if kind == F.FAIL_PERMANENT:
             queue.fail_attempt(job, error, C.FAILED, None)
             return
@@ -498,7 +500,8 @@ class Pool:
             self._job_lost(w, job, code, sig)
         unexpected = w.kill_reason is None and not w.stop_sent
         level = logging.WARNING if unexpected else logging.DEBUG
-        log.log(level, "worker %d (pid %d) exited: %s", wid, pid, _exit_text(code, sig))
+        running = f" while running job {job.id}" if job is not None else ""
+        log.log(level, "worker %d (pid %d) exited%s: %s", wid, pid, running, _exit_text(code, sig))
         self.d.events.publish(C.EV_WORKER_EXITED, None, {"worker_id": wid, "pid": pid,
                                                          "exit_code": code, "signal": sig})
         self.manage_workers()
