@@ -142,6 +142,7 @@ class Daemon:
         self.server = Server(self.cfg, self.ops, lambda: self.journal.durable, self.kick)
         self.journal.on_durable = self.server.on_durable
         self.journal.on_failed = self.server.on_failed
+        self.journal.has_waiters = lambda: bool(self.server.waiting)  # type: ignore[union-attr]
         self.pool = Pool(self, self.fs, self.cfg.workers.count)
         self.state.on_change = self._on_change
         self.pool.start()
@@ -361,6 +362,12 @@ class Daemon:
         if not self.activated:
             _unlink_quiet(self.cfg.server.socket)
         log.info("jobd stopped")
+
+    def abandon(self) -> None:
+        """Startup failed after the socket was bound: leave no socket file behind."""
+        if self.sock is not None and not self.activated:
+            self.sock.close()
+            _unlink_quiet(self.cfg.server.socket)
 
 
 def _version() -> str:

@@ -141,6 +141,8 @@ class Journal:
         self.compacting = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobd-fsync")
         self._interval_handle: asyncio.TimerHandle | None = None
+        self._lazy_handle: asyncio.TimerHandle | None = None
+        self.has_waiters: Callable[[], bool] = lambda: True
         if mode == "interval":
             self._interval_handle = loop.call_later(self.interval, self._interval_sync)
 
@@ -157,14 +159,29 @@ class Journal:
     def pending(self) -> bool:
         return bool(self.buf) or self.written != self.durable
 
-    def flush(self) -> None:
-        """Write the buffer (one syscall) and start an fsync if the mode wants one."""
+    def flush(self, urgent: bool | None = None) -> None:
+        """Write the buffer (one syscall) and, in `always` mode, start an fsync.
+
+        `urgent` says a reply is waiting for durability. Records nobody waits
+        for (a job started, progress, a completion no client asked about)
+        are written at once but fsynced lazily, within `fsync_interval_ms`
+        or by the next urgent fsync, whichever comes first: losing them in a
+        power cut only means a job runs again (at-least-once), and it saves
+        an fsync per turn while workers drain the queue.
+        """
         if self.buf:
             self._write_buffer()
         if self.mode == "always" and not self.syncing and self.written > self.durable:
-            self._start_sync()
+            if urgent or (urgent is None and self.has_waiters()):
+                self._start_sync()
+            elif self._lazy_handle is None:
+                self._lazy_handle = self.loop.call_later(self.interval, self._lazy_sync)
         elif not self.syncing:
             self._maybe_compact()
+
+    def _lazy_sync(self) -> None:
+        self._lazy_handle = None
+        self.flush(urgent=True)
 
     def _write_buffer(self) -> None:
         first = self.written + 1
@@ -298,8 +315,9 @@ class Journal:
 
     def close(self) -> None:
         """Write and fsync everything; the loop must not append afterwards."""
-        if self._interval_handle is not None:
-            self._interval_handle.cancel()
+        for handle in (self._interval_handle, self._lazy_handle):
+            if handle is not None:
+                handle.cancel()
         self._executor.shutdown(wait=True)
         if self.buf:
             self._write_buffer()

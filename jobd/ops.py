@@ -92,7 +92,8 @@ class Ops:
             conn.cleanup.remove(drop)
             reply = self.result_fields(j)
             reply["id"], reply["ok"] = rid, True
-            conn.send_late(orjson.dumps(reply) + NL)
+            # Tell the client the outcome only once the record of it is durable.
+            conn.send_late(orjson.dumps(reply) + NL, self.d.journal.appended)
 
         def drop() -> None:
             state["timer"].cancel()

@@ -36,6 +36,7 @@ class JobQueue:
         self.clock = clock
         self.waiters: dict[str, list[Waiter]] = {}
         self.accepting = True
+        self._defaults: dict[str, dict[str, Any]] = {}
         self.on_pending: Callable[[], None] = lambda: None
 
     # --- recording ----------------------------------------------------------------
@@ -58,40 +59,51 @@ class JobQueue:
             if dep not in self.state.jobs and dep not in batch:
                 raise OpError(C.E_NOT_FOUND, f"depends_on: no job with id {dep!r}")
 
-    def _option(self, spec: SubmitSpec, field: str, default: Any) -> Any:
-        """submit > [handler."NAME"] config > @handler option > [retry] default."""
-        value = getattr(spec, field)
-        if value is not None or (field == "timeout" and spec.has_timeout):
-            return value
-        override = self.cfg.handler.get(spec.handler)
-        if override and override.get(field) is not None:
-            return override[field]
-        opts = self.handlers[spec.handler].options
-        return opts[field] if opts.get(field) is not None else default
-
-    def build(self, spec: SubmitSpec, now: float) -> Job:
-        """A new Job from a validated spec; status is set by `place`."""
+    def defaults(self, handler: str) -> dict[str, Any]:
+        """A handler's job defaults, merged once:
+        [handler."NAME"] config > @handler option > [retry] default."""
+        cached = self._defaults.get(handler)
+        if cached is not None:
+            return cached
         from jobd.validate import priority_value
         retry = self.cfg.retry
+        merged: dict[str, Any] = {
+            "priority": C.DEFAULT_PRIORITY, "max_retries": retry.max_retries,
+            "retry_delay": retry.retry_delay, "retry_backoff": retry.retry_backoff,
+            "timeout": None, "jitter": None, "max_delay": None,
+        }
+        for source in (self.handlers[handler].options, self.cfg.handler.get(handler, {})):
+            for key, value in source.items():
+                if key in merged and value is not None:
+                    merged[key] = value
+        merged["priority"] = priority_value(merged["priority"])
+        for key in ("retry_delay", "retry_backoff", "timeout", "max_delay"):
+            if merged[key] is not None:
+                merged[key] = float(merged[key])
+        self._defaults[handler] = merged
+        return merged
+
+    def build(self, spec: SubmitSpec, now: float) -> Job:
+        """A new Job from a validated spec (submit arguments win over defaults);
+        its status is set by `place`."""
+        d = self.defaults(spec.handler)
         job = Job()
         job.id = spec.job_id or uuid.uuid4().hex
         job.handler = spec.handler
         job.name = spec.name
         job.args = spec.args
         job.kwargs = spec.kwargs
-        job.priority = priority_value(self._option(spec, "priority", C.DEFAULT_PRIORITY))
-        job.max_retries = self._option(spec, "max_retries", retry.max_retries)
-        job.retry_delay = float(self._option(spec, "retry_delay", retry.retry_delay))
-        job.retry_backoff = float(self._option(spec, "retry_backoff", retry.retry_backoff))
-        timeout = self._option(spec, "timeout", None)
-        job.timeout = None if timeout is None else float(timeout)
+        job.priority = d["priority"] if spec.priority is None else spec.priority
+        job.max_retries = d["max_retries"] if spec.max_retries is None else spec.max_retries
+        job.retry_delay = d["retry_delay"] if spec.retry_delay is None else spec.retry_delay
+        job.retry_backoff = d["retry_backoff"] if spec.retry_backoff is None else spec.retry_backoff
+        job.timeout = spec.timeout if spec.has_timeout else d["timeout"]
         job.tags = spec.tags
         job.depends_on = spec.depends_on
         job.created_at = now
         job.seq = self.state.next_seq()
-        opts = self.handlers[spec.handler].options
-        job.jitter = opts.get("jitter")
-        job.max_delay = opts.get("max_delay")
+        job.jitter = d["jitter"]
+        job.max_delay = d["max_delay"]
         return job
 
     def place(self, job: Job, run_at: float | None, now: float,
@@ -112,7 +124,7 @@ class JobQueue:
             job.completed_at = now
 
     def _deps_state(self, job: Job, batch: dict[str, Job]) -> str:
-        if any(d in batch for d in job.depends_on):
+        if any(d in batch and batch[d].status not in C.TERMINAL for d in job.depends_on):
             return C.WAITING          # a sibling in the same batch cannot be done yet
         return self.state.deps_state(job)
 
@@ -163,8 +175,7 @@ class JobQueue:
         seq = 0
         for spec in _dependency_order(fresh):
             job = self.build(spec, now)
-            self.place(job, spec.run_at, now, {k: v for k, v in batch.items()
-                                               if v.status not in C.TERMINAL})
+            self.place(job, spec.run_at, now, batch)
             batch[job.id] = job
             seq = self._insert(job)
         return [s.job_id or "" for s in specs], seq

@@ -56,6 +56,7 @@ class Connection(asyncio.Protocol):
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.queue: deque[list[Any]] = deque()   # [seq, bytes] in request order
+        self.late: list[tuple[int, bytes]] = []   # deferred replies awaiting durability
         self.wbuf: list[bytes] = []
         self.closing = False
         self.allowed = True
@@ -169,18 +170,32 @@ class Connection(asyncio.Protocol):
         self.wbuf.append(data)
         self.server.dirty.add(self)
 
-    def send_late(self, data: bytes) -> None:
-        """A deferred reply or an event line: does not wait behind the queue."""
-        if not self.closing:
+    def send_late(self, data: bytes, seq: int = 0) -> None:
+        """A deferred reply or an event line: does not wait behind the queue,
+        only (with `seq`) for that journal record to be durable."""
+        if self.closing:
+            return
+        if seq <= self.server.journal_durable():
             self._out(data)
-            self.server.kick()
+        else:
+            self.late.append((seq, data))
+            self.server.waiting.add(self)
+        self.server.kick()
 
     def release(self, durable: int) -> bool:
         """Move replies whose records are durable to the output; True when empty."""
         q = self.queue
         while q and q[0][0] <= durable:
             self._out(q.popleft()[1])
-        return not q
+        if self.late:
+            keep = []
+            for seq, data in self.late:
+                if seq <= durable:
+                    self._out(data)
+                else:
+                    keep.append((seq, data))
+            self.late = keep
+        return not q and not self.late
 
     def fail_range(self, first: int, last: int, why: str) -> None:
         """Replace the replies of records the journal failed to write."""
