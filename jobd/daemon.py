@@ -244,10 +244,17 @@ class Daemon:
         self.schedule_timer()
 
     def _on_change(self, job: Job, old: str) -> None:
+        """Every status change, live: metrics, events, result waiters, limits."""
         self.metrics.on_change(job, old)
         new = job.status
         if old == C.RUNNING and job.handler in self.pool.parked:
             self.pool.unpark(job.handler)
+        if self.events.watchers:        # build event data only when someone listens
+            self._publish_change(job, old, new)
+        if new in C.TERMINAL and job.id in self.queue.waiters:
+            self.queue.notify_terminal(job)
+
+    def _publish_change(self, job: Job, old: str, new: str) -> None:
         publish = self.events.publish
         if old == "":
             publish(C.EV_SUBMITTED, job.id, {"handler": job.handler, "priority": job.priority})
@@ -264,8 +271,6 @@ class Daemon:
                                                    "total_attempts": job.attempts})
         elif new == C.CANCELLED:
             publish(C.EV_CANCELLED, job.id, {})
-        if new in C.TERMINAL:
-            self.queue.notify_terminal(job)
 
     def slow_job_check(self, job: Job) -> None:
         limit = self.cfg.monitoring.slow_job_threshold

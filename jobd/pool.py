@@ -382,8 +382,9 @@ class Pool:
             w.timer = None
         job = w.job
         w.job = None
-        if job is not None and job.started_at is not None and job.completed_at is not None:
-            self.d.metrics.observe_duration(job.handler, max(0.0, job.completed_at - job.started_at))
+        end = job and (job.completed_at or job.finished_attempt_at)
+        if job is not None and job.started_at is not None and end:
+            self.d.metrics.observe_duration(job.handler, max(0.0, end - job.started_at))
         if w.stop_sent or w.kill_reason is not None or w.closed:
             return
         if self._should_recycle(w):

@@ -36,6 +36,7 @@ class State:
         self.dead: deque[tuple[float, Job]] = deque()         # dead letters, by time
         self.running: dict[str, Job] = {}
         self.seq = 0
+        self._timer_seq = 0
         self.schedules: dict[str, dict[str, Any]] = {}
         self.on_change: ChangeHook | None = None   # set once live
         self._apply = {
@@ -80,7 +81,11 @@ class State:
 
     def _add_timer(self, job: Job) -> None:
         assert job.scheduled_for is not None
-        heapq.heappush(self.timers, (job.scheduled_for, self.next_seq(), job))
+        # The tie-breaker has its own counter: taking FIFO numbers here would
+        # make replay of a snapshot (which re-arms every timer) diverge from
+        # the live sequence, and reorder jobs retried after a restart.
+        self._timer_seq += 1
+        heapq.heappush(self.timers, (job.scheduled_for, self._timer_seq, job))
 
     # --- record handlers -------------------------------------------------------------
     def _a_submit(self, rec: list[Any]) -> None:
@@ -141,12 +146,14 @@ class State:
     def _a_fail(self, rec: list[Any]) -> None:
         job = self.jobs[rec[1]]
         ts, job.error, status, due = rec[2], rec[3], rec[4], rec[5]
-        job.completed_at = ts
+        job.finished_attempt_at = ts
         if status == C.RETRYING:
+            job.completed_at = None       # only terminal jobs have completed_at
             job.scheduled_for = due
             self._set_status(job, C.RETRYING)
             self._add_timer(job)
             return
+        job.completed_at = ts
         self._finish(job, status)
         self._fail_dependents(job)
 
