@@ -17,8 +17,21 @@ from jobd import constants as C
 from .context import Context
 from .progress import BarDisplay, Display, LineDisplay, NullDisplay, follow
 from .tables import (
-    Column, byte_size, clip, clock_time, compact_json, duration, ellipsis, first_line,
-    key_values, megabytes, progress_text, rate, short_time, table, to_json,
+    Column,
+    byte_size,
+    clip,
+    clock_time,
+    compact_json,
+    duration,
+    ellipsis,
+    first_line,
+    fitting_json,
+    key_values,
+    megabytes,
+    progress_text,
+    rate,
+    short_time,
+    table,
 )
 
 # Event data keys every event has; the line shows them in their own columns.
@@ -72,11 +85,12 @@ def wait_for(ctx: Context, job_id: str, timeout: float | None) -> int:
     if ctx.json:
         ctx.emit(outcome)
     elif status == C.COMPLETED:
-        ctx.say(to_json(outcome.get("result")))
+        ctx.say(fitting_json(outcome.get("result"), ctx.width))
     if status in C.TERMINAL and status != C.COMPLETED:
         ctx.warn(f"job {job_id} {status}: {first_line(outcome.get('error'))}")
     elif status not in C.TERMINAL:
-        ctx.warn(f"error: timeout: job {job_id} is still {status} after {timeout:g}s")
+        waited = f" after {timeout:g}s" if timeout is not None else ""
+        ctx.warn(f"error: timeout: job {job_id} is still {status}{waited}")
     return C.CLI_OK if status == C.COMPLETED else C.CLI_OP_ERROR
 
 
@@ -136,7 +150,8 @@ def cmd_result(ctx: Context, args: argparse.Namespace) -> int:
         ("job_id", res.get("job_id")), ("status", res.get("status")),
         ("attempts", res.get("attempts")), ("duration", duration(res.get("duration"))),
         ("completed_at", res.get("completed_at") or "-"),
-        ("result", to_json(res.get("result"))), ("error", res.get("error") or "-"),
+        ("result", fitting_json(res.get("result"), ctx.width - 14)),
+        ("error", res.get("error") or "-"),
     ]))
     return C.CLI_OK
 

@@ -11,7 +11,7 @@ a CI job read well.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol, TextIO
 
 from jobd import constants as C
@@ -32,7 +32,7 @@ class Display(Protocol):
 
 def job_elapsed(job: Job, now: datetime | None = None) -> float:
     """Run time so far (or in total once ended); time queued before the job started."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     started, created = parse_iso(job.started_at), parse_iso(job.created_at)
     if started is not None:
         end = parse_iso(job.completed_at) or now

@@ -10,7 +10,7 @@ import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 DEFAULT_WIDTH = 80
@@ -85,14 +85,15 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], width: int,
 
 
 def _fit(columns: Sequence[Column], widths: list[int], width: int) -> None:
-    # The rightmost flexible column gives way first (e.g. an error before a handler).
+    """Shrink the widest flexible column one step at a time, so they share the cut."""
     excess = sum(widths) + len(GAP) * (len(widths) - 1) - width
-    for i, col in reversed(list(enumerate(columns))):
-        if excess > 0 and col.flex:
-            cut = min(excess, widths[i] - MIN_FLEX)
-            if cut > 0:
-                widths[i] -= cut
-                excess -= cut
+    flex = [i for i, col in enumerate(columns) if col.flex]
+    while excess > 0:
+        shrinkable = [i for i in flex if widths[i] > MIN_FLEX]
+        if not shrinkable:
+            return
+        widths[max(shrinkable, key=lambda i: widths[i])] -= 1
+        excess -= 1
 
 
 def _line(columns: Sequence[Column], widths: list[int], row: Sequence[str], mark: str) -> str:
@@ -123,6 +124,12 @@ def to_json(value: Any, pretty: bool = True) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def fitting_json(value: Any, width: int) -> str:
+    """One line when it fits `width`, else indented."""
+    line = to_json(value, pretty=False)
+    return line if len(line) <= width else to_json(value)
+
+
 def compact_json(value: Any) -> str:
     """A one-line JSON rendering for table cells and summaries."""
     return to_json(value, pretty=False)
@@ -144,7 +151,7 @@ def short_time(text: str | None, now: datetime | None = None) -> str:
     if when is None:
         return "-"
     local = when.astimezone()
-    today = (now or datetime.now(timezone.utc)).astimezone().date()
+    today = (now or datetime.now(UTC)).astimezone().date()
     return local.strftime("%H:%M:%S") if local.date() == today else local.strftime("%m-%d %H:%M")
 
 

@@ -85,17 +85,17 @@ def refresh(client: Client, last: Snapshot) -> Snapshot:
 def render(snap: Snapshot, socket_path: str, width: int, height: int | None = None,
            mark: str = "~") -> list[str]:
     """The frame's lines, each at most `width` long, at most `height` of them."""
-    top = _header(snap, socket_path, width) + [""] + _queue(snap.metrics) + [""]
-    workers = [""] + worker_table(snap.workers, width, mark) if snap.workers else ["", "no workers"]
-    failures = ["", "RECENT FAILURES"] + (failure_table(snap.failures, width, mark)
-                                          if snap.failures else ["none"])
+    top = [*_header(snap, socket_path, width, height is not None), "", *_queue(snap.metrics)]
+    workers = ["", *worker_table(snap.workers, width, mark)] if snap.workers else ["", "no workers"]
+    failed = failure_table(snap.failures, width, mark) if snap.failures else ["none"]
+    failures = ["", "RECENT FAILURES", *failed]
     lines = top + _fit(workers, failures, None if height is None else height - len(top))
     return [clip(line, width, mark) for line in lines[:height]]
 
 
-def _header(snap: Snapshot, socket_path: str, width: int) -> list[str]:
+def _header(snap: Snapshot, socket_path: str, width: int, live: bool) -> list[str]:
     left = f"jobd {snap.version}  {socket_path}  up {duration(snap.metrics.get('uptime_s'))}"
-    right = f"{datetime.now().strftime('%H:%M:%S')}  q: quit"
+    right = datetime.now().strftime("%H:%M:%S") + ("  q: quit" if live else "")
     lines = [left + " " * max(2, width - len(left) - len(right)) + right]
     if snap.error:
         lines.append(f"!! refresh failed: {snap.error} (retrying)")
@@ -128,7 +128,7 @@ def _fit(workers: list[str], failures: list[str], room: int | None) -> list[str]
         return workers + failures
     if len(workers) > room:
         keep = max(0, room - 1)
-        return workers[:keep] + [f"... {len(workers) - keep} more line(s); enlarge the terminal"]
+        return [*workers[:keep], f"... {len(workers) - keep} more line(s); enlarge the terminal"]
     return workers + failures[: room - len(workers)]
 
 
