@@ -144,6 +144,11 @@ class Connection(asyncio.Protocol):
             return
         try:
             reply, seq = fn(self, req_id, req)
+            if reply is DEFERRED:
+                return
+            reply["id"] = req_id
+            reply["ok"] = True
+            data = _dumps(reply) + NL
         except OpError as e:
             self._reply(0, error_reply(req_id, e.code, e.message))
             return
@@ -151,11 +156,7 @@ class Connection(asyncio.Protocol):
             log.exception("op %s failed", op)
             self._reply(0, error_reply(req_id, C.E_INTERNAL, f"internal error in op {op}"))
             return
-        if reply is DEFERRED:
-            return
-        reply["id"] = req_id
-        reply["ok"] = True
-        self._reply(seq, _dumps(reply) + NL)
+        self._reply(seq, data)
 
     # --- replies ---------------------------------------------------------------------------
     def _reply(self, seq: int, data: bytes) -> None:
