@@ -83,6 +83,7 @@ def machine_info(data_root: str | None = None) -> dict[str, Any]:
         "fsync_ms_p50": med,
         "fsync_ms_p99": p99,
         "mem_gib": _mem_gib(),
+        "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }
 
 
@@ -395,6 +396,31 @@ class Daemon:
         if bad:
             log(f"jobd (fsync={self.fsync}, workers={self.workers}) logged {len(bad)} warning/error "
                 f"line(s); first: " + " | ".join(bad[:5]))
+
+
+def _cpu_times() -> tuple[int, int]:
+    with open("/proc/stat") as f:
+        parts = [int(x) for x in f.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)
+    return sum(parts), idle
+
+
+def cpu_busy(interval: float = 1.0) -> float:
+    """Machine-wide CPU busy fraction (0..1) over `interval` seconds."""
+    t0, i0 = _cpu_times()
+    time.sleep(interval)
+    t1, i1 = _cpu_times()
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_for_quiet(limit: float = 0.15, max_wait: float = 120.0) -> float:
+    """Wait until the machine is less than `limit` busy over one second (other work on a
+    shared machine skews results); gives up after `max_wait` s. Returns the last busy fraction."""
+    deadline = time.perf_counter() + max_wait
+    busy = cpu_busy()
+    while busy > limit and time.perf_counter() < deadline:
+        busy = cpu_busy()
+    return busy
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, every: float = 0.01) -> bool:
