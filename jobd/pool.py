@@ -470,6 +470,7 @@ class Pool:
         msgs = self.fs.read_messages()
         if msgs is None:
             self.loop.remove_reader(self.fs.sock.fileno())
+            self._orphaned()
             self.d.fatal("the fork server exited; jobd cannot start workers")
             return
         for msg in msgs:
@@ -525,6 +526,20 @@ class Pool:
             error = f"worker {w.id} (pid {w.pid}) died while running the job: {_exit_text(code, sig)}"
         w.jobs_failed += 1
         self.attempt_failed(job, error, F.FAIL_ERROR, 0.0)
+
+    def _orphaned(self) -> None:
+        """The fork server is gone, so no exit reports will come: kill the
+        workers ourselves and put their jobs back without a counted attempt."""
+        self.dispatching = False
+        for w in list(self.workers.values()):
+            self.kill_worker(w, K_SHUTDOWN)
+            job = w.job
+            if job is not None and job.status == C.RUNNING:
+                w.job = None
+                self.d.queue.requeue(job, uncount=True)
+            self._channel_closed(w)
+            del self.workers[w.id]
+        self.exited.set()
 
     # --- shutdown -------------------------------------------------------------------------
     async def shutdown(self, timeout: float) -> None:

@@ -312,3 +312,24 @@ def test_cooperative_cancel(make_daemon, tmp_path):
     assert job.status == "completed"                       # its outcome stands
     assert job.result == "stopped on request"
     assert c.workers()[0]["pid"] == pid                    # nothing was killed
+
+
+def test_fork_server_death_stops_the_daemon_cleanly(make_daemon, tmp_path):
+    """Without its fork server the daemon cannot keep its pool: it exits
+    non-zero at once, leaves no worker behind, and loses no job."""
+    from conftest import _children
+    d = make_daemon(workers=2)
+    c = d.client()
+    mark = tmp_path / "started"
+    job_id = c.submit(T + "block", args=[str(mark)])
+    wait_until(mark.exists, what="the blocking job to start")
+    everyone = d.worker_pids()
+    fork_server = _children(d.pid)[0]
+    os.kill(fork_server, signal.SIGKILL)
+    assert d.proc.wait(20) == 1
+    assert "fork server exited" in d.log()
+    wait_until(lambda: not any(pid_alive(p) for p in everyone), what="old workers to exit")
+    d.workers = 0
+    d.start()
+    job = d.client().status(job_id)
+    assert job.status == "pending" and job.attempts == 0
