@@ -6,6 +6,7 @@ view. Empty containers are shared, never copied, to keep pending jobs small.
 """
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,6 +16,7 @@ EMPTY_LIST: list[Any] = []
 EMPTY_DICT: dict[str, Any] = {}
 
 _UTC = timezone.utc
+_intern = sys.intern
 
 
 def iso(ts: float | None) -> str | None:
@@ -76,62 +78,45 @@ class Job:
         self.finished_attempt_at: float | None = None
 
     # --- persisted form (WAL submit records and snapshots) -------------------
-    def to_record(self) -> dict[str, Any]:
-        """Everything needed to rebuild this job; omits defaults to stay small."""
-        rec: dict[str, Any] = {
-            "id": self.id, "h": self.handler, "st": self.status,
-            "p": self.priority, "q": self.seq, "c": self.created_at,
-            "mr": self.max_retries, "rd": self.retry_delay, "rb": self.retry_backoff,
-        }
-        optional = (
-            ("n", self.name, None), ("a", self.args, EMPTY_LIST),
-            ("k", self.kwargs, EMPTY_DICT), ("at", self.attempts, 0),
-            ("to", self.timeout, None), ("tg", self.tags, EMPTY_DICT),
-            ("d", self.depends_on, EMPTY_LIST), ("sf", self.scheduled_for, None),
-            ("sa", self.started_at, None), ("ca", self.completed_at, None),
-            ("pr", self.progress, None), ("e", self.error, None),
-            ("r", self.result, None), ("rr", self.result_ref, None),
-            ("cr", self.cancel_requested, False), ("sc", self.schedule, None),
-            ("j", self.jitter, None), ("md", self.max_delay, None),
-            ("w", self.worker_id, None),
-        )
-        for key, value, default in optional:
-            if value is not default and value != default:
-                rec[key] = value
+    def to_record(self) -> list[Any]:
+        """Everything needed to rebuild this job, positionally (`RECORD_FIELDS`);
+        trailing fields that hold their default are left off to stay small."""
+        rec = [self.id, self.handler, self.status, self.priority, self.seq,
+               self.created_at, self.max_retries, self.retry_delay, self.retry_backoff,
+               self.name, self.args, self.kwargs, self.attempts, self.timeout, self.tags,
+               self.depends_on, self.scheduled_for, self.started_at, self.completed_at,
+               self.progress, self.error, self.result, self.result_ref,
+               self.cancel_requested, self.schedule, self.jitter, self.max_delay,
+               self.worker_id]
+        n = len(rec)
+        while n > _REQUIRED:
+            value, default = rec[n - 1], _DEFAULTS[n - 1]
+            if not (value is default or (type(value) is type(default) and value == default)):
+                break
+            n -= 1
+        del rec[n:]
         return rec
 
     @classmethod
-    def from_record(cls, rec: dict[str, Any]) -> Job:
-        job = cls()
-        job.id = rec["id"]
-        job.handler = rec["h"]
-        job.status = rec["st"]
-        job.priority = rec["p"]
-        job.seq = rec["q"]
-        job.created_at = rec["c"]
-        job.max_retries = rec["mr"]
-        job.retry_delay = rec["rd"]
-        job.retry_backoff = rec["rb"]
-        get = rec.get
-        job.name = get("n")
-        job.args = get("a") or EMPTY_LIST
-        job.kwargs = get("k") or EMPTY_DICT
-        job.attempts = get("at", 0)
-        job.timeout = get("to")
-        job.tags = get("tg") or EMPTY_DICT
-        job.depends_on = get("d") or EMPTY_LIST
-        job.scheduled_for = get("sf")
-        job.started_at = get("sa")
-        job.completed_at = get("ca")
-        job.progress = get("pr")
-        job.error = get("e")
-        job.result = get("r")
-        job.result_ref = get("rr")
-        job.cancel_requested = get("cr", False)
-        job.schedule = get("sc")
-        job.jitter = get("j")
-        job.max_delay = get("md")
-        job.worker_id = get("w")
+    def from_record(cls, rec: list[Any]) -> Job:
+        """Rebuild a job; shared strings are interned (one copy per handler name)."""
+        job = cls.__new__(cls)
+        if len(rec) < _FULL:
+            rec = rec + _DEFAULTS_LIST[len(rec):]
+        (job.id, handler, status, job.priority, job.seq, job.created_at, job.max_retries,
+         retry_delay, retry_backoff, job.name, args, kwargs, job.attempts, job.timeout, tags,
+         depends_on, job.scheduled_for, job.started_at, job.completed_at, job.progress,
+         job.error, job.result, job.result_ref, job.cancel_requested, job.schedule,
+         job.jitter, job.max_delay, job.worker_id) = rec
+        job.handler = _intern(handler)
+        job.status = _intern(status)
+        job.retry_delay = _FLOATS.setdefault(retry_delay, retry_delay)
+        job.retry_backoff = _FLOATS.setdefault(retry_backoff, retry_backoff)
+        job.args = args or EMPTY_LIST
+        job.kwargs = kwargs or EMPTY_DICT
+        job.tags = tags or EMPTY_DICT
+        job.depends_on = depends_on or EMPTY_LIST
+        job.finished_attempt_at = None
         return job
 
     # --- the view clients see (SPEC §4) ---------------------------------------
@@ -168,6 +153,25 @@ class Job:
         if isinstance(have, bool):
             return value == ("true" if have else "false")
         return str(have) == value
+
+
+RECORD_FIELDS = (
+    "id", "handler", "status", "priority", "seq", "created_at", "max_retries",
+    "retry_delay", "retry_backoff", "name", "args", "kwargs", "attempts", "timeout",
+    "tags", "depends_on", "scheduled_for", "started_at", "completed_at", "progress",
+    "error", "result", "result_ref", "cancel_requested", "schedule", "jitter",
+    "max_delay", "worker_id",
+)
+_REQUIRED = 9            # id .. retry_backoff are always written
+_DEFAULTS: tuple[Any, ...] = (
+    None, None, None, None, None, None, None, None, None,     # required fields
+    None, EMPTY_LIST, EMPTY_DICT, 0, None, EMPTY_DICT, EMPTY_LIST, None, None, None,
+    None, None, None, None, False, None, None, None, None,
+)
+_DEFAULTS_LIST = list(_DEFAULTS)
+_FULL = len(RECORD_FIELDS)
+assert len(_DEFAULTS) == _FULL
+_FLOATS: dict[float, float] = {}
 
 
 def progress_view(current: float, total: float | None, message: str, ts: float) -> dict[str, Any]:
