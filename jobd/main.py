@@ -76,6 +76,7 @@ def serve(cfg: Config) -> int:
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback, for operators
         logging.getLogger("jobd").critical("jobd failed: %s: %s", type(e).__name__, e)
         logging.getLogger("jobd").debug("traceback", exc_info=True)
+        daemon.abandon()
         return C.EXIT_FAILURE
 
 

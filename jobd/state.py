@@ -237,11 +237,19 @@ class State:
 
     def deps_state(self, job: Job) -> str:
         """COMPLETED if every dependency completed, FAILED if one ended
-        unsuccessfully (or is gone), else WAITING."""
+        unsuccessfully, else WAITING.
+
+        A dependency that is gone counts as completed: submits naming an
+        unknown id are refused (`not_found`), and a dependency that ends
+        unsuccessfully fails its open dependents at once, so one that was
+        purged or expired while a dependent still waits had completed.
+        """
         result = C.COMPLETED
         for dep_id in job.depends_on:
             dep = self.jobs.get(dep_id)
-            if dep is None or dep.status in C.UNSUCCESSFUL:
+            if dep is None:
+                continue
+            if dep.status in C.UNSUCCESSFUL:
                 return C.FAILED
             if dep.status != C.COMPLETED:
                 result = C.WAITING
@@ -250,7 +258,7 @@ class State:
     def failed_dep(self, job: Job) -> str | None:
         for dep_id in job.depends_on:
             dep = self.jobs.get(dep_id)
-            if dep is None or dep.status in C.UNSUCCESSFUL:
+            if dep is not None and dep.status in C.UNSUCCESSFUL:
                 return dep_id
         return None
 

@@ -348,3 +348,20 @@ def test_metrics_counts_per_status(q):
     # the counts agree with list totals
     for s in STATUSES:
         assert q.list(status=s, limit=0).total == counts[s], s
+
+
+def test_purging_a_completed_dependency_does_not_strand_its_dependents(make_daemon, tmp_path):
+    """A waits on B and C; B completes and is purged while C runs; A still runs."""
+    d = make_daemon(workers=2)
+    c = d.client(timeout=20)
+    gate = tmp_path / "gate"
+    c_id = c.submit(T + "wait_file", args=[str(gate)])
+    b_id = c.submit(NOOP)
+    a_id = c.submit(NOOP, depends_on=[b_id, c_id])
+    assert c.wait(b_id, timeout=15).status == "completed"
+    assert c.status(a_id).status == "waiting"
+    assert c.purge(status="completed") == 1
+    gate.touch()
+    assert c.wait(c_id, timeout=15).status == "completed"
+    job = c.wait(a_id, timeout=15)
+    assert job.status == "completed", job

@@ -233,7 +233,9 @@ def test_corruption_in_the_middle_refuses_to_start(make_daemon, where):
     out = d.log()[log_len:]
     assert re.search(r"corrupt", out, re.I), out
     assert seg.name in out, out
-    assert "Traceback" not in out, out
+    # one clear line at CRITICAL (a traceback only follows at debug level)
+    assert any(re.search("corrupt", line, re.I) and "CRITICAL" in line
+               for line in out.splitlines()), out
     assert _sha(seg) == digest and seg.stat().st_mtime_ns == mtime, "the WAL must not be touched"
     assert not os.path.exists(d.socket)
 
@@ -273,7 +275,8 @@ def test_compaction_writes_a_snapshot_and_removes_old_segments(make_daemon):
         c.purge(status="cancelled")
     wait_until(lambda: snapshots(d) and not list(wal_dir(d).glob("*.tmp")),
                what="a snapshot")
-    live_ids = [j for j in ids if j in views(d)]
+    live = views(d)
+    live_ids = [j for j in ids if j in live]
     assert len(live_ids) == 1200
 
     def compacted() -> bool:
@@ -284,11 +287,13 @@ def test_compaction_writes_a_snapshot_and_removes_old_segments(make_daemon):
         return all(int(s.stem) >= base for s in segs)
     wait_until(compacted, what="old segments and snapshots to be removed")
     total = sum(p.stat().st_size for p in wal_dir(d).iterdir())
-    # 2400 submits + 1200 cancels of history; live state is 1200 jobs
-    assert total < 4 * 65536, total
+    snap_size = snapshots(d)[0].stat().st_size
+    written = c.metrics()["wal"]["bytes_written"]
+    # disk holds one snapshot of live state plus at most about one segment,
+    # far less than the history (2400 submits, 1200 cancels, 12 purges)
+    assert total <= snap_size + 2 * 65536, (total, snap_size)
+    assert total < written * 0.6, (total, written)
     assert "WAL compacted" in d.log()
-    m = c.metrics()
-    assert m["wal"]["bytes"] == total or m["wal"]["bytes"] > 0
     before = views(d)
     restart(d)                         # kill -9 after compaction
     assert views(d) == before
