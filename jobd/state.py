@@ -301,6 +301,7 @@ class State:
         deps = self.deps_state(job) if job.depends_on else C.COMPLETED
         if deps == C.FAILED:
             job.error = f"dependency {self.failed_dep(job)} ended unsuccessfully"
+            job.completed_at = job.scheduled_for      # when it was due: deterministic
             self._finish(job, C.FAILED)
             self._fail_dependents(job)
             return

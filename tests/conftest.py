@@ -17,8 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from jobd_client import Client
+
+# CI runs the property tests on a fixed seed (a red build is reproducible);
+# local runs explore new examples each time.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+                      else "dev")
 
 SUPPORT = Path(__file__).parent / "support"
 ROOT = Path(__file__).parent.parent
