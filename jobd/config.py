@@ -44,6 +44,7 @@ class WorkersConfig:
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 30.0
     shutdown_timeout: float = 30.0
+    prefetch: int = 1                    # jobs sent ahead to a busy worker when a backlog waits
 
 
 @dataclass
@@ -236,6 +237,7 @@ def validate(cfg: Config) -> None:
         (cfg.workers.heartbeat_timeout > cfg.workers.heartbeat_interval,
          "workers.heartbeat_timeout", "> heartbeat_interval"),
         (cfg.workers.shutdown_timeout >= 0, "workers.shutdown_timeout", ">= 0"),
+        (0 <= cfg.workers.prefetch <= 64, "workers.prefetch", "between 0 and 64"),
         (cfg.wal.fsync_interval_ms > 0, "wal.fsync_interval_ms", "> 0"),
         (cfg.wal.segment_bytes >= 4096, "wal.segment_bytes", ">= 4096"),
         (cfg.results.ttl > 0, "results.ttl", "> 0"),

@@ -222,6 +222,7 @@ class Daemon:
     def tick(self) -> None:
         self._tick_scheduled = False
         self.pool.dispatch()
+        self.pool.flush()
         self.journal.flush()
         self.server.flush()  # type: ignore[union-attr]
         self.schedule_timer()

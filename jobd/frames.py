@@ -13,6 +13,7 @@ import struct
 RUN = ord("R")          # [job_id, handler, args, kwargs, attempt, tags]
 CANCEL = ord("C")       # job id (utf-8)
 STOP = ord("S")         # finish the current job, then exit
+DROP = ord("X")         # job id: do not run this job sent ahead (it was cancelled)
 # worker → daemon
 READY = ord("Y")        # [pid, rss_bytes]
 HEARTBEAT = ord("H")    # [rss_bytes]
@@ -20,9 +21,7 @@ PROGRESS = ord("P")     # [job_id, current, total, message]
 DONE = ord("D")         # see pack_done
 FAIL = ord("F")         # [job_id, kind, error, retry_after]
 
-FAIL_ERROR = 0          # an ordinary exception: the retry policy decides
-FAIL_PERMANENT = 1      # PermanentError: no retry
-FAIL_RETRY = 2          # Retry(after=...): retry after exactly that delay
+from jobd.retry import FAIL_ERROR, FAIL_PERMANENT, FAIL_RETRY  # noqa: E402,F401 - re-exported
 
 _LEN = struct.Struct("<IB")
 HEADER = _LEN.size

@@ -217,6 +217,15 @@ class Journal:
     def _start_sync(self) -> None:
         self.syncing = True
         target = self.written
+        if os.environ.get("JOBD_INLINE_FSYNC"):
+            fut = self.loop.create_future()
+            try:
+                os.fsync(self.fd)
+                fut.set_result(None)
+            except OSError as e:
+                fut.set_exception(e)
+            self._synced(fut, target)
+            return
         fut = self.loop.run_in_executor(self._executor, os.fsync, self.fd)
         fut.add_done_callback(lambda f: self._synced(f, target))
 

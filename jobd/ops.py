@@ -109,6 +109,8 @@ class Ops:
         force = get_bool(req, "force", False)
         running = job.status == C.RUNNING
         cancelled, seq = self.d.queue.cancel(job, force)
+        if cancelled and not running:
+            self.d.pool.unreserve(job)          # it may have been sent ahead to a worker
         if cancelled and force and running:
             seq = self.d.pool.force_cancel(job)
         elif running and seq:

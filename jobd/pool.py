@@ -5,7 +5,12 @@ The pool deals with processes: it asks the fork server for workers
 hang (`murder_stale`), recycles and scales them. Job outcomes go to the
 `JobQueue`, the one owner of job state. Each worker runs one job at a time.
 
-Worker ids are small integers that are never reused within a daemon run.
+Prefetch: when every worker is busy and jobs are still pending, each worker
+is sent up to `[workers] prefetch` jobs ahead ("reserved"), so it starts the
+next one the moment it finishes instead of waiting a round trip. A reserved
+job stays `pending` (it can be cancelled at once; the worker is told to drop
+it) until the daemon hears that its predecessor ended; then it is recorded
+as started and its timeout begins. Worker ids are never reused.
 """
 from __future__ import annotations
 
@@ -17,7 +22,6 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,8 +29,9 @@ import orjson
 from jobd import constants as C
 from jobd import frames as F
 from jobd.forkserver import ForkServerClient
-from jobd.job import Job, iso
-from jobd.retry import backoff
+from jobd.job import Job
+from jobd.retry import next_step
+from jobd.workerproc import WorkerProc
 
 if TYPE_CHECKING:
     from jobd.daemon import Daemon
@@ -43,47 +48,6 @@ K_CANCEL = "cancel"
 K_SHUTDOWN = "shutdown"
 
 
-class WorkerProc:
-    """One worker process as the daemon sees it."""
-
-    def __init__(self, wid: int, sock: socket.socket) -> None:
-        self.id = wid
-        self.sock = sock
-        self.pid: int | None = None
-        self.status = C.W_STARTING
-        self.job: Job | None = None
-        self.jobs_completed = 0
-        self.jobs_failed = 0
-        self.started_at = time.time()
-        self.last_heartbeat = time.monotonic()
-        self.last_heartbeat_wall: float | None = None
-        self.rss = 0
-        self.kill_reason: str | None = None
-        self.stop_sent = False
-        self.recycle_after = 0
-        self.timer: asyncio.TimerHandle | None = None
-        self.rbuf = bytearray()
-        self.wbuf = bytearray()
-        self.closed = False
-
-    @property
-    def busy(self) -> bool:
-        return self.job is not None
-
-    def view(self, healthy_within: float) -> dict[str, Any]:
-        fresh = time.monotonic() - self.last_heartbeat < healthy_within
-        return {
-            "id": self.id, "pid": self.pid,
-            "status": self.status if self.status != C.W_STARTING else C.W_IDLE,
-            "current_job": self.job.id if self.job else None,
-            "jobs_completed": self.jobs_completed, "jobs_failed": self.jobs_failed,
-            "started_at": iso(self.started_at),
-            "last_heartbeat": iso(self.last_heartbeat_wall),
-            "rss_bytes": self.rss,
-            "healthy": fresh and self.status != C.W_STARTING,
-        }
-
-
 class Pool:
     def __init__(self, daemon: Daemon, forkserver: ForkServerClient, target: int) -> None:
         self.d = daemon
@@ -91,8 +55,11 @@ class Pool:
         self.fs = forkserver
         self.loop = daemon.loop
         self.target = target
+        self.prefetch = self.cfg.prefetch
         self.workers: dict[int, WorkerProc] = {}
         self.idle: deque[WorkerProc] = deque()
+        self.dirty: set[WorkerProc] = set()
+        self.reserved: dict[str, WorkerProc] = {}      # job id → worker it was sent ahead to
         self.next_id = 1
         self.boot_failures = 0
         self.dispatching = True
@@ -111,15 +78,15 @@ class Pool:
         self._check = self.loop.call_later(self.cfg.heartbeat_interval, self._periodic)
 
     def counts(self) -> dict[str, int]:
-        live = [w for w in self.workers.values()]
+        live = list(self.workers.values())
         busy = sum(1 for w in live if w.busy)
         healthy = sum(1 for w in live if w.view(self.cfg.heartbeat_timeout)["healthy"])
         return {"total": len(live), "idle": len(live) - busy, "busy": busy,
                 "healthy": healthy, "target": self.target}
 
     def describe(self) -> list[dict[str, Any]]:
-        return [w.view(self.cfg.heartbeat_timeout) for w in sorted(self.workers.values(),
-                                                                   key=lambda w: w.id)]
+        timeout = self.cfg.heartbeat_timeout
+        return [w.view(timeout) for w in sorted(self.workers.values(), key=lambda w: w.id)]
 
     def _active(self) -> int:
         """Workers that count towards the target (not on their way out)."""
@@ -149,29 +116,33 @@ class Pool:
         self.workers[w.id] = w
         self.fs.spawn(w.id, theirs)
         theirs.close()
-        self.loop.add_reader(ours.fileno(), self._on_readable, w)
+        self.loop.add_reader(w.fd, self._on_readable, w)
         return w
 
     def stop_worker(self, w: WorkerProc) -> None:
-        """Finish the current job, then exit."""
+        """Finish the current job (and any sent ahead), then exit."""
         if w.stop_sent:
             return
         w.stop_sent = True
         w.status = C.W_STOPPING
-        if w in self.idle:
-            self.idle.remove(w)
+        self._not_idle(w)
+        for job in list(w.queued):       # jobs sent ahead stay in the queue for others
+            self.unreserve(job)
         self._send(w, F.frame(F.STOP, b""))
 
     def kill_worker(self, w: WorkerProc, reason: str, sig: int = signal.SIGKILL) -> None:
         w.kill_reason = w.kill_reason or reason
         w.status = C.W_STOPPING
-        if w in self.idle:
-            self.idle.remove(w)
+        self._not_idle(w)
         if w.pid is not None:
             try:
                 os.kill(w.pid, sig)
             except ProcessLookupError:
                 pass
+
+    def _not_idle(self, w: WorkerProc) -> None:
+        if w in self.idle:
+            self.idle.remove(w)
 
     def scale(self, count: int) -> None:
         self.target = count
@@ -189,43 +160,89 @@ class Pool:
 
     # --- dispatch ------------------------------------------------------------------------
     def dispatch(self) -> None:
-        """Hand pending jobs to idle workers, highest priority first."""
+        """Hand pending jobs to idle workers, highest priority first; when all
+        are busy and jobs still wait, send each worker up to `prefetch` ahead."""
         if not self.dispatching:
             return
         idle = self.idle
-        state = self.d.state
-        limits = self.limits
         while idle:
-            job = state.pop_pending()
+            job = self._next_job()
             if job is None:
                 return
-            if limits and job.handler in limits and self._at_limit(job.handler):
-                self.parked.setdefault(job.handler, []).append(job)
-                continue
-            self._assign(idle.popleft(), job)
+            self._start(idle.popleft(), job)
+        if self.prefetch and self._backlog():
+            self._prefetch()
+
+    def _backlog(self) -> bool:
+        """Prefetch only when more jobs wait than there are workers, and none
+        is still starting: then sending ahead never keeps a job from a worker
+        that is (or is about to be) idle."""
+        waiting = self.d.state.counts[C.PENDING] - len(self.reserved)
+        if waiting <= len(self.workers):
+            return False
+        return all(w.status != C.W_STARTING for w in self.workers.values())
+
+    def _prefetch(self) -> None:
+        for depth in range(1, self.prefetch + 1):
+            for w in self.workers.values():
+                if w.busy and len(w.queued) < depth and w.accepting:
+                    job = self._next_job()
+                    if job is None:
+                        return
+                    if job.handler in self.limits:    # limits count jobs that really run
+                        self.d.state.push_back(job)
+                        return
+                    self._send_run(w, job, job.attempts + 1)
+                    w.queued.append(job)
+                    self.reserved[job.id] = w
+
+    def unreserve(self, job: Job) -> None:
+        """Take back a job sent ahead: the worker drops it; if still pending,
+        it goes back to the queue."""
+        w = self.reserved.pop(job.id, None)
+        if w is None:
+            return
+        if job in w.queued:
+            w.queued.remove(job)
+        self._send(w, F.frame(F.DROP, job.id.encode()))
+        if job.status == C.PENDING and self.d.state.jobs.get(job.id) is job:
+            self.d.state.push_back(job)
+
+    def _next_job(self) -> Job | None:
+        state, limits = self.d.state, self.limits
+        while True:
+            job = state.pop_pending()
+            if job is None or not limits or job.handler not in limits \
+                    or not self._at_limit(job.handler):
+                return job
+            self.parked.setdefault(job.handler, []).append(job)
 
     def _at_limit(self, handler: str) -> bool:
         return self.d.metrics.running_by_handler[handler] >= self.limits[handler]
 
     def unpark(self, handler: str) -> None:
         """A job of a limited handler ended: its parked jobs may compete again."""
-        parked = self.parked.pop(handler, None)
-        if parked:
-            for job in parked:
-                self.d.state.push_back(job)
+        for job in self.parked.pop(handler, ()):
+            self.d.state.push_back(job)
 
-    def _assign(self, w: WorkerProc, job: Job) -> None:
+    def _start(self, w: WorkerProc, job: Job) -> None:
+        """Give an idle worker its current job."""
+        self._send_run(w, job, job.attempts + 1)
+        self._became_current(w, job)
+
+    def _send_run(self, w: WorkerProc, job: Job, attempt: int) -> None:
+        self._send(w, F.frame(F.RUN, orjson.dumps(
+            [job.id, job.handler, job.args, job.kwargs, attempt, job.tags])))
+
+    def _became_current(self, w: WorkerProc, job: Job) -> None:
+        """The worker runs `job` now: record the start, arm its timeout."""
         ready_at = job.scheduled_for if job.attempts == 0 and job.scheduled_for else job.created_at
         self.d.queue.start(job, w.id)
+        self.d.metrics.observe_queue_time(job.priority, (job.started_at or 0) - ready_at)
         w.job = job
         w.status = C.W_BUSY
-        self.d.metrics.observe_queue_time(job.priority, (job.started_at or 0) - ready_at)
-        self._send(w, F.frame(F.RUN, orjson.dumps(
-            [job.id, job.handler, job.args, job.kwargs, job.attempts, job.tags])))
         if job.timeout is not None:
             w.timer = self.loop.call_later(job.timeout, self._timed_out, w, job)
-        if job.cancel_requested:
-            self._send(w, F.frame(F.CANCEL, job.id.encode()))
 
     def request_cancel(self, job: Job) -> None:
         w = self.workers.get(job.worker_id or -1)
@@ -233,7 +250,7 @@ class Pool:
             self._send(w, F.frame(F.CANCEL, job.id.encode()))
 
     def force_cancel(self, job: Job) -> int:
-        """Kill the worker running `job`; the job ends cancelled now."""
+        """Stop a running `job` now: kill its worker."""
         w = self.workers.get(job.worker_id or -1)
         seq = self.d.queue.cancelled_by_force(job)
         if w is not None and w.job is job:
@@ -243,42 +260,19 @@ class Pool:
 
     # --- the channel -----------------------------------------------------------------------
     def _send(self, w: WorkerProc, data: bytes) -> None:
-        if w.closed:
-            return
-        if w.wbuf:
+        """Buffer a frame; every buffer is written once at the end of the turn."""
+        if not w.closed:
             w.wbuf += data
-            return
-        try:
-            n = w.sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            n = 0
-        except OSError:
-            self._channel_closed(w)
-            return
-        if n < len(data):
-            w.wbuf += data[n:]
-            self.loop.add_writer(w.sock.fileno(), self._on_writable, w)
+            self.dirty.add(w)
 
-    def _on_writable(self, w: WorkerProc) -> None:
-        try:
-            n = w.sock.send(w.wbuf)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self._channel_closed(w)
-            return
-        del w.wbuf[:n]
-        if not w.wbuf:
-            self.loop.remove_writer(w.sock.fileno())
+    def flush(self) -> None:
+        dirty = self.dirty
+        while dirty:
+            dirty.pop().flush(self.loop, self._channel_closed)
 
     def _on_readable(self, w: WorkerProc) -> None:
-        try:
-            data = w.sock.recv(1 << 20)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
-        if not data:
+        data = w.recv()
+        if data is None:
             self._channel_closed(w)
             return
         w.rbuf += data
@@ -294,10 +288,10 @@ class Pool:
         if w.closed:
             return
         w.closed = True
-        self.loop.remove_reader(w.sock.fileno())
-        self.loop.remove_writer(w.sock.fileno())
-        if w in self.idle:
-            self.idle.remove(w)
+        self.loop.remove_reader(w.fd)
+        if w.writing:
+            self.loop.remove_writer(w.fd)
+        self._not_idle(w)
 
     # --- frames from workers --------------------------------------------------------------
     def _on_frame(self, w: WorkerProc, kind: int, body: bytes) -> None:
@@ -318,7 +312,7 @@ class Pool:
         w.last_heartbeat = time.monotonic()
         w.last_heartbeat_wall = time.time()
         self.boot_failures = 0
-        if not w.stop_sent and w.kill_reason is None:
+        if w.accepting:
             self.idle.append(w)
         self.d.events.publish(C.EV_WORKER_STARTED, None, {"worker_id": w.id, "pid": w.pid})
         log.debug("worker %d ready (pid %s)", w.id, w.pid)
@@ -334,9 +328,10 @@ class Pool:
         if job is None or job.id != job_id:
             return
         self.d.queue.progress(job, current, total, message)
-        prog = dict(job.progress or {})
-        prog.pop("updated_at", None)
-        self.d.events.publish(C.EV_PROGRESS, job.id, prog)
+        if self.d.events.watchers:
+            prog = dict(job.progress or {})
+            prog.pop("updated_at", None)
+            self.d.events.publish(C.EV_PROGRESS, job.id, prog)
 
     def _current(self, w: WorkerProc, job_id: str) -> Job | None:
         job = w.job
@@ -376,16 +371,23 @@ class Pool:
         self._finished(w, job)
 
     def _release(self, w: WorkerProc) -> None:
-        """The worker has no job any more; it may take another or be recycled."""
+        """The current job is over: start the next one sent ahead, or go idle."""
         if w.timer is not None:
             w.timer.cancel()
             w.timer = None
         job = w.job
         w.job = None
-        end = job and (job.completed_at or job.finished_attempt_at)
-        if job is not None and job.started_at is not None and end:
-            self.d.metrics.observe_duration(job.handler, max(0.0, end - job.started_at))
-        if w.stop_sent or w.kill_reason is not None or w.closed:
+        if job is not None and job.started_at is not None:
+            end = job.completed_at or job.finished_attempt_at
+            if end:
+                self.d.metrics.observe_duration(job.handler, max(0.0, end - job.started_at))
+        while w.queued and w.kill_reason is None and not w.closed:
+            nxt = w.queued.popleft()
+            self.reserved.pop(nxt.id, None)
+            if nxt.status == C.PENDING and self.d.state.jobs.get(nxt.id) is nxt:
+                self._became_current(w, nxt)      # the worker has started it already
+                return
+        if not w.accepting:
             return
         if self._should_recycle(w):
             self.stop_worker(w)
@@ -411,29 +413,21 @@ class Pool:
     # --- outcomes ------------------------------------------------------------------------
     def attempt_failed(self, job: Job, error: str, kind: int, after: float) -> None:
         """Apply the retry policy to a failed attempt (SPEC §4)."""
-        queue = self.d.queue
         log.info("job %s (%s) attempt %d failed: %s", job.id, job.handler, job.attempts,
                  error.splitlines()[0] if error else "")
-        if kind == F.FAIL_PERMANENT:
-            queue.fail_attempt(job, error, C.FAILED, None)
-            return
-        if job.attempts > job.max_retries:
-            queue.fail_attempt(job, error, C.DEAD_LETTER, None)
-            return
-        if job.cancel_requested:
-            queue.fail_attempt(job, error, C.CANCELLED, None)
-            return
-        if kind == F.FAIL_RETRY:
-            delay = max(0.0, after)
-        else:
-            r = self.d.cfg.retry
-            jitter = r.jitter if job.jitter is None else job.jitter
-            max_delay = r.max_delay if job.max_delay is None else job.max_delay
-            delay = backoff(job.attempts, job.retry_delay, job.retry_backoff, max_delay,
-                            jitter, self.rng)
-        self.d.metrics.observe_retry_delay(job.handler, delay)
-        queue.fail_attempt(job, error, C.RETRYING, self.d.clock() + delay)
-        self.d.schedule_timer()
+        r = self.d.cfg.retry
+        status, delay = next_step(
+            job.attempts, job.max_retries, kind, after, job.cancel_requested,
+            job.retry_delay, job.retry_backoff,
+            r.max_delay if job.max_delay is None else job.max_delay,
+            r.jitter if job.jitter is None else job.jitter, self.rng)
+        due = None
+        if delay is not None:
+            self.d.metrics.observe_retry_delay(job.handler, delay)
+            due = self.d.clock() + delay
+        self.d.queue.fail_attempt(job, error, status, due)
+        if due is not None:
+            self.d.schedule_timer()
 
     # --- watching over workers --------------------------------------------------------------
     def _timed_out(self, w: WorkerProc, job: Job) -> None:
@@ -489,6 +483,7 @@ class Pool:
         if w is None:
             return
         self._channel_closed(w)
+        self.dirty.discard(w)
         w.sock.close()
         if w.timer is not None:
             w.timer.cancel()
@@ -498,8 +493,7 @@ class Pool:
                 log.critical("workers keep dying before they are ready (last exit: %s); "
                              "not respawning until `scale`", _exit_text(code, sig))
         job = w.job
-        if job is not None and job.status == C.RUNNING and job.worker_id == wid:
-            self._job_lost(w, job, code, sig)
+        self._jobs_lost(w, code, sig)
         unexpected = w.kill_reason is None and not w.stop_sent
         level = logging.WARNING if unexpected else logging.DEBUG
         running = f" while running job {job.id}" if job is not None else ""
@@ -510,9 +504,14 @@ class Pool:
         if not self.workers:
             self.exited.set()
 
-    def _job_lost(self, w: WorkerProc, job: Job, code: int | None, sig: str | None) -> None:
-        """The worker died with a job: decide by why it died."""
-        w.job = None
+    def _jobs_lost(self, w: WorkerProc, code: int | None, sig: str | None) -> None:
+        """The worker died: its current job's attempt is decided by why it
+        died; jobs sent ahead never started and go back to pending."""
+        job, w.job = w.job, None
+        for ahead in list(w.queued):
+            self.unreserve(ahead)
+        if job is None or job.status != C.RUNNING or job.worker_id != w.id:
+            return
         reason = w.kill_reason
         if reason == K_SHUTDOWN:
             self.d.queue.requeue(job, uncount=True)
@@ -533,10 +532,7 @@ class Pool:
         self.dispatching = False
         for w in list(self.workers.values()):
             self.kill_worker(w, K_SHUTDOWN)
-            job = w.job
-            if job is not None and job.status == C.RUNNING:
-                w.job = None
-                self.d.queue.requeue(job, uncount=True)
+            self._jobs_lost(w, None, None)
             self._channel_closed(w)
             del self.workers[w.id]
         self.exited.set()
@@ -547,6 +543,7 @@ class Pool:
         self.dispatching = False
         for w in list(self.workers.values()):
             self.stop_worker(w)
+        self.flush()
         if self.workers:
             self.exited.clear()
             try:
@@ -562,8 +559,7 @@ class Pool:
             except TimeoutError:
                 log.error("%d worker(s) did not exit after SIGKILL", len(self.workers))
         for w in list(self.workers.values()):       # requeue whatever is still unreported
-            if w.job is not None and w.job.status == C.RUNNING:
-                self.d.queue.requeue(w.job, uncount=True)
+            self._jobs_lost(w, None, None)
         if self._check is not None:
             self._check.cancel()
 

@@ -22,6 +22,11 @@ from jobd.job import Job
 
 ChangeHook = Callable[[Job, str], None]
 
+# Jobs whose dependencies still matter: a job that is pending, running or
+# retrying had them satisfied (or was explicitly retried, which runs it
+# regardless), so a dependency failing later does not touch it.
+_DEP_BOUND = frozenset((C.WAITING, C.SCHEDULED))
+
 
 class State:
     """In-memory job state, owned by the event loop thread."""
@@ -117,7 +122,7 @@ class State:
             self.dead.append((job.completed_at or 0.0, job))
         elif status in C.TERMINAL:
             self.finished.append((job.completed_at or 0.0, job))
-        if status not in C.TERMINAL and job.depends_on:
+        if status in _DEP_BOUND and job.depends_on:
             for dep in job.depends_on:
                 self.dependents.setdefault(dep, []).append(job)
 
@@ -229,7 +234,7 @@ class State:
 
     def _fail_dependents(self, dead: Job) -> None:
         for job in self.dependents.pop(dead.id, ()):
-            if job.status in (C.WAITING, C.SCHEDULED, C.PENDING, C.RETRYING):
+            if job.status in _DEP_BOUND:
                 job.error = f"dependency {dead.id} ended {dead.status}"
                 job.completed_at = dead.completed_at
                 self._finish(job, C.FAILED)

@@ -47,6 +47,8 @@ class Worker:
         self.pending: list[tuple[int, bytes]] = []     # frames read ahead
         self.ctx: H.JobContext | None = None
         self.stop = False
+        self.early_cancel: set[str] = set()
+        self.dropped: set[str] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.last_progress = 0.0
         self.queued_progress: tuple[float, float | None, str] | None = None
@@ -73,8 +75,13 @@ class Worker:
     def _control(self, frame: tuple[int, bytes]) -> None:
         kind, body = frame
         if kind == F.CANCEL:
-            if self.ctx is not None and self.ctx.id == body.decode():
+            job_id = body.decode()
+            if self.ctx is not None and self.ctx.id == job_id:
                 self.ctx._request_cancel()
+            else:                       # a job sent ahead: cancelled before it starts
+                self.early_cancel.add(job_id)
+        elif kind == F.DROP:
+            self.dropped.add(body.decode())
         elif kind == F.STOP:
             self.stop = True
         else:
@@ -84,15 +91,21 @@ class Worker:
     def run(self) -> None:
         threading.Thread(target=self._heartbeats, name="jobd-heartbeat", daemon=True).start()
         self.send(F.READY, orjson.dumps([os.getpid(), rss_bytes()]))
-        while not self.stop:
+        while True:
+            if self.stop and not any(kind == F.RUN for kind, _ in self.pending):
+                return                  # STOP comes after every job sent to us: all done
             frame = self.next_frame()
             if frame is None:
                 return
             kind, body = frame
-            if kind == F.RUN:
-                self._run(orjson.loads(body))
-            else:
+            if kind != F.RUN:
                 self._control(frame)
+                continue
+            msg = orjson.loads(body)
+            if msg[0] in self.dropped:
+                self.dropped.discard(msg[0])
+            else:
+                self._run(msg)
 
     def _heartbeats(self) -> None:
         parent = os.getppid()
@@ -109,6 +122,9 @@ class Worker:
         job_id, name, args, kwargs, attempt, tags = msg
         spec = H.registry().get(name)
         self.ctx = ctx = H.JobContext(job_id, attempt, name, tags, self._progress, self.poll)
+        if job_id in self.early_cancel:
+            self.early_cancel.discard(job_id)
+            ctx._request_cancel()
         H.set_current(ctx)
         self.last_progress = 0.0
         self.queued_progress = None

@@ -1,0 +1,106 @@
+"""One worker process as the daemon sees it: its state, its jobs, its channel.
+
+Frames to a worker are collected during a loop turn and written with one
+`send()` at the end of the turn (`flush`); a worker that cannot take them all
+at once gets the rest when its socket is writable again.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from jobd import constants as C
+from jobd.job import Job, iso
+
+
+class WorkerProc:
+    def __init__(self, wid: int, sock: socket.socket) -> None:
+        self.id = wid
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.pid: int | None = None
+        self.status = C.W_STARTING
+        self.job: Job | None = None              # the job it is running
+        self.queued: deque[Job] = deque()        # sent ahead, runs after `job` (prefetch)
+        self.jobs_completed = 0
+        self.jobs_failed = 0
+        self.started_at = time.time()
+        self.last_heartbeat = time.monotonic()
+        self.last_heartbeat_wall: float | None = None
+        self.rss = 0
+        self.kill_reason: str | None = None
+        self.stop_sent = False
+        self.recycle_after = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.rbuf = bytearray()
+        self.wbuf = bytearray()
+        self.writing = False                     # a writer callback is registered
+        self.closed = False
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None
+
+    @property
+    def accepting(self) -> bool:
+        """May be given work (not on its way out)."""
+        return not (self.stop_sent or self.kill_reason is not None or self.closed
+                    or self.status == C.W_STARTING)
+
+    def view(self, healthy_within: float) -> dict[str, Any]:
+        fresh = time.monotonic() - self.last_heartbeat < healthy_within
+        return {
+            "id": self.id, "pid": self.pid,
+            "status": self.status if self.status != C.W_STARTING else C.W_IDLE,
+            "current_job": self.job.id if self.job else None,
+            "jobs_completed": self.jobs_completed, "jobs_failed": self.jobs_failed,
+            "started_at": iso(self.started_at),
+            "last_heartbeat": iso(self.last_heartbeat_wall),
+            "rss_bytes": self.rss,
+            "healthy": fresh and self.status != C.W_STARTING,
+        }
+
+    # --- the channel -----------------------------------------------------------------
+    def flush(self, loop: asyncio.AbstractEventLoop, broken: Callable[[WorkerProc], None]) -> None:
+        """Write what is buffered; leave the rest to a writer callback."""
+        if self.closed or not self.wbuf or self.writing:
+            return
+        try:
+            n = self.sock.send(self.wbuf)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError:
+            broken(self)
+            return
+        del self.wbuf[:n]
+        if self.wbuf:
+            self.writing = True
+            loop.add_writer(self.fd, self._on_writable, loop, broken)
+
+    def _on_writable(self, loop: asyncio.AbstractEventLoop,
+                     broken: Callable[[WorkerProc], None]) -> None:
+        try:
+            n = self.sock.send(self.wbuf)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            broken(self)
+            return
+        del self.wbuf[:n]
+        if not self.wbuf:
+            self.writing = False
+            loop.remove_writer(self.fd)
+
+    def recv(self) -> bytes | None:
+        """Bytes available now, b"" if none yet, None at end of stream."""
+        try:
+            data = self.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return b""
+        except OSError:
+            return None
+        return data or None
