@@ -82,7 +82,7 @@ class Pool:
         busy = sum(1 for w in live if w.busy)
         healthy = sum(1 for w in live if w.view(self.cfg.heartbeat_timeout)["healthy"])
         return {"total": len(live), "idle": len(live) - busy, "busy": busy,
-                "healthy": healthy, "target": self.target}
+                "healthy": healthy, "target": self.target, "prefetched": len(self.reserved)}
 
     def describe(self) -> list[dict[str, Any]]:
         timeout = self.cfg.heartbeat_timeout
