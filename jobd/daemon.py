@@ -58,6 +58,7 @@ class Daemon:
         self.notifier = Notifier(None)
         self.server: Server | None = None
         self._tick_scheduled = False
+        self._sync_replies = cfg.wal.fsync == "always"
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
         self._stop: asyncio.Event | None = None
@@ -222,9 +223,17 @@ class Daemon:
     def tick(self) -> None:
         self._tick_scheduled = False
         self.pool.dispatch()
-        self.pool.flush()
-        self.journal.flush()
-        self.server.flush()  # type: ignore[union-attr]
+        if self._sync_replies:
+            # Wake the workers first: they run while the fsync waits for the disk.
+            self.pool.flush()
+            self.journal.flush()
+            self.server.flush()  # type: ignore[union-attr]
+        else:
+            # No fsync to overlap: answer clients before a woken worker can
+            # take this CPU from us.
+            self.journal.flush()
+            self.server.flush()  # type: ignore[union-attr]
+            self.pool.flush()
         self.schedule_timer()
 
     def schedule_timer(self) -> None:

@@ -45,7 +45,7 @@ class Job:
         "tags", "depends_on", "created_at", "scheduled_for", "started_at",
         "completed_at", "worker_id", "progress", "error", "result",
         "result_ref", "seq", "cancel_requested", "schedule", "jitter",
-        "max_delay", "finished_attempt_at",
+        "max_delay", "finished_attempt_at", "wal_seq",
     )
 
     def __init__(self) -> None:
@@ -76,6 +76,7 @@ class Job:
         self.jitter: bool | None = None
         self.max_delay: float | None = None
         self.finished_attempt_at: float | None = None
+        self.wal_seq = 0       # journal seq of the submit record; 0 once known durable
 
     # --- persisted form (WAL submit records and snapshots) -------------------
     def to_record(self) -> list[Any]:
@@ -117,6 +118,7 @@ class Job:
         job.tags = tags or EMPTY_DICT
         job.depends_on = depends_on or EMPTY_LIST
         job.finished_attempt_at = None
+        job.wal_seq = 0
         return job
 
     # --- the view clients see (SPEC §4) ---------------------------------------

@@ -181,7 +181,10 @@ class Journal:
 
     def _lazy_sync(self) -> None:
         self._lazy_handle = None
-        self.flush(urgent=True)
+        if self.buf:
+            self._write_buffer()
+        if not self.syncing and self.written > self.durable:
+            self._start_sync(inline=False)
 
     def _write_buffer(self) -> None:
         first = self.written + 1
@@ -214,25 +217,28 @@ class Journal:
         if self.mode != "always":
             self._set_durable(self.written)
 
-    def _start_sync(self) -> None:
+    def _start_sync(self, inline: bool = True) -> None:
+        """fsync what is written. Inline when a reply waits for it: handing it
+        to a thread costs two GIL handoffs, more than the fsync itself here
+        (bench/RESULTS.md), and requests that arrive meanwhile wait in the
+        socket buffers and share the next fsync. Lazy syncs nobody waits for
+        run on the helper thread."""
         self.syncing = True
         target = self.written
-        if os.environ.get("JOBD_INLINE_FSYNC"):
-            fut = self.loop.create_future()
-            try:
-                os.fsync(self.fd)
-                fut.set_result(None)
-            except OSError as e:
-                fut.set_exception(e)
-            self._synced(fut, target)
+        if not inline:
+            fut = self.loop.run_in_executor(self._executor, os.fsync, self.fd)
+            fut.add_done_callback(lambda f: self._synced(f.exception(), target))
             return
-        fut = self.loop.run_in_executor(self._executor, os.fsync, self.fd)
-        fut.add_done_callback(lambda f: self._synced(f, target))
+        try:
+            os.fsync(self.fd)
+        except OSError as e:
+            self._synced(e, target)
+        else:
+            self._synced(None, target)
 
-    def _synced(self, fut: asyncio.Future[None], target: int) -> None:
+    def _synced(self, exc: BaseException | None, target: int) -> None:
         self.syncing = False
         self.fsyncs += 1
-        exc = fut.exception()
         if exc is not None:
             log.critical("WAL fsync failed: %s", exc)
             self.on_failed(self.durable + 1, target, f"WAL fsync failed: {exc}")

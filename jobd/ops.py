@@ -56,11 +56,15 @@ class Ops:
         ids, seq = self.d.queue.submit_many(specs)
         return {"job_ids": ids}, seq
 
+    # Replies about a job wait until its submit is durable (`wal_seq`): no
+    # client learns of a job, or of its outcome, that a crash could still erase.
     def op_status(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        return {"job": self.d.queue.get(get_job_id(req)).view()}, 0
+        job = self.d.queue.get(get_job_id(req))
+        return {"job": job.view()}, job.wal_seq
 
     def op_progress(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        return {"progress": self.d.queue.get(get_job_id(req)).progress}, 0
+        job = self.d.queue.get(get_job_id(req))
+        return {"progress": job.progress}, job.wal_seq
 
     # --- results --------------------------------------------------------------------------
     def result_fields(self, job: Job) -> dict[str, Any]:
@@ -75,7 +79,7 @@ class Ops:
         job = self.d.queue.get(get_job_id(req))
         wait = get_number(req, "wait", None)
         if job.terminal or not wait:
-            return self.result_fields(job), 0
+            return self.result_fields(job), job.wal_seq
         self._wait_for(conn, rid, job, min(wait, MAX_WAIT))
         return DEFERRED, 0
 
@@ -92,8 +96,10 @@ class Ops:
             conn.cleanup.remove(drop)
             reply = self.result_fields(j)
             reply["id"], reply["ok"] = rid, True
-            # Tell the client the outcome only once the record of it is durable.
-            conn.send_late(orjson.dumps(reply) + NL, self.d.journal.appended)
+            # The outcome is written to the WAL before this reply leaves (the
+            # turn writes the WAL first) and fsynced lazily; the job's submit
+            # must be durable (docs/durability.md).
+            conn.send_late(orjson.dumps(reply) + NL, j.wal_seq)
 
         def drop() -> None:
             state["timer"].cancel()

@@ -144,6 +144,7 @@ class JobQueue:
     def _insert(self, job: Job) -> int:
         job_id = job.id
         seq = self.journal.append([R.SUBMIT, job.to_record()], lambda: self._undo_submit(job_id))
+        job.wal_seq = seq
         self.state.insert(job)
         if job.status == C.PENDING:
             self.on_pending()
