@@ -44,7 +44,7 @@ class WorkersConfig:
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 30.0
     shutdown_timeout: float = 30.0
-    prefetch: int = 1                    # jobs sent ahead to a busy worker when a backlog waits
+    prefetch: int = 2                    # jobs sent ahead to a busy worker when a backlog waits
 
 
 @dataclass

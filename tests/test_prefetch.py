@@ -25,7 +25,7 @@ def test_a_job_sent_ahead_is_still_pending_and_cancels_at_once(make_daemon, tmp_
     d = make_daemon(workers=1)
     c = d.client()
     blocker, ids, out = _backlog(c, tmp_path)
-    wait_until(lambda: c.metrics()["workers"]["prefetched"] == 1, what="one job sent ahead")
+    wait_until(lambda: c.metrics()["workers"]["prefetched"] >= 1, what="jobs sent ahead")
     assert [c.status(i).status for i in ids] == ["pending"] * 3
     for job_id in ids:
         assert c.cancel(job_id) is True
@@ -41,7 +41,7 @@ def test_jobs_sent_ahead_to_a_dying_worker_run_elsewhere_once(make_daemon, tmp_p
     d = make_daemon(workers=1)
     c = d.client()
     blocker, ids, out = _backlog(c, tmp_path)
-    wait_until(lambda: c.metrics()["workers"]["prefetched"] == 1, what="one job sent ahead")
+    wait_until(lambda: c.metrics()["workers"]["prefetched"] >= 1, what="jobs sent ahead")
     os.kill(int(_lines(tmp_path / "pid")[0]), signal.SIGKILL)
     for job_id in ids:
         job = c.wait(job_id, timeout=20)
@@ -54,7 +54,7 @@ def test_graceful_stop_gives_jobs_sent_ahead_back(make_daemon, tmp_path):
     d = make_daemon(workers=1, config="[workers]\nshutdown_timeout = 1\n")
     c = d.client()
     blocker, ids, out = _backlog(c, tmp_path)
-    wait_until(lambda: c.metrics()["workers"]["prefetched"] == 1, what="one job sent ahead")
+    wait_until(lambda: c.metrics()["workers"]["prefetched"] >= 1, what="jobs sent ahead")
     c.close()
     assert d.stop() == 0
     d.workers = 0
