@@ -221,7 +221,15 @@ class Daemon:
             self.loop.call_soon(self.tick)
 
     def tick(self) -> None:
-        self._tick_scheduled = False
+        # `_tick_scheduled` stays set while the tick runs: everything a tick
+        # step wakes (replies released by the WAL, frames for workers) is
+        # handled by the steps after it, so kicks from inside are no-ops.
+        try:
+            self._tick()
+        finally:
+            self._tick_scheduled = False
+
+    def _tick(self) -> None:
         self.pool.dispatch()
         if self._sync_replies:
             # Wake the workers first: they run while the fsync waits for the disk.
@@ -235,6 +243,8 @@ class Daemon:
             self.server.flush()  # type: ignore[union-attr]
             self.pool.flush()
         self.schedule_timer()
+        if self.pool.dirty or self.server.dirty:  # type: ignore[union-attr]
+            self.loop.call_soon(self.kick)        # e.g. a reply released by the last step
 
     def schedule_timer(self) -> None:
         """Arm one loop timer for the earliest scheduled or retrying job."""

@@ -82,6 +82,14 @@ class Job:
     def to_record(self) -> list[Any]:
         """Everything needed to rebuild this job, positionally (`RECORD_FIELDS`);
         trailing fields that hold their default are left off to stay small."""
+        if (self.attempts == 0 and self.timeout is None and self.tags is EMPTY_DICT
+                and self.depends_on is EMPTY_LIST and self.scheduled_for is None
+                and self.started_at is None and self.completed_at is None
+                and self.progress is None and self.error is None and self.result is None
+                and self.result_ref is None and not self.cancel_requested
+                and self.schedule is None and self.jitter is None and self.max_delay is None
+                and self.worker_id is None):
+            return self._new_record()       # the shape of almost every submit
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff,
                self.name, self.args, self.kwargs, self.attempts, self.timeout, self.tags,
@@ -96,6 +104,17 @@ class Job:
                 break
             n -= 1
         del rec[n:]
+        return rec
+
+    def _new_record(self) -> list[Any]:
+        rec = [self.id, self.handler, self.status, self.priority, self.seq,
+               self.created_at, self.max_retries, self.retry_delay, self.retry_backoff]
+        if self.kwargs is not EMPTY_DICT and self.kwargs:
+            rec += (self.name, self.args, self.kwargs)
+        elif self.args is not EMPTY_LIST and self.args:
+            rec += (self.name, self.args)
+        elif self.name is not None:
+            rec.append(self.name)
         return rec
 
     @classmethod

@@ -136,7 +136,7 @@ class Journal:
         self.fsyncs = 0
         self.bytes_written = 0
         self.syncing = False
-        self.undo: list[tuple[int, Callable[[], None]]] = []
+        self.undo: list[tuple[Callable[[Any], None], Any]] = []
         self.snapshot_source: Callable[[], Iterable[Any]] | None = None
         self.compacting = False
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobd-fsync")
@@ -147,12 +147,14 @@ class Journal:
             self._interval_handle = loop.call_later(self.interval, self._interval_sync)
 
     # --- appending ---------------------------------------------------------------
-    def append(self, record: Any, undo: Callable[[], None] | None = None) -> int:
-        """Buffer one record; returns its sequence number. Hot path."""
+    def append(self, record: Any, undo: Callable[[Any], None] | None = None,
+               undo_arg: Any = None) -> int:
+        """Buffer one record; returns its sequence number. Hot path.
+        `undo(undo_arg)` reverts the change if the write fails."""
         wal.encode_into(self.buf, record)
         self.appended += 1
         if undo is not None:
-            self.undo.append((self.appended, undo))
+            self.undo.append((undo, undo_arg))
         return self.appended
 
     @property
@@ -208,8 +210,8 @@ class Journal:
             os.ftruncate(self.fd, self.offset)
         except OSError:
             log.exception("could not cut the WAL back to %d bytes", self.offset)
-        for _seq, undo in reversed(self.undo):
-            undo()
+        for undo, arg in reversed(self.undo):
+            undo(arg)
         self.undo.clear()
         self.buf.clear()
         self.written = self.appended

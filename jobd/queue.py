@@ -40,8 +40,8 @@ class JobQueue:
         self.on_pending: Callable[[], None] = lambda: None
 
     # --- recording ----------------------------------------------------------------
-    def commit(self, rec: list[Any], undo: Callable[[], None] | None = None) -> int:
-        seq = self.journal.append(rec, undo)
+    def commit(self, rec: list[Any]) -> int:
+        seq = self.journal.append(rec)
         self.state.apply(rec)
         return seq
 
@@ -142,8 +142,7 @@ class JobQueue:
         return job, self._insert(job)
 
     def _insert(self, job: Job) -> int:
-        job_id = job.id
-        seq = self.journal.append([R.SUBMIT, job.to_record()], lambda: self._undo_submit(job_id))
+        seq = self.journal.append([R.SUBMIT, job.to_record()], self._undo_submit, job.id)
         job.wal_seq = seq
         self.state.insert(job)
         if job.status == C.PENDING:
