@@ -170,15 +170,9 @@ class Daemon:
     def _recover(self) -> None:
         wal_dir = os.path.join(self.cfg.data_dir, "wal")
         started = time.monotonic()
-        count = 0
-
-        def sink(rec: Any) -> None:
-            nonlocal count
-            count += 1
-            self.state.apply(rec)
-        gc.disable()
+        gc.disable()          # a million new objects: the GC would rescan them all
         try:
-            segment, offset = journal.recover(wal_dir, sink)
+            segment, offset, count = journal.recover(wal_dir, self.state.replay)
         finally:
             gc.enable()
         requeued = self.state.recover_running()

@@ -71,12 +71,13 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int]:
+def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int, int]:
     """Replay snapshot + segments into `sink`; cut a torn tail.
 
-    Returns (current segment number, its size). Raises `wal.CorruptLog` for
-    damage anywhere but the tail of the newest segment.
+    Returns (current segment number, its size, records replayed). Raises
+    `wal.CorruptLog` for damage anywhere but the tail of the newest segment.
     """
+    count = 0
     os.makedirs(wal_dir, mode=0o700, exist_ok=True)
     segs, snaps = _list_files(wal_dir)
     base = snaps[-1] if snaps else 0
@@ -85,19 +86,22 @@ def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int]:
         found = wal.scan(_read(path), sink)
         if found.damage:
             raise wal.CorruptLog(f"snapshot {path} is damaged: {found.damage}")
+        count += found.count
     live = [n for n in segs if n >= base]
     for i, num in enumerate(live):
-        _replay_segment(os.path.join(wal_dir, _name(num, "log")), sink, last=i == len(live) - 1)
+        count += _replay_segment(os.path.join(wal_dir, _name(num, "log")), sink,
+                                 last=i == len(live) - 1)
     current = live[-1] if live else max(base, 1)
     path = os.path.join(wal_dir, _name(current, "log"))
-    return current, os.path.getsize(path) if os.path.exists(path) else 0
+    return current, os.path.getsize(path) if os.path.exists(path) else 0, count
 
 
-def _replay_segment(path: str, sink: Callable[[Any], None], last: bool) -> None:
+def _replay_segment(path: str, sink: Callable[[Any], None], last: bool) -> int:
+    """Replay one segment; returns how many records it held."""
     data = _read(path)
     found = wal.scan(data, sink)
     if not found.damage:
-        return
+        return found.count
     later = wal.next_good_record(data, found.good_end)
     if not last or later is not None:
         where = f"offset {found.good_end} of {path}"
@@ -109,7 +113,8 @@ def _replay_segment(path: str, sink: Callable[[Any], None], last: bool) -> None:
         f.truncate(found.good_end)
         os.fsync(f.fileno())
     log.warning("WAL tail of %s was torn or corrupt: dropped %d bytes (kept %d records)",
-                path, found.tail_bytes, len(found.records) if found.records else -1)
+                path, found.tail_bytes, found.count)
+    return found.count
 
 
 class Journal:

@@ -56,6 +56,7 @@ class Scan:
     good_end: int          # offset just past the last good record
     size: int              # file size
     damage: str | None     # why scanning stopped early, if it did
+    count: int = 0         # records decoded
 
     @property
     def tail_bytes(self) -> int:
@@ -88,19 +89,30 @@ def scan(data: bytes, sink: Callable[[Any], None] | None = None) -> Scan:
     append = sink or records.append
     off = 0
     damage = None
+    unpack, crc32, loads = _unpack_from, _crc32, _loads      # the replay loop: inlined
+    count = 0
     while off < size:
-        span = _record_at(view, off, size)
-        if span is None:
-            damage = f"bad record header or checksum at offset {off}"
+        end = off + HEADER_SIZE
+        if end > size:
+            damage = f"truncated record header at offset {off}"
             break
-        start, end = span
+        magic, n, crc = unpack(data, off)
+        start, end = end, end + n
+        if magic != MAGIC or end > size:
+            damage = f"bad record header at offset {off}"
+            break
+        payload = view[start:end]
+        if crc32(payload, n) != crc:
+            damage = f"bad record checksum at offset {off}"
+            break
         try:
-            append(_loads(view[start:end]))
+            append(loads(payload))
         except orjson.JSONDecodeError:
             damage = f"undecodable record at offset {off}"
             break
+        count += 1
         off = end
-    return Scan(records, off, size, damage)
+    return Scan(records, off, size, damage, count)
 
 
 def next_good_record(data: bytes, start: int) -> int | None:
