@@ -81,7 +81,8 @@ def test_scale_up_and_down(make_daemon, tmp_path):
     release = tmp_path / "release"
     started = tmp_path / "started"
     jid = c.submit(T + "wait_file", args=[str(release)], kwargs={"started": str(started)})
-    wait_until(started.exists, 10, what="the job to start")
+    wait_until(lambda: started.exists() and started.read_text().strip(), 10,
+               what="the job to start and write its pid")
     busy_pid = int(started.read_text())
     assert c.scale(0) == {"previous": 3, "target": 0}
 
@@ -142,7 +143,8 @@ def test_restart_busy_worker_lets_the_job_finish(make_daemon, tmp_path):
     release = tmp_path / "release"
     started = tmp_path / "started"
     jid = c.submit(T + "wait_file", args=[str(release)], kwargs={"started": str(started)})
-    wait_until(started.exists, 10, what="the job to start")
+    wait_until(lambda: started.exists() and started.read_text().strip(), 10,
+               what="the job to start and write its pid")
     (w,) = c.workers()
     assert c.restart_worker(w["id"]) is True
     release.write_text("go")

@@ -16,7 +16,7 @@ def _backlog(c, tmp_path: Path, n: int = 3) -> tuple[str, list[str], Path]:
     pidfile = tmp_path / "pid"
     out = tmp_path / "out"
     blocker = c.submit(T + "block", args=[str(pidfile)], max_retries=0)
-    wait_until(pidfile.exists, what="the blocking job to start")
+    wait_until(lambda: _lines(pidfile), what="the blocking job to start and write its pid")
     ids = [c.submit(T + "append", args=[str(out), i]) for i in range(n)]
     return blocker, ids, out
 

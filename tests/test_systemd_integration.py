@@ -70,6 +70,18 @@ def test_sd_notify_ready_watchdog_stopping(make_daemon, tmp_path: Path):
     listener.close()
 
 
+def _accepts(path: str) -> bool:
+    """The socket file appears at bind(), before listen(): connect to be sure."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
 @pytest.mark.skipif(shutil.which("systemd-socket-activate") is None and not IN_CI,
                     reason="systemd-socket-activate not installed (Debian package systemd)")
 def test_socket_activation(tmp_path: Path):
@@ -86,7 +98,7 @@ def test_socket_activation(tmp_path: Path):
             "--data-dir", str(data_dir), "--workers", "1", "--handlers", TEST_HANDLERS]
     proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
-        wait_until(lambda: os.path.exists(sock_path), what="the activation socket")
+        wait_until(lambda: _accepts(sock_path), what="the activation socket to listen")
         with Client(socket_path=sock_path, timeout=30) as c:
             job_id = c.submit(TEST_HANDLERS + ".add", args=[20, 22])
             assert c.wait(job_id, timeout=20).result == 42
