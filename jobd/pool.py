@@ -185,7 +185,7 @@ class Pool:
     def _prefetch(self) -> None:
         for depth in range(1, self.prefetch + 1):
             for w in self.workers.values():
-                if w.busy and len(w.queued) < depth and w.accepting:
+                if w.busy and len(w.queued) < depth and w.accepting and not self._last_jobs(w):
                     job = self._next_job()
                     if job is None:
                         return
@@ -195,6 +195,12 @@ class Pool:
                     self._send_run(w, job, job.attempts + 1)
                     w.queued.append(job)
                     self.reserved[job.id] = w
+
+    @staticmethod
+    def _last_jobs(w: WorkerProc) -> bool:
+        """The worker's current and queued jobs already reach its recycle count."""
+        return bool(w.recycle_after) and \
+            w.jobs_completed + w.jobs_failed + 1 + len(w.queued) >= w.recycle_after
 
     def unreserve(self, job: Job) -> None:
         """Take back a job sent ahead: the worker drops it; if still pending,
