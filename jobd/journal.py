@@ -49,11 +49,12 @@ def _open_append(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
 
 
-def _write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+def _write_all(fd: int, data: bytes | bytearray) -> None:
+    # No memoryview: one left exported by a failed write would make the
+    # bytearray impossible to clear. A partial write (rare) slices a copy.
+    n = os.write(fd, data)
+    while n < len(data):
+        n += os.write(fd, data[n:])
 
 
 def _list_files(wal_dir: str) -> tuple[list[int], list[int]]:

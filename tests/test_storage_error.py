@@ -1,0 +1,73 @@
+"""A full disk: submits answer storage_error, nothing is acknowledged, the daemon lives on."""
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import T, wait_until
+from jobd_client import JobdError
+
+IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A 512 KiB tmpfs (needs root: CI runs as root)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(mnt)],
+                         capture_output=True)
+    if res.returncode != 0:
+        if IN_CI:
+            pytest.fail(f"cannot mount a tmpfs in CI: {res.stderr.decode()}")
+        pytest.skip("mounting a tmpfs needs root")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros until the filesystem is full."""
+    with open(path, "wb", buffering=0) as f:
+        chunk = b"\0" * 4096
+        while True:
+            try:
+                f.write(chunk)
+            except OSError:
+                break
+        for size in (512, 64, 1):       # squeeze out the last bytes too
+            while True:
+                try:
+                    f.write(b"\0" * size)
+                except OSError:
+                    break
+
+
+def test_disk_full_answers_storage_error_and_acknowledges_nothing(make_daemon, small_fs):
+    d = make_daemon(start=False, workers=0)
+    d.data_dir = str(small_fs / "data")
+    d.start()
+    c = d.client()
+    kept = [c.submit(T + "add", args=[i, i]) for i in range(5)]
+    filler = small_fs / "filler"
+    _fill(filler)
+    with pytest.raises(JobdError) as err:
+        c.submit(T + "echo", args=["x" * 20000], job_id="refused-job")
+    assert err.value.code == "storage_error"
+    assert c.hello()["protocol"] == 1                      # the connection is still usable
+    with pytest.raises(JobdError) as missing:
+        c.status("refused-job")
+    assert missing.value.code == "not_found"             # nothing was kept in memory either
+    assert c.list().total == 5
+    filler.unlink()
+    again = c.submit(T + "echo", args=["y"], job_id="after-space")
+    assert c.status(again).status == "pending"
+    c.close()
+    assert d.stop() == 0
+    d.start()
+    c = d.client()
+    ids = {j.id for j in c.list(limit=100).jobs}
+    assert ids == set(kept) | {"after-space"}
+    wait_until(lambda: "WAL write failed" in d.log(), what="the failure in the log")
