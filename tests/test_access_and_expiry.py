@@ -114,7 +114,7 @@ def test_finished_jobs_expire_after_ttl(make_daemon):
 
 
 def test_dead_letter_queue_is_bounded(make_daemon):
-    d = make_daemon(config="[dead_letter]\nmax_size = 2\n[results]\nttl = 0.4\n"
+    d = make_daemon(workers=1, config="[dead_letter]\nmax_size = 2\n[results]\nttl = 0.4\n"
                            "[retry]\nmax_retries = 0\n")
     c = d.client()
     ids = [c.submit(T + "always_fail") for _ in range(4)]
