@@ -22,6 +22,8 @@ SCHEDULE_ADD: Final = "SA"   # ["SA", schedule]
 SCHEDULE_REMOVE: Final = "SR"  # ["SR", name]
 SCHEDULE_FIRED: Final = "ST"   # ["ST", name, ts, job_id]
 SEQ: Final = "N"           # ["N", next_seq]   snapshot header
+JOBS: Final = "J"          # ["J", [job_record, ...]]   snapshot body, in chunks
+SNAPSHOT_CHUNK: Final = 1000
 
 
 def start(job_id: str, ts: float, worker_id: int) -> list[Any]:

@@ -54,6 +54,7 @@ class State:
             R.SCHEDULE_ADD: self._a_schedule_add,
             R.SCHEDULE_REMOVE: self._a_schedule_remove,
             R.SCHEDULE_FIRED: self._a_schedule_fired, R.SEQ: self._a_seq,
+            R.JOBS: self.replay,
         }
 
     # --- the interpreter ----------------------------------------------------------
@@ -62,10 +63,15 @@ class State:
 
     def replay(self, rec: list[Any]) -> None:
         """`apply` for recovery, with submits (most records) on a short path."""
-        if rec[0] == R.SUBMIT:
+        tag = rec[0]
+        if tag == R.SUBMIT:
             self.insert(_from_record(rec[1]))
+        elif tag == R.JOBS:
+            insert = self.insert
+            for job_rec in rec[1]:
+                insert(_from_record(job_rec))
         else:
-            self._apply[rec[0]](rec)
+            self._apply[tag](rec)
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -338,8 +344,14 @@ class State:
         yield [R.SEQ, self.seq]
         for sched in self.schedules.values():
             yield [R.SCHEDULE_ADD, sched]
-        for job in self.jobs.values():
-            yield [R.SUBMIT, job.to_record()]
+        chunk: list[Any] = []
+        for job in self.jobs.values():        # chunks: one frame and one decode per
+            chunk.append(job.to_record())     # thousand jobs makes replay faster
+            if len(chunk) == R.SNAPSHOT_CHUNK:
+                yield [R.JOBS, chunk]
+                chunk = []
+        if chunk:
+            yield [R.JOBS, chunk]
 
     # --- expiry ------------------------------------------------------------------------
     def expired(self, now: float, ttl: float, dl_max: int, dl_age: float) -> list[str]:
