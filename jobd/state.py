@@ -22,6 +22,8 @@ from jobd.job import Job
 
 ChangeHook = Callable[[Job, str], None]
 _from_record = Job.from_record
+_heappush = heapq.heappush
+_PENDING = C.PENDING
 
 # Jobs whose dependencies still matter: a job that is pending, running or
 # retrying had them satisfied (or was explicitly retried, which runs it
@@ -111,24 +113,30 @@ class State:
         self.insert(Job.from_record(rec[1]))
 
     def insert(self, job: Job) -> None:
-        """Add a new job (a submit record, live or replayed)."""
-        old = self.jobs.get(job.id)
+        """Add a new job (a submit record, live or replayed). Replay calls this
+        a million times: locals and module-level names on purpose."""
+        jobs, job_id = self.jobs, job.id
+        old = jobs.get(job_id)
         if old is not None:                     # snapshot + replayed submit overlap
             self._forget(old)
-        self.jobs[job.id] = job
+        jobs[job_id] = job
         if job.seq > self.seq:
             self.seq = job.seq
         status = job.status
         self.counts[status] += 1
-        self._index(job, status)
+        if status == _PENDING:
+            _heappush(self.heap, (-job.priority, job.seq, job))
+        else:
+            self._index(job, status)
+        if job.depends_on and status in _DEP_BOUND:
+            for dep in job.depends_on:
+                self.dependents.setdefault(dep, []).append(job)
         if self.on_change is not None:
             self.on_change(job, "")
 
     def _index(self, job: Job, status: str) -> None:
-        """Put a job just loaded into the structures its status needs."""
-        if status == C.PENDING:
-            heapq.heappush(self.heap, (-job.priority, job.seq, job))
-        elif status in (C.SCHEDULED, C.RETRYING):
+        """Put a job just loaded, not pending, into the structures its status needs."""
+        if status in (C.SCHEDULED, C.RETRYING):
             self._add_timer(job)
         elif status == C.RUNNING:
             self.running[job.id] = job
@@ -136,9 +144,6 @@ class State:
             self.dead.append((job.completed_at or 0.0, job))
         elif status in C.TERMINAL:
             self.finished.append((job.completed_at or 0.0, job))
-        if status in _DEP_BOUND and job.depends_on:
-            for dep in job.depends_on:
-                self.dependents.setdefault(dep, []).append(job)
 
     def _a_start(self, rec: list[Any]) -> None:
         job = self.jobs[rec[1]]
