@@ -334,7 +334,8 @@ class Daemon:
                 return
             except (OSError, ConnectionError, RuntimeError):
                 if time.perf_counter() > deadline:
-                    raise RuntimeError("jobd did not answer hello in time:\n" + self.log_text()[-3000:])
+                    raise RuntimeError("jobd did not answer hello in time:\n"
+                                       + self.log_text()[-3000:]) from None
                 time.sleep(0.002)
 
     def stop(self, hard: bool = False) -> int | None:

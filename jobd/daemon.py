@@ -21,7 +21,6 @@ import signal
 import socket
 import stat
 import time
-from typing import Any
 
 from jobd import config as config_mod
 from jobd import constants as C

@@ -7,7 +7,7 @@ view. Empty containers are shared, never copied, to keep pending jobs small.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from jobd import constants as C
@@ -15,7 +15,7 @@ from jobd import constants as C
 EMPTY_LIST: list[Any] = []
 EMPTY_DICT: dict[str, Any] = {}
 
-_UTC = timezone.utc
+_UTC = UTC
 _intern = sys.intern
 
 

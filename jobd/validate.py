@@ -232,7 +232,6 @@ def _parse_full(req: dict[str, Any], now: float) -> SubmitSpec:
         raise invalid(unknown[0], "unknown field")
     handler, args, kwargs = _handler_args(req)
     prio = req.get("priority")
-    timeout = req.get("timeout")
     return SubmitSpec(
         job_id=get_job_id(req, required=False),
         handler=handler,

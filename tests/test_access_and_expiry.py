@@ -5,9 +5,10 @@ import os
 import shutil
 import socket
 import tempfile
-import pytest
 
+import pytest
 from conftest import T, wait_until
+
 from jobd_client import JobdError
 
 NOBODY = 65534

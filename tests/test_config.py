@@ -11,7 +11,6 @@ import stat
 from pathlib import Path
 
 import pytest
-
 from conftest import DaemonProc
 
 EX_CONFIG = 78

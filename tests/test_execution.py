@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import T, wait_until
+
 from jobd_client import JobdError
 
 NO_JITTER = """

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import T, pid_alive, wait_until
+
 from jobd_client import Client, JobdError
 
 FAST = """

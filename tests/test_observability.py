@@ -8,9 +8,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
-
 from conftest import T, wait_until
+from prometheus_client.parser import text_string_to_metric_families
 
 FAMILIES = {
     "jobd_jobs_submitted_total": "counter", "jobd_jobs_completed_total": "counter",

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from conftest import T, pid_alive, wait_until
+
 from jobd_client import Client
 
 WORKER_FIELDS = {"id", "pid", "status", "current_job", "jobs_completed", "jobs_failed",

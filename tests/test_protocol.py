@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 import pytest
-
 from conftest import T, pid_alive
 
 HANDLER = T + "noop"

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-
 from conftest import T, wait_until
+
 from jobd_client import JobdError
 
 NOOP = T + "noop"
@@ -27,7 +27,7 @@ STATUSES = ("scheduled", "waiting", "pending", "running", "retrying", "completed
 
 def ts(text: str) -> float:
     assert ISO_Z.match(text), text
-    return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC).timestamp()
 
 
 def code_of(fn, *a, **kw) -> str:

@@ -15,8 +15,7 @@ from typing import Any
 
 import orjson
 import pytest
-
-from conftest import T, DaemonProc, wait_until
+from conftest import DaemonProc, T, wait_until
 
 NOOP = T + "noop"
 
@@ -243,7 +242,7 @@ def test_corruption_in_the_middle_refuses_to_start(make_daemon, where):
 def test_damaged_snapshot_refuses_to_start(make_daemon):
     d = make_daemon(workers=0, config="[wal]\nsegment_bytes = 65536\n")
     c = d.client(timeout=30)
-    for b in range(5):
+    for _ in range(5):
         c.submit_many([{"handler": NOOP, "args": ["y" * 100]} for _ in range(300)])
     wait_until(lambda: snapshots(d), what="a snapshot")
     d.close_clients()
@@ -266,7 +265,7 @@ def test_compaction_writes_a_snapshot_and_removes_old_segments(make_daemon):
     c = d.client(timeout=30)
     rng = random.Random(3)
     ids: list[str] = []
-    for b in range(12):
+    for _ in range(12):
         ids += c.submit_many([{"handler": NOOP, "args": ["z" * rng.randrange(200)],
                                "priority": rng.randrange(100)} for _ in range(200)])
         # churn: cancel and purge so history is larger than live state

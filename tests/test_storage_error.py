@@ -6,8 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import T, wait_until
+
 from jobd_client import JobdError
 
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, SUPPORT, TEST_HANDLERS, wait_until
 
-from conftest import ROOT, SUPPORT, TEST_HANDLERS, DaemonProc, wait_until
 from jobd_client import Client
 
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
