@@ -281,13 +281,25 @@ class Pool:
         if data is None:
             self._channel_closed(w)
             return
+        self._take(w, data)
+        self.d.kick()
+
+    def _take(self, w: WorkerProc, data: bytes) -> None:
         w.rbuf += data
         frames, used = F.parse(w.rbuf)
         if used:
             del w.rbuf[:used]
         for kind, body in frames:
             self._on_frame(w, kind, body)
-        self.d.kick()
+
+    def _drain(self, w: WorkerProc) -> None:
+        """Read what the worker wrote before it exited: its exit report can
+        reach us before its last frames (a DONE must not become a lost job)."""
+        while not w.closed:
+            data = w.recv()
+            if not data:
+                return
+            self._take(w, data)
 
     def _channel_closed(self, w: WorkerProc) -> None:
         """The worker's end is gone; its exit report from the fork server follows."""
@@ -485,9 +497,11 @@ class Pool:
         self.d.kick()
 
     def reap_worker(self, wid: int, pid: int, code: int | None, sig: str | None) -> None:
-        w = self.workers.pop(wid, None)
+        w = self.workers.get(wid)
         if w is None:
             return
+        self._drain(w)
+        del self.workers[wid]
         self._channel_closed(w)
         self.dirty.discard(w)
         w.sock.close()
