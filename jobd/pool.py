@@ -325,6 +325,7 @@ class Pool:
             self._on_ready(w, orjson.loads(body))
 
     def _on_ready(self, w: WorkerProc, body: list[Any]) -> None:
+        w.pid = w.pid or body[0]        # READY may overtake the fork server's report
         w.rss = body[1]
         w.status = C.W_IDLE
         w.last_heartbeat = time.monotonic()
