@@ -196,11 +196,12 @@ class Pool:
                     w.queued.append(job)
                     self.reserved[job.id] = w
 
-    @staticmethod
-    def _last_jobs(w: WorkerProc) -> bool:
-        """The worker's current and queued jobs already reach its recycle count."""
-        return bool(w.recycle_after) and \
-            w.jobs_completed + w.jobs_failed + 1 + len(w.queued) >= w.recycle_after
+    def _last_jobs(self, w: WorkerProc) -> bool:
+        """The worker will be recycled after what it already has: send nothing ahead."""
+        if w.recycle_after and w.jobs_completed + w.jobs_failed + 1 + len(w.queued) >= w.recycle_after:
+            return True
+        limit = self.cfg.max_memory_mb * 1024 * 1024
+        return bool(limit) and w.rss > limit
 
     def unreserve(self, job: Job) -> None:
         """Take back a job sent ahead: the worker drops it; if still pending,

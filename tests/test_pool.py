@@ -169,3 +169,13 @@ def test_recycling_after_max_jobs_per_worker(make_daemon):
     for pid, n in per_pid.items():
         if n == 3:
             wait_until(lambda p=pid: not pid_alive(p), 5, what=f"recycled worker {pid} to exit")
+
+
+def test_recycling_above_max_memory(make_daemon):
+    """A worker whose RSS is above max_memory_mb is replaced after its job."""
+    d = make_daemon(workers=1, config="[workers]\nmax_memory_mb = 1\n")   # any Python is above 1 MB
+    c = d.client(timeout=20)
+    ids = [c.submit(T + "pid") for _ in range(4)]
+    pids = [c.wait(j, timeout=15).result for j in ids]
+    assert len(set(pids)) == 4, pids
+    wait_until(lambda: "above max_memory_mb" in d.log(), what="the recycling log line")
