@@ -137,6 +137,7 @@ class Daemon:
         self.queue = JobQueue(self.cfg, self.state, self.journal, self.handlers, self.clock)
         self.queue.on_pending = self.kick
         self.metrics = Metrics(self)
+        self.queue.on_retry_delay = self.metrics.observe_retry_delay
         self.metrics.reset_gauges(self.state.jobs.values())
         self.ops = Ops(self)
         self.server = Server(self.cfg, self.ops, lambda: self.journal.durable, self.kick)

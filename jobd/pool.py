@@ -30,7 +30,6 @@ from jobd import constants as C
 from jobd import frames as F
 from jobd.forkserver import ForkServerClient
 from jobd.job import Job
-from jobd.retry import next_step
 from jobd.workerproc import WorkerProc
 
 if TYPE_CHECKING:
@@ -63,7 +62,7 @@ class Pool:
         self.next_id = 1
         self.boot_failures = 0
         self.dispatching = True
-        self.rng = random.Random()
+        self.rng = random.Random()      # recycling jitter
         self.exited = asyncio.Event()
         # Per-handler concurrency limits; jobs over the limit wait, parked, in
         # priority order until a job of that handler ends.
@@ -375,7 +374,7 @@ class Pool:
             if job.status != C.RUNNING:
                 return
             if ref is None:
-                self.attempt_failed(job, error or "result could not be stored", F.FAIL_ERROR, 0.0)
+                self.d.queue.attempt_failed(job, error or "result could not be stored", F.FAIL_ERROR, 0.0)
             else:
                 self.d.queue.complete(job, None, ref)
             self.d.kick()
@@ -387,7 +386,7 @@ class Pool:
         if job is None:
             return
         w.jobs_failed += 1
-        self.attempt_failed(job, error, kind, after)
+        self.d.queue.attempt_failed(job, error, kind, after)
         self._finished(w, job)
 
     def _release(self, w: WorkerProc) -> None:
@@ -429,25 +428,6 @@ class Pool:
             log.info("recycling worker %d: rss %d MB above max_memory_mb", w.id, w.rss >> 20)
             return True
         return False
-
-    # --- outcomes ------------------------------------------------------------------------
-    def attempt_failed(self, job: Job, error: str, kind: int, after: float) -> None:
-        """Apply the retry policy to a failed attempt (SPEC §4)."""
-        log.info("job %s (%s) attempt %d failed: %s", job.id, job.handler, job.attempts,
-                 error.splitlines()[0] if error else "")
-        r = self.d.cfg.retry
-        status, delay = next_step(
-            job.attempts, job.max_retries, kind, after, job.cancel_requested,
-            job.retry_delay, job.retry_backoff,
-            r.max_delay if job.max_delay is None else job.max_delay,
-            r.jitter if job.jitter is None else job.jitter, self.rng)
-        due = None
-        if delay is not None:
-            self.d.metrics.observe_retry_delay(job.handler, delay)
-            due = self.d.clock() + delay
-        self.d.queue.fail_attempt(job, error, status, due)
-        if due is not None:
-            self.d.schedule_timer()
 
     # --- watching over workers --------------------------------------------------------------
     def _timed_out(self, w: WorkerProc, job: Job) -> None:
@@ -546,7 +526,7 @@ class Pool:
         else:
             error = f"worker {w.id} (pid {w.pid}) died while running the job: {_exit_text(code, sig)}"
         w.jobs_failed += 1
-        self.attempt_failed(job, error, F.FAIL_ERROR, 0.0)
+        self.d.queue.attempt_failed(job, error, F.FAIL_ERROR, 0.0)
 
     def _orphaned(self) -> None:
         """The fork server is gone, so no exit reports will come: kill the

@@ -8,6 +8,8 @@ make the record durable before it acknowledges.
 from __future__ import annotations
 
 import heapq
+import logging
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -20,8 +22,11 @@ from jobd.errors import OpError, invalid, not_found
 from jobd.handlers import HandlerSpec
 from jobd.job import Job, progress_view
 from jobd.journal import Journal
+from jobd.retry import next_step
 from jobd.state import State
 from jobd.validate import SubmitSpec
+
+log = logging.getLogger("jobd.queue")
 
 Waiter = Callable[[Job], None]
 
@@ -38,6 +43,8 @@ class JobQueue:
         self.accepting = True
         self._defaults: dict[str, dict[str, Any]] = {}
         self.on_pending: Callable[[], None] = lambda: None
+        self.on_retry_delay: Callable[[str, float], None] = lambda handler, delay: None
+        self.rng = random.Random()
 
     # --- recording ----------------------------------------------------------------
     def commit(self, rec: list[Any]) -> int:
@@ -227,6 +234,23 @@ class JobQueue:
 
     def fail_attempt(self, job: Job, error: str, next_status: str, due: float | None) -> None:
         self.commit(R.fail(job.id, self.clock(), error, next_status, due))
+
+    def attempt_failed(self, job: Job, error: str, kind: int, after: float) -> None:
+        """Apply the retry policy to a failed attempt (SPEC §4). The daemon's
+        tick re-arms its timer for a retry's due time."""
+        log.info("job %s (%s) attempt %d failed: %s", job.id, job.handler, job.attempts,
+                 error.splitlines()[0] if error else "")
+        r = self.cfg.retry
+        status, delay = next_step(
+            job.attempts, job.max_retries, kind, after, job.cancel_requested,
+            job.retry_delay, job.retry_backoff,
+            r.max_delay if job.max_delay is None else job.max_delay,
+            r.jitter if job.jitter is None else job.jitter, self.rng)
+        due = None
+        if delay is not None:
+            self.on_retry_delay(job.handler, delay)
+            due = self.clock() + delay
+        self.fail_attempt(job, error, status, due)
 
     def cancelled_by_force(self, job: Job) -> int:
         return self.commit([R.CANCEL, job.id, self.clock()])
