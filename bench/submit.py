@@ -32,19 +32,23 @@ def submit_line(i: int) -> bytes:
     return orjson.dumps({"op": "submit", "id": i, "handler": NOOP}) + b"\n"
 
 
-def sequential(c: Conn, n: int) -> tuple[float, list[float]]:
-    lines = [submit_line(i) for i in range(n)]
+def round_trips(c: Conn, requests: list[bytes], what: str) -> tuple[float, list[float]]:
+    """Send each request and wait for its reply: (total seconds, per-request latencies)."""
     lat = []
     pc = time.perf_counter
     t_start = pc()
-    for line in lines:
+    for req in requests:
         t0 = pc()
-        c.send(line)
+        c.send(req)
         reply = c.read_line()
         lat.append(pc() - t0)
         if b'"ok":true' not in reply:
-            raise RuntimeError(f"submit failed: {reply[:300]!r}")
+            raise RuntimeError(f"{what} failed: {reply[:300]!r}")
     return pc() - t_start, lat
+
+
+def sequential(c: Conn, n: int) -> tuple[float, list[float]]:
+    return round_trips(c, [submit_line(i) for i in range(n)], "submit")
 
 
 def pipelined(c: Conn, n: int, window: int) -> tuple[float, list[float]]:
@@ -76,17 +80,7 @@ def submit_many(c: Conn, n: int, batch: int) -> tuple[float, list[float]]:
     job = {"handler": NOOP}
     reqs = [orjson.dumps({"op": "submit_many", "id": i, "jobs": [job] * min(batch, n - off)}) + b"\n"
             for i, off in enumerate(range(0, n, batch))]
-    lat = []
-    pc = time.perf_counter
-    t_start = pc()
-    for req in reqs:
-        t0 = pc()
-        c.send(req)
-        reply = c.read_line()
-        lat.append(pc() - t0)
-        if b'"ok":true' not in reply:
-            raise RuntimeError(f"submit_many failed: {reply[:300]!r}")
-    return pc() - t_start, lat
+    return round_trips(c, reqs, "submit_many")
 
 
 def run(args: argparse.Namespace) -> Rows:
