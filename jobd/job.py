@@ -6,6 +6,7 @@ view. Empty containers are shared, never copied, to keep pending jobs small.
 """
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -17,6 +18,7 @@ EMPTY_DICT: dict[str, Any] = {}
 
 _UTC = UTC
 _intern = sys.intern
+_new = object.__new__
 
 
 def iso(ts: float | None) -> str | None:
@@ -34,6 +36,20 @@ def parse_iso(text: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=_UTC)
     return dt.timestamp()
+
+
+class JobIds:
+    """New job ids: 32 hex digits, a random 80-bit prefix drawn at each start
+    followed by a 48-bit counter. Unique across restarts (a fresh prefix) and
+    ~15x cheaper than `uuid4().hex`, which costs a getrandom() call per job."""
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(10).hex()
+        self.count = 0
+
+    def next(self) -> str:
+        self.count += 1
+        return f"{self.prefix}{self.count:012x}"
 
 
 class Job:
@@ -78,6 +94,35 @@ class Job:
         self.finished_attempt_at: float | None = None
         self.wal_seq = 0       # journal seq of the submit record; 0 once known durable
 
+    @classmethod
+    def new(cls, job_id: str, handler: str, priority: int, seq: int, created_at: float,
+            defaults: tuple[Any, ...], name: str | None, args: list[Any],
+            kwargs: dict[str, Any], tags: dict[str, Any], depends_on: list[str]) -> Job:
+        """A job as submitted, every slot set once (the submit hot path).
+        `defaults` = (max_retries, retry_delay, retry_backoff, timeout, jitter,
+        max_delay), already merged for the handler; status is set by the caller."""
+        job = _new(cls)
+        job.id = job_id
+        job.handler = handler
+        job.priority = priority
+        job.seq = seq
+        job.created_at = created_at
+        (job.max_retries, job.retry_delay, job.retry_backoff, job.timeout, job.jitter,
+         job.max_delay) = defaults
+        job.name = name
+        job.args = args
+        job.kwargs = kwargs
+        job.tags = tags
+        job.depends_on = depends_on
+        job.status = C.PENDING
+        job.attempts = 0
+        job.scheduled_for = job.started_at = job.completed_at = job.worker_id = None
+        job.progress = job.error = job.result = job.result_ref = None
+        job.cancel_requested = False
+        job.schedule = job.finished_attempt_at = None
+        job.wal_seq = 0
+        return job
+
     # --- persisted form (WAL submit records and snapshots) -------------------
     def to_record(self) -> list[Any]:
         """Everything needed to rebuild this job, positionally (`RECORD_FIELDS`);
@@ -89,7 +134,7 @@ class Job:
                 and self.result_ref is None and not self.cancel_requested
                 and self.schedule is None and self.jitter is None and self.max_delay is None
                 and self.worker_id is None):
-            return self._new_record()       # the shape of almost every submit
+            return self.new_record()        # the shape of almost every submit
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff,
                self.name, self.args, self.kwargs, self.attempts, self.timeout, self.tags,
@@ -106,7 +151,8 @@ class Job:
         del rec[n:]
         return rec
 
-    def _new_record(self) -> list[Any]:
+    def new_record(self) -> list[Any]:
+        """`to_record` of a job just submitted with only defaults set."""
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff]
         if self.kwargs is not EMPTY_DICT and self.kwargs:

@@ -16,7 +16,17 @@ from jobd import constants as C
 from jobd.errors import OpError, invalid
 from jobd.job import Job, iso
 from jobd.server import DEFERRED, NL, Connection
-from jobd.validate import get_bool, get_int, get_job_id, get_number, get_status, get_str, parse_submit
+from jobd.validate import (
+    get_bool,
+    get_int,
+    get_job_id,
+    get_number,
+    get_status,
+    get_str,
+    is_plain,
+    parse_plain,
+    parse_submit,
+)
 
 if TYPE_CHECKING:
     from jobd.daemon import Daemon
@@ -39,7 +49,10 @@ class Ops:
                 "handlers": sorted(self.d.handlers)}, 0
 
     def op_submit(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        job, seq = self.d.queue.submit(parse_submit(req, self.d.clock()))
+        if is_plain(req):
+            job, seq = self.d.queue.submit_plain(*parse_plain(req))
+        else:
+            job, seq = self.d.queue.submit(parse_submit(req, self.d.clock()))
         return {"job_id": job.id, "status": job.status}, seq
 
     def op_submit_many(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:

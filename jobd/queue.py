@@ -11,7 +11,6 @@ import heapq
 import logging
 import random
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,7 @@ from jobd import records as R
 from jobd.config import Config
 from jobd.errors import OpError, invalid, not_found
 from jobd.handlers import HandlerSpec
-from jobd.job import Job, progress_view
+from jobd.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, progress_view
 from jobd.journal import Journal
 from jobd.retry import next_step
 from jobd.state import State
@@ -29,6 +28,16 @@ from jobd.validate import SubmitSpec
 log = logging.getLogger("jobd.queue")
 
 Waiter = Callable[[Job], None]
+_DEFAULT_KEYS = ("max_retries", "retry_delay", "retry_backoff", "timeout", "jitter", "max_delay")
+
+
+def _override(defaults: tuple[Any, ...], spec: SubmitSpec) -> tuple[Any, ...]:
+    """The handler's defaults with what the submit itself set."""
+    max_retries, retry_delay, retry_backoff, timeout, jitter, max_delay = defaults
+    return (max_retries if spec.max_retries is None else spec.max_retries,
+            retry_delay if spec.retry_delay is None else spec.retry_delay,
+            retry_backoff if spec.retry_backoff is None else spec.retry_backoff,
+            spec.timeout if spec.has_timeout else timeout, jitter, max_delay)
 
 
 class JobQueue:
@@ -45,6 +54,7 @@ class JobQueue:
         self.on_pending: Callable[[], None] = lambda: None
         self.on_retry_delay: Callable[[str, float], None] = lambda handler, delay: None
         self.rng = random.Random()
+        self.ids = JobIds()
 
     # --- recording ----------------------------------------------------------------
     def commit(self, rec: list[Any]) -> int:
@@ -66,9 +76,11 @@ class JobQueue:
             if dep not in self.state.jobs and dep not in batch:
                 raise OpError(C.E_NOT_FOUND, f"depends_on: no job with id {dep!r}")
 
-    def defaults(self, handler: str) -> dict[str, Any]:
+    def defaults(self, handler: str) -> tuple[int, tuple[Any, ...]]:
         """A handler's job defaults, merged once:
-        [handler."NAME"] config > @handler option > [retry] default."""
+        [handler."NAME"] config > @handler option > [retry] default.
+        Returns (priority, (max_retries, retry_delay, retry_backoff, timeout,
+        jitter, max_delay)) as `Job.new` takes them."""
         cached = self._defaults.get(handler)
         if cached is not None:
             return cached
@@ -83,35 +95,25 @@ class JobQueue:
             for key, value in source.items():
                 if key in merged and value is not None:
                     merged[key] = value
-        merged["priority"] = priority_value(merged["priority"])
         for key in ("retry_delay", "retry_backoff", "timeout", "max_delay"):
             if merged[key] is not None:
                 merged[key] = float(merged[key])
-        self._defaults[handler] = merged
-        return merged
+        cached = (priority_value(merged["priority"]),
+                  tuple(merged[k] for k in _DEFAULT_KEYS))
+        self._defaults[handler] = cached
+        return cached
 
     def build(self, spec: SubmitSpec, now: float) -> Job:
         """A new Job from a validated spec (submit arguments win over defaults);
         its status is set by `place`."""
-        d = self.defaults(spec.handler)
-        job = Job()
-        job.id = spec.job_id or uuid.uuid4().hex
-        job.handler = spec.handler
-        job.name = spec.name
-        job.args = spec.args
-        job.kwargs = spec.kwargs
-        job.priority = d["priority"] if spec.priority is None else spec.priority
-        job.max_retries = d["max_retries"] if spec.max_retries is None else spec.max_retries
-        job.retry_delay = d["retry_delay"] if spec.retry_delay is None else spec.retry_delay
-        job.retry_backoff = d["retry_backoff"] if spec.retry_backoff is None else spec.retry_backoff
-        job.timeout = spec.timeout if spec.has_timeout else d["timeout"]
-        job.tags = spec.tags
-        job.depends_on = spec.depends_on
-        job.created_at = now
-        job.seq = self.state.next_seq()
-        job.jitter = d["jitter"]
-        job.max_delay = d["max_delay"]
-        return job
+        priority, defaults = self.defaults(spec.handler)
+        if not spec.plain:
+            defaults = _override(defaults, spec)
+            if spec.priority is not None:
+                priority = spec.priority
+        return Job.new(spec.job_id or self.ids.next(), spec.handler, priority,
+                       self.state.next_seq(), now, defaults, spec.name, spec.args,
+                       spec.kwargs, spec.tags, spec.depends_on)
 
     def place(self, job: Job, run_at: float | None, now: float,
               batch: dict[str, Job] | None = None) -> None:
@@ -148,6 +150,32 @@ class JobQueue:
         self.place(job, spec.run_at, now)
         return job, self._insert(job)
 
+    def submit_plain(self, handler: str, args: list[Any], kwargs: dict[str, Any],
+                     job_id: str | None) -> tuple[Job, int]:
+        """`submit` for a job with only handler, args, kwargs and maybe job_id:
+        the same checks and records in one short path (most submits)."""
+        if not self.accepting:
+            self._check_open()
+        state = self.state
+        if job_id is None:
+            job_id = self.ids.next()
+        elif job_id in state.jobs:
+            return state.jobs[job_id], 0
+        defaults = self._defaults.get(handler)
+        if defaults is None:
+            if handler not in self.handlers:
+                raise OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {handler!r}")
+            defaults = self.defaults(handler)
+        if state.queued >= self.cfg.queue.max_size:
+            raise OpError(C.E_QUEUE_FULL, f"queue is full ({self.cfg.queue.max_size} jobs)")
+        job = Job.new(job_id, handler, defaults[0], state.next_seq(), self.clock(), defaults[1],
+                      None, args, kwargs, EMPTY_DICT, EMPTY_LIST)
+        seq = self.journal.append([R.SUBMIT, job.new_record()], self._undo_submit, job_id)
+        job.wal_seq = seq
+        state.insert(job)
+        self.on_pending()
+        return job, seq
+
     def _insert(self, job: Job) -> int:
         seq = self.journal.append([R.SUBMIT, job.to_record()], self._undo_submit, job.id)
         job.wal_seq = seq
@@ -166,7 +194,7 @@ class JobQueue:
         self._check_open()
         for spec in specs:
             if spec.job_id is None:
-                spec.job_id = uuid.uuid4().hex
+                spec.job_id = self.ids.next()
         fresh = [s for s in specs if s.job_id is None or s.job_id not in self.state.jobs]
         batch_ids = [s.job_id for s in fresh if s.job_id is not None]
         if len(set(batch_ids)) != len(batch_ids):

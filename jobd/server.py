@@ -115,32 +115,20 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
     def _handle(self, line: bytes) -> None:
+        """Decode one request, run its op, queue the reply. Hot path: one function."""
         try:
             req = _loads(line)
         except orjson.JSONDecodeError:
             self._reply(0, error_reply(None, C.E_BAD_REQUEST, "request is not valid JSON"))
             return
-        if not isinstance(req, dict):
+        if type(req) is not dict:
             self._reply(0, error_reply(None, C.E_BAD_REQUEST, "request must be a JSON object"))
             return
         req_id = req.get("id")
-        if isinstance(req_id, (dict, list)):
-            self._reply(0, error_reply(None, C.E_BAD_REQUEST, "id must be a JSON scalar"))
-            return
-        if not self.allowed:
-            self._reply(0, error_reply(req_id, C.E_PERMISSION_DENIED,
-                                       "this user may not use jobd"))
-            return
-        self._dispatch(req_id, req)
-
-    def _dispatch(self, req_id: Any, req: dict[str, Any]) -> None:
         op = req.get("op")
-        if not isinstance(op, str):
-            self._reply(0, error_reply(req_id, C.E_BAD_REQUEST, "request has no op"))
-            return
-        fn = self.ops.table.get(op)
-        if fn is None:
-            self._reply(0, error_reply(req_id, C.E_UNKNOWN_OP, f"unknown op {op!r}"))
+        fn = self.ops.table.get(op) if type(op) is str else None
+        if fn is None or not self.allowed or isinstance(req_id, (dict, list)):
+            self._reply(0, self._refusal(req_id, op))
             return
         try:
             reply, seq = fn(self, req_id, req)
@@ -157,6 +145,16 @@ class Connection(asyncio.Protocol):
             self._reply(0, error_reply(req_id, C.E_INTERNAL, f"internal error in op {op}"))
             return
         self._reply(seq, data)
+
+    def _refusal(self, req_id: Any, op: Any) -> bytes:
+        """The error reply for a request that names no runnable op."""
+        if isinstance(req_id, (dict, list)):
+            return error_reply(None, C.E_BAD_REQUEST, "id must be a JSON scalar")
+        if not self.allowed:
+            return error_reply(req_id, C.E_PERMISSION_DENIED, "this user may not use jobd")
+        if not isinstance(op, str):
+            return error_reply(req_id, C.E_BAD_REQUEST, "request has no op")
+        return error_reply(req_id, C.E_UNKNOWN_OP, f"unknown op {op!r}")
 
     # --- replies ---------------------------------------------------------------------------
     def _reply(self, seq: int, data: bytes) -> None:

@@ -168,6 +168,7 @@ class SubmitSpec:
     depends_on: list[str]
     run_at: float | None       # absolute epoch seconds, from delay or run_at
     has_timeout: bool
+    plain: bool = False        # only handler/args/kwargs/job_id: every option from defaults
 
 
 def _run_at(req: dict[str, Any], now: float) -> float | None:
@@ -217,13 +218,24 @@ def _handler_args(req: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any]]:
     return handler, args or EMPTY_LIST, kwargs or EMPTY_DICT
 
 
-def _parse_plain(req: dict[str, Any]) -> SubmitSpec:
+def is_plain(req: dict[str, Any]) -> bool:
+    """Only handler/args/kwargs/job_id (the common submit): `parse_plain` applies."""
+    return req.keys() <= _PLAIN_FIELDS
+
+
+def parse_plain(req: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any], str | None]:
+    """(handler, args, kwargs, job_id) of a plain submit, checked."""
     handler, args, kwargs = _handler_args(req)
     job_id = req.get("job_id")
     if job_id is not None:
         job_id = get_job_id(req)
+    return handler, args, kwargs, job_id
+
+
+def _parse_plain(req: dict[str, Any]) -> SubmitSpec:
+    handler, args, kwargs, job_id = parse_plain(req)
     return SubmitSpec(job_id, handler, args, kwargs, None, None, None, None, None,
-                      EMPTY_DICT, None, EMPTY_LIST, None, False)
+                      EMPTY_DICT, None, EMPTY_LIST, None, False, True)
 
 
 def _parse_full(req: dict[str, Any], now: float) -> SubmitSpec:
