@@ -25,6 +25,7 @@ import time
 from jobd import config as config_mod
 from jobd import constants as C
 from jobd import forkserver, handlers, httpmetrics, journal, worker
+from jobd.gcpolicy import GcPolicy
 from jobd import records as R
 from jobd.config import Config
 from jobd.events import EventHub
@@ -56,6 +57,7 @@ class Daemon:
         self.events = EventHub()
         self.notifier = Notifier(None)
         self.server: Server | None = None
+        self.gc = GcPolicy()
         self._tick_scheduled = False
         self._sync_replies = cfg.wal.fsync == "always"
         self._timer: asyncio.TimerHandle | None = None
@@ -175,6 +177,7 @@ class Daemon:
             segment, offset, count = journal.recover(wal_dir, self.state.replay)
         finally:
             gc.enable()
+        self.gc.start()
         requeued = self.state.recover_running()
         elapsed = time.monotonic() - started
         log.info("recovered %d jobs from %d WAL records in %.2fs (%d were running, now pending)",
@@ -302,6 +305,7 @@ class Daemon:
         self.loop.call_later(self._housekeeping_interval, self._housekeeping)
         self.expire()
         self._status()
+        self.gc.maybe_collect()
 
     def expire(self) -> int:
         """Drop finished jobs past results.ttl and dead letters past their limits."""

@@ -79,6 +79,7 @@ class Connection(asyncio.Protocol):
         for fn in self.cleanup:
             fn()
         self.cleanup.clear()
+        self.transport = None       # no protocol <-> transport cycle left for the GC
 
     def data_received(self, data: bytes) -> None:
         buf = self.buf

@@ -144,3 +144,35 @@ def test_defaults_match_spec():
     assert cfg.results.compress_min_bytes == 64 * 1024
     assert (cfg.dead_letter.max_size, cfg.dead_letter.retention_days) == (10_000, 30)
     assert cfg.wal.fsync == "always" and cfg.server.socket_mode == 0o660
+
+
+def test_gc_policy_freezes_replayed_state_and_collects_on_schedule():
+    import gc
+
+    from jobd.gcpolicy import FULL_INTERVAL, THRESHOLDS, GcPolicy
+    now = [1000.0]
+    old_threshold = gc.get_threshold()
+    policy = GcPolicy(clock=lambda: now[0])
+    try:
+        policy.start()
+        assert gc.get_threshold() == THRESHOLDS
+        assert gc.get_freeze_count() > 0          # what existed at start is frozen
+        full = gc.get_stats()[2]["collections"]
+        now[0] += FULL_INTERVAL / 2
+        policy.maybe_collect()
+        assert gc.get_stats()[2]["collections"] == full      # not due yet
+        now[0] += FULL_INTERVAL
+        policy.maybe_collect()
+        assert gc.get_stats()[2]["collections"] == full + 1
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*old_threshold)
+
+
+def test_job_ids_are_unique_hex_and_differ_between_starts():
+    from jobd.job import JobIds
+    a, b = JobIds(), JobIds()
+    ids = [a.next() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    assert a.next()[:20] != b.next()[:20]
