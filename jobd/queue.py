@@ -192,23 +192,25 @@ class JobQueue:
     def submit_many(self, specs: list[SubmitSpec]) -> tuple[list[str], int]:
         """All or nothing: validate every job and the dependency graph first."""
         self._check_open()
+        new_id, known = self.ids.next, self.state.jobs
         for spec in specs:
             if spec.job_id is None:
-                spec.job_id = self.ids.next()
-        fresh = [s for s in specs if s.job_id is None or s.job_id not in self.state.jobs]
-        batch_ids = [s.job_id for s in fresh if s.job_id is not None]
-        if len(set(batch_ids)) != len(batch_ids):
+                spec.job_id = new_id()
+        fresh = [s for s in specs if s.job_id not in known]
+        ids = dict.fromkeys(s.job_id for s in fresh)
+        if len(ids) != len(fresh):
             raise invalid("jobs", "duplicate job_id in the batch")
-        ids = {i: None for i in batch_ids}
         for spec in fresh:
             self._check_admit(spec, ids)  # type: ignore[arg-type]
-        _check_acyclic(fresh)
+        linked = any(s.depends_on for s in fresh)
+        if linked:
+            _check_acyclic(fresh)
         if self.state.queued + len(fresh) > self.cfg.queue.max_size:
             raise OpError(C.E_QUEUE_FULL, f"queue is full ({self.cfg.queue.max_size} jobs)")
         now = self.clock()
         batch: dict[str, Job] = {}
         seq = 0
-        for spec in _dependency_order(fresh):
+        for spec in _dependency_order(fresh) if linked else fresh:
             job = self.build(spec, now)
             self.place(job, spec.run_at, now, batch)
             batch[job.id] = job
