@@ -208,6 +208,7 @@ class Conn:
         self.sock.settimeout(timeout)
         self.sock.connect(path)
         self.buf = bytearray()
+        self.scratch = memoryview(bytearray(1 << 20))
         self._next_id = 0
 
     def close(self) -> None:
@@ -223,10 +224,11 @@ class Conn:
         self.sock.sendall(data)
 
     def recv_some(self) -> None:
-        chunk = self.sock.recv(4 << 20)
-        if not chunk:
+        # recv_into a reused buffer: recv(4 MiB) would mmap and free 4 MiB per read.
+        n = self.sock.recv_into(self.scratch)
+        if not n:
             raise ConnectionError("daemon closed the connection")
-        self.buf += chunk
+        self.buf += self.scratch[:n]
 
     def read_lines(self) -> list[bytes]:
         """At least one complete line (blocking); returns every complete line buffered."""

@@ -25,10 +25,10 @@ import time
 from jobd import config as config_mod
 from jobd import constants as C
 from jobd import forkserver, handlers, httpmetrics, journal, worker
-from jobd.gcpolicy import GcPolicy
 from jobd import records as R
 from jobd.config import Config
 from jobd.events import EventHub
+from jobd.gcpolicy import GcPolicy
 from jobd.job import Job
 from jobd.journal import Journal
 from jobd.metrics import Metrics

@@ -284,7 +284,7 @@ class Pool:
         self._take(w, data)
         self.d.kick()
 
-    def _take(self, w: WorkerProc, data: bytes) -> None:
+    def _take(self, w: WorkerProc, data: bytes | memoryview) -> None:
         w.rbuf += data
         frames, used = F.parse(w.rbuf)
         if used:
