@@ -99,7 +99,7 @@ def _options(spec: SubmitSpec) -> dict[str, Any]:
     given = {"priority": spec.priority, "max_retries": spec.max_retries,
              "retry_delay": spec.retry_delay, "retry_backoff": spec.retry_backoff,
              "tags": spec.tags or None}
-    out = {k: v for k, v in given.items() if v is not None}
+    out: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     if spec.has_timeout:
         out["timeout"] = spec.timeout
     return out
