@@ -208,7 +208,8 @@ class Scheduler:
             self._fire(name, due)
             fired += 1
             # Runs missed meanwhile (a busy loop, a clock jump) are not made up.
-            self._set_next(name, _next_fire(self._cron[name], now))
+            cron = self._cron.get(name)
+            self._set_next(name, _next_fire(cron, now) if cron is not None else None)
         if fired:
             self.d.kick()
         self._arm()
@@ -223,6 +224,9 @@ class Scheduler:
         except OpError as e:
             log.warning("schedule %r: run due at %s not submitted: %s: %s",
                         name, iso(due), e.code, e.message)
+            return
+        except Exception:  # noqa: BLE001 - one bad schedule must not stop the others
+            log.exception("schedule %r: run due at %s failed", name, iso(due))
             return
         undo = [R.SCHEDULE_FIRED, name, rec.get("last_run"), rec.get("last_job_id")]
         self._commit([R.SCHEDULE_FIRED, name, due, job.id], undo)
