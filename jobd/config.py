@@ -252,6 +252,8 @@ def validate(cfg: Config) -> None:
             parse_listen(cfg.monitoring.metrics_listen)
         except ValueError as e:
             raise ConfigError(f"config key 'monitoring.metrics_listen': {e}") from None
+    from jobd.schedspec import check_config
+    check_config(cfg.schedule)          # handlers are checked once they are imported
 
 
 def load(path: str | None = None, env: os._Environ[str] | dict[str, str] = os.environ,

@@ -90,3 +90,17 @@ CLI_UNREACHABLE: Final = 3
 
 # Error text used when a job is stopped for running past its timeout.
 ERROR_TIMEOUT: Final = "timeout"
+
+# --- cron schedules (docs/schedules.md) ------------------------------------------
+# Where a schedule came from: config entries are reconciled on startup and SIGHUP;
+# schedules added over the socket are left alone by both.
+SCHEDULE_SOURCE_API: Final = "api"
+SCHEDULE_SOURCE_CONFIG: Final = "config"
+# Job ids of fired runs: `sched:<name>:<UTC fire time>` (deterministic, so a
+# fire that is repeated after a crash returns the job it already made).
+SCHEDULE_JOB_PREFIX: Final = "sched:"
+# Names that are not job-id safe use a hash of the name instead.
+SCHEDULE_HASHED_PREFIX: Final = "sched+"
+# The schedule timer wakes at least this often (s), so a wall-clock jump
+# (NTP, suspend) delays a fire by at most this much.
+SCHEDULE_MAX_SLEEP: Final = 60.0

@@ -24,7 +24,7 @@ import time
 
 from jobd import config as config_mod
 from jobd import constants as C
-from jobd import forkserver, handlers, httpmetrics, journal, worker
+from jobd import forkserver, handlers, httpmetrics, journal, schedspec, worker
 from jobd import records as R
 from jobd.config import Config
 from jobd.events import EventHub
@@ -36,6 +36,7 @@ from jobd.ops import Ops
 from jobd.pool import Pool
 from jobd.queue import JobQueue
 from jobd.results import ResultStore, file_stem
+from jobd.schedules import Scheduler
 from jobd.server import Server
 from jobd.state import State
 from jobd.systemd import Notifier, listen_unix_socket
@@ -76,6 +77,7 @@ class Daemon:
             handlers.load_modules(self.cfg.handlers)
         except Exception as e:  # noqa: BLE001 - any import failure is a startup error
             raise StartupError(f"cannot import handler module: {type(e).__name__}: {e}") from e
+        schedspec.check_config(self.cfg.schedule, self.handlers)   # ConfigError: exit 78
         self.sock = self._listening_socket()
         hb = self.cfg.workers.heartbeat_interval
         self.fs = forkserver.start(lambda sock, wid: worker.main(sock, wid, hb))
@@ -138,6 +140,7 @@ class Daemon:
                                    self.cfg.results.compress_min_bytes, self.loop)
         self.queue = JobQueue(self.cfg, self.state, self.journal, self.handlers, self.clock)
         self.queue.on_pending = self.kick
+        self.schedules = Scheduler(self)
         self.metrics = Metrics(self)
         self.queue.on_retry_delay = self.metrics.observe_retry_delay
         self.metrics.reset_gauges(self.state.jobs.values())
@@ -149,6 +152,7 @@ class Daemon:
         self.pool = Pool(self, self.fs, self.cfg.workers.count)
         self.state.on_change = self._on_change
         self.pool.start()
+        self.schedules.start()
         await self.server.start(self.loop, self.sock)  # type: ignore[arg-type]
         await self._start_http()
         self._install_signals()
@@ -351,7 +355,7 @@ class Daemon:
             self._stop.set()
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config's reloadable parts (worker count, log level)."""
+        """SIGHUP: re-read the config's reloadable parts (worker count, log level, schedules)."""
         if not self.cfg.config_path:
             log.info("SIGHUP: no config file to reload")
             return
@@ -367,6 +371,7 @@ class Daemon:
         self.cfg.log_level = fresh.log_level
         if fresh.workers.count != self.pool.target:
             self.pool.scale(fresh.workers.count)
+        self.schedules.apply_config(fresh.schedule)
         log.info("SIGHUP: config reloaded (workers=%d, log_level=%s)", fresh.workers.count,
                  fresh.log_level)
 

@@ -71,6 +71,9 @@ def serve(cfg: Config) -> int:
     except StartupError as e:
         logging.getLogger("jobd").critical("%s", e)
         return C.EXIT_FAILURE
+    except ConfigError as e:            # a [[schedule]] naming an unknown handler
+        print(f"jobd: {e}", file=sys.stderr)
+        return C.EXIT_CONFIG
     try:
         return uvloop.run(daemon.main())
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback, for operators

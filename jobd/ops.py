@@ -15,6 +15,7 @@ from jobd import __version__
 from jobd import constants as C
 from jobd.errors import OpError, invalid
 from jobd.job import Job, iso
+from jobd.schedspec import get_name, parse_schedule, require_handler
 from jobd.server import DEFERRED, NL, Connection
 from jobd.validate import (
     get_bool,
@@ -220,3 +221,18 @@ class Ops:
                 raise invalid("events", f"must be a list of event names: {', '.join(sorted(C.EVENTS))}")
         self.d.events.subscribe(conn, rid, job_id, frozenset(events) if events else None)
         return {}, 0
+
+    # --- cron schedules (docs/schedules.md) -------------------------------------------------
+    # Adding and removing answer once the SA/SR record is durable, like a submit.
+    def op_schedule_add(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        spec = parse_schedule(req, self.d.clock())
+        require_handler(spec, self.d.handlers)
+        schedule, seq = self.d.schedules.add(spec, C.SCHEDULE_SOURCE_API)
+        return {"schedule": schedule}, seq
+
+    def op_schedule_list(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        return {"schedules": self.d.schedules.views()}, 0
+
+    def op_schedule_remove(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        removed, seq = self.d.schedules.remove(get_name(req))
+        return {"removed": removed}, seq

@@ -19,6 +19,7 @@ from jobd import constants as C
 from jobd_client import Client, DaemonUnavailable, JobdError, default_socket_path
 
 from . import commands as cmd
+from . import schedules as sched
 from .context import Context
 from .top import cmd_top
 
@@ -168,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=interval, default=1.0, metavar="S",
                    help="refresh every S s (default 1)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
+    _schedule_parsers(add("schedule", None, "manage cron schedules (add, list, remove)"), common)
     return parser
 
 
@@ -188,6 +190,31 @@ def _submit_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--job-id", metavar="ID", help="the job id (a resubmit returns the same job)")
     p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
     p.add_argument("--wait-timeout", type=seconds, metavar="S", help="with --wait: give up after S s")
+
+
+def _schedule_parsers(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    def add(name: str, run: Any, help: str) -> argparse.ArgumentParser:
+        q = sub.add_parser(name, parents=[common], help=help, description=help)
+        q.set_defaults(run=run)
+        return q
+
+    q = add("add", sched.cmd_schedule_add, "add a schedule, or replace the one with this name")
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("cron", metavar="CRON", help='5 fields, or 6 with seconds first; quote it: "0 3 * * *"')
+    q.add_argument("handler", metavar="HANDLER")
+    q.add_argument("args", nargs="*", type=json_arg, metavar="ARG",
+                   help="positional arguments: JSON when valid JSON, else a string")
+    q.add_argument("--kwargs", type=json_object, metavar="JSON", help="keyword arguments (object)")
+    q.add_argument("--timezone", default="UTC", metavar="TZ",
+                   help="IANA zone the fields are read in (default UTC)")
+    q.add_argument("--priority", type=priority, metavar="P", help="0..1000 or low/normal/high/critical")
+    q.add_argument("--timeout", type=seconds, metavar="S", help="stop an attempt after S s")
+    q.add_argument("--max-retries", type=count, metavar="N", help="retries after the first attempt")
+    q.add_argument("--tag", action="append", type=key_value, metavar="K=V", help="a tag (repeatable)")
+    add("list", sched.cmd_schedule_list, "list schedules with their next and last run")
+    add("remove", sched.cmd_schedule_remove, "remove a schedule").add_argument("name", metavar="NAME")
 
 
 def _page_options(p: argparse.ArgumentParser) -> None:
