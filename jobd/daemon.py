@@ -235,7 +235,12 @@ class Daemon:
         if self._sync_replies:
             # Wake the workers first: they run while the fsync waits for the disk.
             self.pool.flush()
-            self.journal.flush()
+            if self.journal.flush() and self.pool.collect():
+                # What workers sent during the fsync (a job done) is handled
+                # now: its result leaves with the ack, one wake-up less.
+                self.pool.dispatch()
+                self.pool.flush()
+                self.journal.flush()
             self.server.flush()  # type: ignore[union-attr]
         else:
             # No fsync to overlap: answer clients before a woken worker can

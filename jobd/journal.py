@@ -45,6 +45,12 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+# Appends need their data and the file's new size on disk, not its times:
+# fdatasync gives exactly that (the segment's directory entry is fsynced
+# once, when the segment is created).
+_datasync = os.fdatasync
+
+
 def _open_append(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
 
@@ -135,6 +141,7 @@ class Journal:
         self.on_durable = on_durable
         self.on_failed = on_failed
         self.fd = _open_append(os.path.join(wal_dir, _name(segment, "log")))
+        _fsync_dir(wal_dir)        # a segment created just now must survive a crash too
         self.buf = bytearray()
         self.appended = 0        # seq of the last record appended
         self.written = 0         # seq of the last record written to the file
@@ -167,8 +174,9 @@ class Journal:
     def pending(self) -> bool:
         return bool(self.buf) or self.written != self.durable
 
-    def flush(self, urgent: bool | None = None) -> None:
-        """Write the buffer (one syscall) and, in `always` mode, start an fsync.
+    def flush(self, urgent: bool | None = None) -> bool:
+        """Write the buffer (one syscall) and, in `always` mode, fsync it when
+        a reply waits; returns True when it fsynced (the loop was blocked).
 
         `urgent` says a reply is waiting for durability. Records nobody waits
         for (a job started, progress, a completion no client asked about)
@@ -179,20 +187,32 @@ class Journal:
         """
         if self.buf:
             self._write_buffer()
-        if self.mode == "always" and not self.syncing and self.written > self.durable:
+        if self.mode == "always" and self.written > self.durable:
             if urgent or (urgent is None and self.has_waiters()):
-                self._start_sync()
-            elif self._lazy_handle is None:
+                self._sync_inline()       # even while a lazy sync runs: nobody waits for that
+                if not self.syncing:
+                    self._maybe_compact()
+                return True
+            if not self.syncing and self._lazy_handle is None:
                 self._lazy_handle = self.loop.call_later(self.interval, self._lazy_sync)
         elif not self.syncing:
             self._maybe_compact()
+        return False
 
     def _lazy_sync(self) -> None:
         self._lazy_handle = None
         if self.buf:
             self._write_buffer()
         if not self.syncing and self.written > self.durable:
-            self._start_sync(inline=False)
+            self.syncing = True
+            target = self.written
+            fut = self.loop.run_in_executor(self._executor, _datasync, self.fd)
+            fut.add_done_callback(lambda f: self._lazy_synced(f.exception(), target))
+
+    def _lazy_synced(self, exc: BaseException | None, target: int) -> None:
+        self.syncing = False
+        self._synced(exc, target)
+        self.flush()
 
     def _write_buffer(self) -> None:
         first = self.written + 1
@@ -225,33 +245,26 @@ class Journal:
         if self.mode != "always":
             self._set_durable(self.written)
 
-    def _start_sync(self, inline: bool = True) -> None:
-        """fsync what is written. Inline when a reply waits for it: handing it
-        to a thread costs two GIL handoffs, more than the fsync itself here
-        (bench/RESULTS.md), and requests that arrive meanwhile wait in the
-        socket buffers and share the next fsync. Lazy syncs nobody waits for
-        run on the helper thread."""
-        self.syncing = True
+    def _sync_inline(self) -> None:
+        """fsync what is written, on the loop thread. A reply waits for it:
+        handing it to a thread costs two GIL handoffs, more than the fsync
+        itself here (bench/RESULTS.md), and requests that arrive meanwhile
+        wait in the socket buffers and share the next fsync. Lazy syncs
+        nobody waits for run on the helper thread."""
         target = self.written
-        if not inline:
-            fut = self.loop.run_in_executor(self._executor, os.fsync, self.fd)
-            fut.add_done_callback(lambda f: self._synced(f.exception(), target))
-            return
         try:
-            os.fsync(self.fd)
+            _datasync(self.fd)
         except OSError as e:
             self._synced(e, target)
         else:
             self._synced(None, target)
 
     def _synced(self, exc: BaseException | None, target: int) -> None:
-        self.syncing = False
         self.fsyncs += 1
         if exc is not None:
             log.critical("WAL fsync failed: %s", exc)
             self.on_failed(self.durable + 1, target, f"WAL fsync failed: {exc}")
         self._set_durable(target)
-        self.flush()
 
     def _set_durable(self, seq: int) -> None:
         if seq > self.durable:
@@ -263,7 +276,7 @@ class Journal:
         if self.syncing or self.offset == 0:
             return
         self.syncing = True
-        fut = self.loop.run_in_executor(self._executor, os.fsync, self.fd)
+        fut = self.loop.run_in_executor(self._executor, _datasync, self.fd)
         fut.add_done_callback(self._interval_synced)
 
     def _interval_synced(self, fut: asyncio.Future[None]) -> None:

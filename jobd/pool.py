@@ -284,6 +284,20 @@ class Pool:
         self._take(w, data)
         self.d.kick()
 
+    def collect(self) -> bool:
+        """Read, without waiting, what busy workers have sent; True if anything
+        came. Called after the loop was blocked (an fsync), so a job that
+        finished meanwhile is handled in the same turn."""
+        got = False
+        for w in [w for w in self.workers.values() if w.busy and not w.closed]:
+            data = w.recv()
+            if data is None:
+                self._channel_closed(w)
+            elif data:
+                self._take(w, data)
+                got = True
+        return got
+
     def _take(self, w: WorkerProc, data: bytes | memoryview) -> None:
         w.rbuf += data
         frames, used = F.parse(w.rbuf)
