@@ -70,14 +70,14 @@ class EventHub:
             return
         if conn.write_buffer_size() > self.max_buffered:
             lagged = {"job_id": None, "timestamp": _now_iso(), "dropped_after": w.sent}
-            conn.send_late(w.prefix + C.EV_WATCH_LAGGED.encode() + b'","data":'
+            conn.send_event(w.prefix + C.EV_WATCH_LAGGED.encode() + b'","data":'
                            + orjson.dumps(lagged) + b"}" + NL)
             conn.flush()
             conn.close(abort_after=LAGGED_ABORT_AFTER)
             self._drop(w)
             return
         w.sent += 1
-        conn.send_late(w.prefix + body)
+        conn.send_event(w.prefix + body)
 
 
 def _now_iso() -> str:

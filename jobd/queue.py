@@ -141,7 +141,8 @@ class JobQueue:
         """Admit one job; returns (job, journal seq to wait for)."""
         self._check_open()
         if spec.job_id is not None and spec.job_id in self.state.jobs:
-            return self.state.jobs[spec.job_id], 0
+            job = self.state.jobs[spec.job_id]
+            return job, job.wal_seq        # a resubmit: answered once the original is durable
         self._check_admit(spec, {})
         if self.state.queued >= self.cfg.queue.max_size:
             raise OpError(C.E_QUEUE_FULL, f"queue is full ({self.cfg.queue.max_size} jobs)")
@@ -160,7 +161,8 @@ class JobQueue:
         if job_id is None:
             job_id = self.ids.next()
         elif job_id in state.jobs:
-            return state.jobs[job_id], 0
+            job = state.jobs[job_id]
+            return job, job.wal_seq        # a resubmit: answered once the original is durable
         defaults = self._defaults.get(handler)
         if defaults is None:
             if handler not in self.handlers:
@@ -197,6 +199,8 @@ class JobQueue:
             if spec.job_id is None:
                 spec.job_id = new_id()
         fresh = [s for s in specs if s.job_id not in known]
+        # Resubmitted jobs: the reply also waits for their original submits.
+        seq = max((known[s.job_id].wal_seq for s in specs if s.job_id in known), default=0)
         ids = dict.fromkeys(s.job_id for s in fresh)
         if len(ids) != len(fresh):
             raise invalid("jobs", "duplicate job_id in the batch")
@@ -209,7 +213,6 @@ class JobQueue:
             raise OpError(C.E_QUEUE_FULL, f"queue is full ({self.cfg.queue.max_size} jobs)")
         now = self.clock()
         batch: dict[str, Job] = {}
-        seq = 0
         for spec in _dependency_order(fresh) if linked else fresh:
             job = self.build(spec, now)
             self.place(job, spec.run_at, now, batch)

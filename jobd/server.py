@@ -59,6 +59,7 @@ class Connection(asyncio.Protocol):
         self.late: list[tuple[int, bytes]] = []   # deferred replies awaiting durability
         self.wbuf: list[bytes] = []
         self.closing = False
+        self.close_when_answered = False    # after request_too_large
         self.allowed = True
         self.cleanup: list[Callable[[], None]] = []
 
@@ -104,16 +105,19 @@ class Connection(asyncio.Protocol):
 
     # --- requests ------------------------------------------------------------------------
     def _too_large(self) -> None:
-        """An oversize line cannot be skipped safely: answer and close."""
+        """An oversize line cannot be skipped safely: answer and close, after
+        the replies to earlier requests (some may still wait for an fsync)."""
         limit = self.server.max_request
+        self.buf.clear()
+        self.closing = True                  # parse nothing more from this client
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.close_when_answered = True
         self.queue.append([0, error_reply(None, C.E_REQUEST_TOO_LARGE,
                                           f"request exceeds max_request_bytes ({limit})")])
-        self.buf.clear()
-        self.release(self.server.journal_durable())
-        self.flush()
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+        self.server.waiting.add(self)
+        if self.release(self.server.journal_durable()):
+            self.server.waiting.discard(self)
 
     def _handle(self, line: bytes) -> None:
         """Decode one request, run its op, queue the reply. Hot path: one function."""
@@ -182,6 +186,18 @@ class Connection(asyncio.Protocol):
             self.server.waiting.add(self)
         self.server.kick()
 
+    def send_event(self, data: bytes) -> None:
+        """An event line: after every reply already queued here, so a watcher
+        never sees an event before the ack of its `watch`."""
+        if self.closing:
+            return
+        if self.queue:
+            self.queue.append([0, data])
+            self.server.waiting.add(self)
+        else:
+            self._out(data)
+        self.server.kick()
+
     def release(self, durable: int) -> bool:
         """Move replies whose records are durable to the output; True when empty."""
         q = self.queue
@@ -195,6 +211,10 @@ class Connection(asyncio.Protocol):
                 else:
                     keep.append((seq, data))
             self.late = keep
+        if self.close_when_answered and not q:
+            self.flush()
+            if self.transport is not None:
+                self.transport.close()
         return not q and not self.late
 
     def fail_range(self, first: int, last: int, why: str) -> None:

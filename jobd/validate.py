@@ -16,7 +16,7 @@ from jobd import constants as C
 from jobd.errors import invalid
 from jobd.job import EMPTY_DICT, EMPTY_LIST, parse_iso
 
-JOB_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}$")
+JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")   # \Z: no trailing newline
 MAX_NAME = 256
 MAX_TAGS = 64
 MAX_TIMESTAMP = 253402300799.0     # 9999-12-31

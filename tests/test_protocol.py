@@ -283,6 +283,52 @@ def test_request_too_large_closes_the_connection(make_daemon):
         other.close()
 
 
+def test_request_too_large_still_answers_the_requests_before_it(make_daemon):
+    """Earlier requests in the same write wait for their fsync; the oversize
+    line must not make the daemon drop those replies (or its own error)."""
+    d = make_daemon(workers=0, config="[server]\nmax_request_bytes = 2048\n")
+    conn = Raw(d.socket)
+    try:
+        lines = b"".join(orjson.dumps({"op": "submit", "id": i, "handler": HANDLER}) + b"\n"
+                         for i in range(20))
+        conn.send(lines + b"{" + b" " * 4096 + b"\n")
+        replies = [conn.line() for _ in range(21)]
+        assert [r["id"] for r in replies[:20]] == list(range(20))
+        assert all(r["ok"] for r in replies[:20])
+        assert error_code(replies[20]) == "request_too_large"
+        assert conn.closed()
+    finally:
+        conn.close()
+    other = Raw(d.socket)
+    assert other.ask({"op": "list", "id": 1})["total"] == 20
+    other.close()
+
+
+def test_watch_ack_comes_before_its_events(make_daemon):
+    """A watch pipelined behind a submit that waits for its fsync: the job
+    events published meanwhile must not overtake the watch's own ack."""
+    d = make_daemon(workers=0)
+    conn = Raw(d.socket)
+    try:
+        conn.send(orjson.dumps({"op": "submit", "id": 1, "handler": HANDLER}) + b"\n"
+                  + orjson.dumps({"op": "watch", "id": 2}) + b"\n"
+                  + orjson.dumps({"op": "submit", "id": 3, "handler": HANDLER}) + b"\n")
+        first = [conn.line() for _ in range(2)]
+        assert [r.get("id") for r in first] == [1, 2] and "event" not in first[1], first
+        rest = [conn.line() for _ in range(2)]
+        assert {r.get("id") for r in rest} == {2, 3}
+        assert any(r.get("event") == "job.submitted" for r in rest), rest
+    finally:
+        conn.close()
+
+
+def test_job_id_with_a_trailing_newline_is_invalid(raw):
+    conn = raw()
+    reply = conn.ask({"op": "submit", "id": 1, "handler": HANDLER, "job_id": "abc\n"})
+    assert error_code(reply) == "invalid_argument" and "job_id" in reply["error"]["message"]
+    assert conn.ask({"op": "list", "id": 2})["total"] == 0
+
+
 # --- ids, pipelining ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("rid", [0, 1, -7, 2**53, 3.25, -0.5, "abc", "", "ünï", True, False, None])

@@ -71,3 +71,28 @@ def test_disk_full_answers_storage_error_and_acknowledges_nothing(make_daemon, s
     ids = {j.id for j in c.list(limit=100).jobs}
     assert ids == set(kept) | {"after-space"}
     wait_until(lambda: "WAL write failed" in d.log(), what="the failure in the log")
+
+
+def test_a_resubmit_is_not_acknowledged_before_the_original_is_durable(make_daemon, small_fs):
+    """[submit X, submit X] pipelined while the disk is full: the write of X
+    fails, so the resubmit (answered from memory) must fail with it."""
+    import socket
+
+    import orjson
+    d = make_daemon(start=False, workers=0)
+    d.data_dir = str(small_fs / "data")
+    d.start()
+    _fill(small_fs / "filler")
+    req = {"op": "submit", "handler": T + "echo", "args": ["x" * 20000], "job_id": "twice"}
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.connect(d.socket)
+    sock.sendall(orjson.dumps({**req, "id": 1}) + b"\n" + orjson.dumps({**req, "id": 2}) + b"\n")
+    buf = b""
+    while buf.count(b"\n") < 2:
+        buf += sock.recv(65536)
+    sock.close()
+    replies = [orjson.loads(line) for line in buf.split(b"\n")[:2]]
+    assert [r["id"] for r in replies] == [1, 2]
+    assert [r["ok"] for r in replies] == [False, False], replies
+    assert {r["error"]["code"] for r in replies} == {"storage_error"}
