@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Any
 
 from jobd import constants as C
 from jobd.config import Config
 from jobd_client import Client, JobdError
 
-DEMO_JOBS = [
+DEMO_JOBS: list[tuple[str, list[Any], dict[str, Any]]] = [
     ("jobd.examples.add", [2, 3], {}),
     ("jobd.examples.count_words", ["the quick brown fox jumps over the lazy dog the end"], {}),
     ("jobd.examples.fetch_later", ["async handlers work"], {"delay": 0.2}),

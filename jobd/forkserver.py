@@ -61,7 +61,7 @@ class ForkServerClient:
 
     def read_messages(self) -> list[dict[str, Any]] | None:
         """Messages available now; None when the fork server is gone."""
-        out = []
+        out: list[dict[str, Any]] = []
         while True:
             try:
                 data = self.sock.recv(65536)

@@ -64,6 +64,38 @@ class Job:
         "max_delay", "finished_attempt_at", "wal_seq",
     )
 
+    # The slots' types (annotations only: no class attributes are created).
+    id: str
+    name: str | None
+    handler: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    status: str
+    priority: int
+    attempts: int
+    max_retries: int
+    retry_delay: float
+    retry_backoff: float
+    timeout: float | None
+    tags: dict[str, Any]
+    depends_on: list[str]
+    created_at: float
+    scheduled_for: float | None
+    started_at: float | None
+    completed_at: float | None
+    worker_id: int | None
+    progress: dict[str, Any] | None
+    error: str | None
+    result: Any
+    result_ref: list[Any] | None
+    seq: int
+    cancel_requested: bool
+    schedule: str | None
+    jitter: bool | None
+    max_delay: float | None
+    finished_attempt_at: float | None
+    wal_seq: int
+
     def __init__(self) -> None:
         self.name: str | None = None
         self.args: list[Any] = EMPTY_LIST

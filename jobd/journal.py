@@ -65,7 +65,8 @@ def _write_all(fd: int, data: bytes | bytearray) -> None:
 
 def _list_files(wal_dir: str) -> tuple[list[int], list[int]]:
     """(segment numbers, snapshot numbers), ascending."""
-    segs, snaps = [], []
+    segs: list[int] = []
+    snaps: list[int] = []
     for entry in os.listdir(wal_dir):
         m = _SEGMENT_RE.match(entry)
         if m:

@@ -50,7 +50,7 @@ class JobQueue:
         self.clock = clock
         self.waiters: dict[str, list[Waiter]] = {}
         self.accepting = True
-        self._defaults: dict[str, dict[str, Any]] = {}
+        self._defaults: dict[str, tuple[int, tuple[Any, ...]]] = {}
         self.on_pending: Callable[[], None] = lambda: None
         self.on_retry_delay: Callable[[str, float], None] = lambda handler, delay: None
         self.rng = random.Random()

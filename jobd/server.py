@@ -17,7 +17,7 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
@@ -65,11 +65,12 @@ class Connection(asyncio.Protocol):
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
         self.server.connections.add(self)
         if len(self.server.connections) > self.server.cfg.server.max_connections:
-            self.transport.write(error_reply(None, C.E_UNAVAILABLE, "too many connections"))
-            self.transport.close()
+            transport.write(error_reply(None, C.E_UNAVAILABLE, "too many connections"))
+            transport.close()
             return
         self.allowed = self.server.peer_allowed(transport.get_extra_info("socket"))
 

@@ -212,7 +212,7 @@ class AsyncClient:
             while True:
                 call = steps.send(await self._run(call))
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value
 
     # --- ops (SPEC §5) ------------------------------------------------------------
 

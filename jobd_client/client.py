@@ -158,7 +158,7 @@ class Client:
             while True:
                 call = steps.send(self._run(call))
         except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
+            return done.value
 
     # --- ops (SPEC §5) ------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""The code passes ruff (configured in pyproject.toml)."""
+"""The code passes ruff and mypy (both configured in pyproject.toml)."""
 from __future__ import annotations
 
 import shutil
@@ -13,4 +13,10 @@ def test_ruff_is_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     res = subprocess.run([ruff, "check", "jobd", "jobd_client", "tests", "bench"],
                          cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_mypy_is_clean():
+    mypy = shutil.which("mypy") or str(Path(sys.executable).parent / "mypy")
+    res = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
