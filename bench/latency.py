@@ -8,8 +8,11 @@ For each job the client writes `submit` (with a client-chosen job_id) and `resul
 - submit→start: write (wall clock) → the job's `started_at` (daemon wall clock, same host),
   read with `status` after the timed loop.
 
-1 ms pause between jobs (idle daemon), the first 20 jobs are warm-up and not counted.
-fsync=always and fsync=interval; a fresh daemon per run. Run alone: `python -m bench.latency`.
+1 ms pause between jobs (idle daemon: on this VM every process involved is then asleep
+and each wake-up pays a full cross-CPU wake of a halted vCPU), and for comparison with no
+pause (back to back, still one job at a time). The first 20 jobs are warm-up and not
+counted. fsync=always and fsync=interval; a fresh daemon per run.
+Run alone: `python -m bench.latency`.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ def parse_iso(s: str) -> float:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
-def measure(d: Daemon, n: int, tag: str) -> dict[str, list[float]]:
+def measure(d: Daemon, n: int, tag: str, pause: float) -> dict[str, list[float]]:
     ack, done, start = [], [], []
     early = 0
     sent_wall: dict[str, float] = {}
@@ -57,7 +60,8 @@ def measure(d: Daemon, n: int, tag: str) -> dict[str, list[float]]:
                 ack.append(t1 - t0)
                 done.append(t2 - t0)
                 sent_wall[jid] = wall
-            time.sleep(0.001)
+            if pause:
+                time.sleep(pause)
         for jid, wall in sent_wall.items():
             job = c.call("status", job_id=jid)["job"]
             start.append(parse_iso(job["started_at"]) - wall)
@@ -71,14 +75,15 @@ def run(args: argparse.Namespace) -> Rows:
     rows = Rows()
     n = 300 if args.quick else 2_000
     for rep in range(args.repeats):
-        for mode in ("always", "interval"):
+        for mode, pause in (("always", 0.001), ("interval", 0.001), ("always", 0.0), ("interval", 0.0)):
             with Daemon(workers=2, fsync=mode, root=args.data_root) as d:
-                res = measure(d, n, f"{rep}-{mode}")
-            params = f"1 job at a time, 2 workers, no-op job, fsync={mode}, N={n:,}"
+                res = measure(d, n, f"{rep}-{mode}-{pause}", pause)
+            spacing = "1 ms apart" if pause else "back to back"
+            params = f"1 job at a time ({spacing}), 2 workers, no-op job, fsync={mode}, N={n:,}"
             for what, vals in res.items():
                 for p in (50, 99):
                     rows.add(SCENARIO, params, f"{what} p{p} ms", percentile(vals, p) * 1e3)
-            log(f"latency rep {rep + 1}: fsync={mode}: submit→complete p50 "
+            log(f"latency rep {rep + 1}: fsync={mode}, {spacing}: submit→complete p50 "
                 f"{percentile(res['submit→complete'], 50) * 1e3:.3f} ms, p99 "
                 f"{percentile(res['submit→complete'], 99) * 1e3:.3f} ms")
     return rows
