@@ -29,6 +29,7 @@ class ServerConfig:
     allowed_gids: list[int] = field(default_factory=list)
     max_request_bytes: int = 16 * 1024 * 1024
     max_connections: int = 1024
+    busy_poll_us: int = 0          # keep polling this long after a request (0: off)
 
 
 @dataclass
@@ -228,6 +229,7 @@ def validate(cfg: Config) -> None:
         (cfg.queue.max_size > 0, "queue.max_size", "> 0"),
         (cfg.server.max_request_bytes >= 1024, "server.max_request_bytes", ">= 1024"),
         (cfg.server.max_connections > 0, "server.max_connections", "> 0"),
+        (0 <= cfg.server.busy_poll_us <= 10_000, "server.busy_poll_us", "between 0 and 10000"),
         (0 <= cfg.server.socket_mode <= 0o777, "server.socket_mode", "a file mode"),
         (cfg.retry.max_retries >= 0, "retry.max_retries", ">= 0"),
         (cfg.retry.retry_delay >= 0, "retry.retry_delay", ">= 0"),

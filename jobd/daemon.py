@@ -60,6 +60,9 @@ class Daemon:
         self.server: Server | None = None
         self.gc = GcPolicy()
         self._tick_scheduled = False
+        self._busy_poll = cfg.server.busy_poll_us / 1e6
+        self._polling = False
+        self._poll_until = 0.0
         self._sync_replies = cfg.wal.fsync == "always"
         self._timer: asyncio.TimerHandle | None = None
         self._timer_due: float | None = None
@@ -249,8 +252,29 @@ class Daemon:
             self.server.flush()  # type: ignore[union-attr]
             self.pool.flush()
         self.schedule_timer()
+        if self._busy_poll:
+            self._keep_polling()
         if self.pool.dirty or self.server.dirty:  # type: ignore[union-attr]
             self.loop.call_soon(self.kick)        # e.g. a reply released by the last step
+
+    # --- busy polling ([server] busy_poll_us) -------------------------------------------
+    def _keep_polling(self) -> None:
+        """After a turn with work, keep the loop polling (not sleeping) for
+        `busy_poll_us`, unless a job runs: a worker must never wait for the CPU
+        we spin on. Waking a sleeping process costs tens of µs on VMs without
+        guest halt-polling; a client that sends its next request within the
+        window finds the loop awake (docs/operations.md)."""
+        self._poll_until = time.perf_counter() + self._busy_poll
+        if not self._polling and not self.state.running:
+            self._polling = True
+            self.loop.call_soon(self._poll)
+
+    def _poll(self) -> None:
+        # A ready callback makes the loop poll with a zero timeout, once per call.
+        if time.perf_counter() < self._poll_until and not self.state.running:
+            self.loop.call_soon(self._poll)
+        else:
+            self._polling = False
 
     def schedule_timer(self) -> None:
         """Arm one loop timer for the earliest scheduled or retrying job."""

@@ -46,6 +46,7 @@ def problem_lines(out: str) -> list[str]:
     ("[queue]\nmax_size = 0\n", "queue.max_size"),
     ("[handler.\"x.y\"]\nretries = 3\n", "retries"),
     ("[server]\nsocket_mode = \"0660\"\n", "server.socket_mode"),
+    ("[server]\nbusy_poll_us = 20000\n", "server.busy_poll_us"),
 ])
 def test_bad_config_exits_78_naming_the_key(make_daemon, toml, key):
     d = make_daemon(start=False, workers=0, config=toml)
