@@ -202,8 +202,11 @@ class Connection(asyncio.Protocol):
     def release(self, durable: int) -> bool:
         """Move replies whose records are durable to the output; True when empty."""
         q = self.queue
-        while q and q[0][0] <= durable:
-            self._out(q.popleft()[1])
+        if q and q[0][0] <= durable:
+            out, pop = self.wbuf.append, q.popleft
+            while q and q[0][0] <= durable:
+                out(pop()[1])
+            self.server.dirty.add(self)
         if self.late:
             keep = []
             for seq, data in self.late:
