@@ -39,6 +39,21 @@ class Call(Generic[T]):
 
 WaitSteps = Generator[Call[Any], Any, Job]
 
+# Ops a client may send again when the connection died after the request went
+# out (the daemon may have applied it): reads, and changes whose repeat changes
+# nothing (submits carry a job id; scale sets a target; schedule_add upserts).
+# cancel, retry, purge, restart_worker and schedule_remove are not: a repeat
+# would answer differently or act twice.
+RESENDABLE = frozenset({
+    "hello", "submit", "submit_many", "status", "progress", "result", "wait", "list",
+    "dead_letters", "metrics", "workers", "scale", "schedule_add", "schedule_list",
+})
+
+
+def lost_after_send(op: str) -> str:
+    return (f"connection lost after {op!r} was sent; it may or may not have been "
+            "applied (not resent: repeating it is not harmless)")
+
 
 def compact(**args: Any) -> dict[str, Any]:
     """Drop None-valued arguments so the daemon applies its own defaults."""

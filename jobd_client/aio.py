@@ -28,7 +28,12 @@ Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 class _Lost(Exception):
-    """The connection died before the reply came; the caller may resend once."""
+    """The connection died before the reply came; the caller may resend once.
+    `sent`: the request may have reached the daemon."""
+
+    def __init__(self, why: str, sent: bool = True) -> None:
+        super().__init__(why)
+        self.sent = sent
 
 
 async def open_stream(path: str) -> Streams:
@@ -83,7 +88,7 @@ class _Connection:
     async def request(self, request_id: int, data: bytes) -> dict[str, Any]:
         """Send one request and wait for the reply with its id."""
         if not self.alive:
-            raise _Lost("connection closed")
+            raise _Lost("connection closed", sent=False)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = _Pending(future, len(data))
         try:
@@ -91,7 +96,8 @@ class _Connection:
             await self.writer.drain()
             return await future
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as exc:
-            raise _Lost(str(exc)) from exc
+            # EPIPE on write: the daemon was gone before our bytes could reach it.
+            raise _Lost(str(exc), sent=not isinstance(exc, BrokenPipeError)) from exc
         finally:
             self.pending.pop(request_id, None)
 
@@ -192,15 +198,17 @@ class AsyncClient:
 
     async def _run(self, call: rq.Call[T]) -> T:
         request = rq.message(call.op, next(self._ids), call.args)
-        reply = await self._roundtrip(request["id"], encode(request))
+        reply = await self._roundtrip(request["id"], encode(request), call.op)
         return call.decode(rq.check(reply))
 
-    async def _roundtrip(self, request_id: int, data: bytes) -> dict[str, Any]:
+    async def _roundtrip(self, request_id: int, data: bytes, op: str) -> dict[str, Any]:
         for attempt in range(2):
             conn = await self._connection()
             try:
                 return await conn.request(request_id, data)
             except _Lost as exc:
+                if exc.sent and op not in rq.RESENDABLE:
+                    raise DaemonUnavailable(self.socket_path, rq.lost_after_send(op)) from None
                 if attempt:
                     raise DaemonUnavailable(self.socket_path, f"connection lost: {exc}") from None
         raise AssertionError("unreachable")

@@ -30,7 +30,12 @@ _BROKEN = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
 
 class _Broken(Exception):
-    """The connection died mid-call (EOF or reset); internal to this module."""
+    """The connection died mid-call (EOF or reset); internal to this module.
+    `sent`: the request may have reached the daemon."""
+
+    def __init__(self, why: str, sent: bool = True) -> None:
+        super().__init__(why)
+        self.sent = sent
 
 
 def open_socket(path: str, timeout: float | None) -> socket.socket:
@@ -115,15 +120,17 @@ class Client:
     def _run(self, call: rq.Call[T]) -> T:
         request = rq.message(call.op, next(self._ids), call.args)
         with self._lock:
-            reply = self._roundtrip(encode(request), request["id"], call.hold)
+            reply = self._roundtrip(encode(request), request["id"], call.hold, call.op)
         return call.decode(rq.check(reply))
 
-    def _roundtrip(self, data: bytes, request_id: int, hold: float) -> dict[str, Any]:
+    def _roundtrip(self, data: bytes, request_id: int, hold: float, op: str) -> dict[str, Any]:
         for attempt in range(2):
             try:
                 return self._exchange(data, request_id, hold)
             except _Broken as exc:
                 self._drop()
+                if exc.sent and op not in rq.RESENDABLE:
+                    raise DaemonUnavailable(self.socket_path, rq.lost_after_send(op)) from None
                 if attempt:
                     raise DaemonUnavailable(self.socket_path, f"connection lost: {exc}") from None
         raise AssertionError("unreachable")
@@ -133,6 +140,12 @@ class Client:
         sock.settimeout(None if self.timeout is None else self.timeout + hold)
         try:
             sock.sendall(data)
+        except _BROKEN as exc:             # the peer was gone already: nothing was applied
+            raise _Broken(str(exc), sent=False) from exc
+        except TimeoutError:
+            self._drop()
+            raise
+        try:
             return self._read_reply(reader, request_id)
         except _BROKEN as exc:
             raise _Broken(str(exc)) from exc

@@ -627,3 +627,44 @@ async def test_async_watch_lost_connection_raises(fake: FakeDaemon) -> None:
         await in_thread(fake.disconnect_all)
         with pytest.raises(DaemonUnavailable):
             await anext(stream)
+
+
+@pytest.mark.parametrize("op, args", [
+    ("retry", {"job_id": "x"}), ("purge", {}), ("cancel", {"job_id": "x"}),
+    ("restart_worker", {"worker_id": 1}), ("schedule_remove", {"name": "n"}),
+])
+def test_an_op_that_is_not_safe_to_repeat_is_not_resent(client: Client, fake: FakeDaemon,
+                                                          op: str, args: dict[str, Any]) -> None:
+    """The connection dies after the request went out: it may have been applied,
+    so the client says so instead of sending it a second time."""
+    client.hello()
+    fake.drop_once.add(op)
+    with pytest.raises(DaemonUnavailable, match="may or may not have been applied"):
+        client.call(op, **args)
+    assert len(fake.ops(op)) == 1
+    assert client.hello()["protocol"] == 1          # and the client reconnects for the next call
+
+
+async def test_async_an_op_that_is_not_safe_to_repeat_is_not_resent(fake: FakeDaemon) -> None:
+    async with AsyncClient(fake.path) as c:
+        await c.hello()
+        fake.drop_once.add("retry")
+        with pytest.raises(DaemonUnavailable, match="may or may not have been applied"):
+            await c.call("retry", job_id="x")
+        assert len(fake.ops("retry")) == 1
+        assert (await c.hello())["protocol"] == 1
+
+
+def test_any_op_is_resent_when_the_daemon_restarted_while_idle(fake: FakeDaemon) -> None:
+    """A connection found dead when sending: nothing reached a daemon, so even a
+    `retry` goes out again on a fresh connection."""
+    with Client(fake.path, timeout=WAIT_S) as c:
+        c.hello()
+        fake.stop()
+        restarted = FakeDaemon(fake.path)
+        try:
+            with pytest.raises(UnknownOp):   # the fake has no purge: it answers, so it got it
+                c.call("purge")
+            assert len(restarted.ops("purge")) == 1
+        finally:
+            restarted.stop()
