@@ -66,6 +66,23 @@ def fsync_latency_ms(directory: str, n: int = 200) -> tuple[float, float]:
     return statistics.median(samples), percentile(samples, 99)
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def idle_polling() -> str:
+    """How an idle CPU waits: the cpuidle driver and, for KVM's haltpoll, its poll window.
+    With `guest_halt_poll_ns` = 0 every idle vCPU halts at once and each cross-process
+    wake-up pays a VM exit: round trips here depend on it more than on any code."""
+    driver = _read("/sys/devices/system/cpu/cpuidle/current_driver") or "unknown"
+    ns = _read("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    return f"{driver} (guest_halt_poll_ns={ns})" if ns else driver
+
+
 def machine_info(data_root: str | None = None) -> dict[str, Any]:
     root = data_root or tempfile.gettempdir()
     probe = tempfile.mkdtemp(prefix="jobd-bench-fsync-", dir=root)
@@ -84,6 +101,7 @@ def machine_info(data_root: str | None = None) -> dict[str, Any]:
         "fsync_ms_p99": p99,
         "mem_gib": _mem_gib(),
         "loadavg": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "cpuidle": idle_polling(),
     }
 
 
@@ -100,7 +118,8 @@ def _mem_gib() -> float:
 
 def machine_header(info: dict[str, Any]) -> str:
     return (f"Machine: {info['cpu']}, {info['cores']} cores ({info['usable_cpus']} usable), "
-            f"{info['mem_gib']:.1f} GiB RAM, Linux {info['kernel']}, Python {info['python']}; "
+            f"{info['mem_gib']:.1f} GiB RAM, Linux {info['kernel']}, Python {info['python']}, "
+            f"cpuidle {info['cpuidle']}; "
             f"fsync of 100 B on the data dir ({info['fsync_dir']}): "
             f"p50 {info['fsync_ms_p50']:.3f} ms, p99 {info['fsync_ms_p99']:.3f} ms")
 

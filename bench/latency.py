@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import time
 from datetime import datetime
+from typing import Any
 
 import orjson
 
@@ -32,7 +33,8 @@ def parse_iso(s: str) -> float:
     return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
 
 
-def measure(d: Daemon, n: int, tag: str, pause: float) -> dict[str, list[float]]:
+def measure(d: Any, n: int, tag: str, pause: float, starts: bool = True) -> dict[str, list[float]]:
+    """`d`: a `Daemon` (or bench.ceiling's bare server, with `starts=False`: no `status` op)."""
     ack, done, start = [], [], []
     early = 0
     sent_wall: dict[str, float] = {}
@@ -62,12 +64,14 @@ def measure(d: Daemon, n: int, tag: str, pause: float) -> dict[str, list[float]]
                 sent_wall[jid] = wall
             if pause:
                 time.sleep(pause)
-        for jid, wall in sent_wall.items():
+        for jid, wall in sent_wall.items() if starts else ():
             job = c.call("status", job_id=jid)["job"]
             start.append(parse_iso(job["started_at"]) - wall)
     if early:
         log(f"latency: fsync={d.fsync}: {early} of {n + WARMUP} `result` replies (status completed) "
             "arrived BEFORE the ack of the job's own submit")
+    if not starts:
+        return {"submit→ack": ack, "submit→complete": done}
     return {"submit→ack": ack, "submit→start": start, "submit→complete": done}
 
 

@@ -3,7 +3,7 @@
 `python -m bench [--quick] [--repeats N] [--only submit,drain,...] [--replay-n N]`
 
 Each scenario is also runnable alone: `python -m bench.submit`, `bench.drain`,
-`bench.latency`, `bench.replay`, `bench.mixed`, `bench.large_result`.
+`bench.latency`, `bench.replay`, `bench.mixed`, `bench.large_result`, `bench.ceiling`.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import drain, large_result, latency, mixed, replay, submit
+from bench import ceiling, drain, large_result, latency, mixed, replay, submit
 from bench.common import Rows, cpu_busy, log, machine_header, machine_info, results_table, wait_for_quiet
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], Rows]] = {
@@ -23,6 +23,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Rows]] = {
     "replay": replay.run,
     "mixed": mixed.run,
     "large_result": large_result.run,
+    "ceiling": ceiling.run,
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +22,27 @@ _intern = sys.intern
 _new = object.__new__
 
 
+_iso_second = -1
+_iso_prefix = ""
+
+
 def iso(ts: float | None) -> str | None:
-    """Epoch seconds → `2026-11-28T10:00:00.123456Z` (or None)."""
+    """Epoch seconds → `2026-11-28T10:00:00.123456Z` (or None); the same text as
+    `datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")` (microseconds
+    rounded half to even), at a fraction of its cost: the date and time of day are
+    formatted once per second (every result reply and job view has timestamps)."""
+    global _iso_second, _iso_prefix
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, _UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    second = int(ts // 1)
+    micro = round((ts - second) * 1e6)
+    if micro >= 1_000_000:
+        second += 1
+        micro -= 1_000_000
+    if second != _iso_second:
+        _iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _iso_second = second
+    return f"{_iso_prefix}.{micro:06d}Z"
 
 
 def parse_iso(text: str) -> float:

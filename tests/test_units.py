@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jobd import frames as F
 from jobd.config import Config, ConfigError, default_data_dir, load, validate
@@ -51,6 +54,19 @@ def test_iso_round_trip():
     assert text == "2026-11-28T09:20:00.123456Z"
     assert abs(parse_iso(text) - ts) < 1e-6
     assert parse_iso("2026-11-28T08:00:00") == parse_iso("2026-11-28T08:00:00+00:00")
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.one_of(
+    st.floats(min_value=0, max_value=253402300799.0, allow_nan=False),   # up to year 9999
+    # around whole seconds, where rounding the microseconds carries into the second
+    st.integers(0, 4_000_000_000).map(lambda s: s + 0.9999995),
+    st.integers(0, 4_000_000_000).map(lambda s: s - 0.0000005),
+    st.integers(0, 4_000_000_000).map(float)))
+def test_iso_matches_datetime(ts):
+    """The cached-prefix formatter gives exactly datetime's text (rounding included)."""
+    expected = datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert iso(ts) == expected
 
 
 def test_progress_view_percentage():

@@ -1,0 +1,24 @@
+"""The benchmark suite still runs (it is never timed here: speed is measured in bench/).
+
+`python -m bench.ceiling --quick` starts the bare server (bench/bare.py, with forked
+workers) and real daemons, and runs every client loop the targets table is built from.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_ceiling_scenario_runs_and_prints_its_table(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "bench.ceiling", "--quick", "--data-root", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "cpuidle" in res.stdout                         # the machine header
+    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("| ceiling")]
+    assert len(rows) == 15, res.stdout                     # 5 pairs x (bare, jobd, ratio)
+    for row in rows:
+        median = row.split("|")[4].strip()
+        assert median not in ("n/a", "0", "0.000"), row
