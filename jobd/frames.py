@@ -21,6 +21,7 @@ HEARTBEAT = ord("H")    # [rss_bytes]
 PROGRESS = ord("P")     # [job_id, current, total, message]
 DONE = ord("D")         # see pack_done
 FAIL = ord("F")         # [job_id, kind, error, retry_after]
+DROPPED = ord("x")      # [job_id, ran]: answer to DROP; ran = it had started before the DROP came
 
 from jobd.retry import FAIL_ERROR, FAIL_PERMANENT, FAIL_RETRY  # noqa: E402,F401 - re-exported
 

@@ -210,7 +210,9 @@ class Pool:
             return
         if job in w.queued:
             w.queued.remove(job)
-        self._send(w, F.frame(F.DROP, job.id.encode()))
+        if not w.closed:
+            self._send(w, F.frame(F.DROP, job.id.encode()))
+            w.drops += 1        # nothing new for this worker until it answers (_on_dropped)
         if job.status == C.PENDING and self.d.state.jobs.get(job.id) is job:
             self.d.state.push_back(job)
 
@@ -335,6 +337,8 @@ class Pool:
             self._on_heartbeat(w, orjson.loads(body))
         elif kind == F.PROGRESS:
             self._on_progress(w, orjson.loads(body))
+        elif kind == F.DROPPED:
+            self._on_dropped(w, orjson.loads(body))
         elif kind == F.READY:
             self._on_ready(w, orjson.loads(body))
 
@@ -349,6 +353,19 @@ class Pool:
             self.idle.append(w)
         self.d.events.publish(C.EV_WORKER_STARTED, None, {"worker_id": w.id, "pid": w.pid})
         log.debug("worker %d ready (pid %s)", w.id, w.pid)
+
+    def _on_dropped(self, w: WorkerProc, body: list[Any]) -> None:
+        """The worker answered a DROP. Until every DROP is answered it may be
+        running a job it started just before the DROP came, so it gets
+        nothing new (a job's timeout must not start while it waits)."""
+        job_id, ran = body
+        w.drops -= 1
+        if ran:
+            log.warning("job %s was taken back from worker %d after it had started it "
+                        "(a cancel or stop raced with the start); it ran there", job_id, w.id)
+        if not w.drops and w.job is None:
+            self._settle(w)
+            self.d.kick()
 
     def _on_heartbeat(self, w: WorkerProc, body: list[Any]) -> None:
         w.last_heartbeat = time.monotonic()
@@ -420,7 +437,15 @@ class Pool:
             if nxt.status == C.PENDING and self.d.state.jobs.get(nxt.id) is nxt:
                 self._became_current(w, nxt)      # the worker has started it already
                 return
+        self._settle(w)
+
+    def _settle(self, w: WorkerProc) -> None:
+        """The worker has no job: recycle it or make it idle, once every job
+        taken back from it is confirmed not started."""
         if not w.accepting:
+            return
+        if w.drops:
+            w.status = C.W_BUSY     # it may still be running what it was told to drop
             return
         if self._should_recycle(w):
             self.stop_worker(w)

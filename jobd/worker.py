@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import select
 import signal
 import socket
 import threading
@@ -48,7 +47,6 @@ class Worker:
         self.ctx: H.JobContext | None = None
         self.stop = False
         self.early_cancel: set[str] = set()
-        self.dropped: set[str] = set()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.last_progress = 0.0
         self.queued_progress: tuple[float, float | None, str] | None = None
@@ -59,14 +57,12 @@ class Worker:
         with self.lock:
             self.sock.sendall(data)
 
-    def next_frame(self) -> tuple[int, bytes] | None:
-        if self.pending:
-            return self.pending.pop(0)
-        return self.reader.read()
-
     def poll(self) -> None:
-        """Handle control frames that arrived while a handler runs (non-blocking)."""
-        while self.reader.buffered() or select.select([self.sock], [], [], 0)[0]:
+        """Take every frame that has arrived, without waiting: control frames
+        are handled, jobs queue in `pending`. Called before each job starts
+        and while a handler runs (progress, cancel_requested)."""
+        poller = self.reader.poller
+        while self.reader.buffered() or poller.poll(0):
             frame = self.reader.read()
             if frame is None:
                 os._exit(0)                      # the daemon is gone
@@ -74,38 +70,47 @@ class Worker:
 
     def _control(self, frame: tuple[int, bytes]) -> None:
         kind, body = frame
-        if kind == F.CANCEL:
+        if kind == F.RUN:
+            self.pending.append(frame)
+        elif kind == F.CANCEL:
             job_id = body.decode()
             if self.ctx is not None and self.ctx.id == job_id:
                 self.ctx._request_cancel()
             else:                       # a job sent ahead: cancelled before it starts
                 self.early_cancel.add(job_id)
         elif kind == F.DROP:
-            self.dropped.add(body.decode())
+            self._drop(body.decode())
         elif kind == F.STOP:
             self.stop = True
-        else:
-            self.pending.append(frame)
+
+    def _drop(self, job_id: str) -> None:
+        """A job sent ahead was taken back. Frames come in order, so its RUN
+        came first: still in `pending` means it never started. The daemon
+        waits for this answer before giving the worker anything new."""
+        ran = True
+        for i, (kind, body) in enumerate(self.pending):
+            if kind == F.RUN and orjson.loads(body)[0] == job_id:
+                del self.pending[i]
+                ran = False
+                break
+        self.early_cancel.discard(job_id)
+        self.send(F.DROPPED, orjson.dumps([job_id, ran]))
 
     # --- main loop -----------------------------------------------------------------
     def run(self) -> None:
         threading.Thread(target=self._heartbeats, name="jobd-heartbeat", daemon=True).start()
         self.send(F.READY, orjson.dumps([os.getpid(), rss_bytes()]))
         while True:
-            if self.stop and not any(kind == F.RUN for kind, _ in self.pending):
-                return                  # STOP comes after every job sent to us: all done
-            frame = self.next_frame()
-            if frame is None:
-                return
-            kind, body = frame
-            if kind != F.RUN:
+            self.poll()                 # a DROP that has arrived stops its job before it starts
+            if not self.pending:
+                if self.stop:
+                    return              # STOP comes after every job sent to us: all done
+                frame = self.reader.read()          # wait for the next frame
+                if frame is None:
+                    return
                 self._control(frame)
                 continue
-            msg = orjson.loads(body)
-            if msg[0] in self.dropped:
-                self.dropped.discard(msg[0])
-            else:
-                self._run(msg)
+            self._run(orjson.loads(self.pending.pop(0)[1]))
 
     def _heartbeats(self) -> None:
         parent = os.getppid()

@@ -29,6 +29,7 @@ class WorkerProc:
         self.status = C.W_STARTING
         self.job: Job | None = None              # the job it is running
         self.queued: deque[Job] = deque()        # sent ahead, runs after `job` (prefetch)
+        self.drops = 0                           # DROPs sent, not yet answered (DROPPED)
         self.jobs_completed = 0
         self.jobs_failed = 0
         self.started_at = time.time()

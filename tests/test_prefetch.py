@@ -3,9 +3,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 from pathlib import Path
 
+import orjson
 from conftest import T, wait_until
+
+from jobd import frames as F
+from jobd.worker import Worker
 
 
 def _lines(path: Path) -> list[str]:
@@ -74,3 +79,48 @@ def test_prefetch_zero_sends_nothing_ahead(make_daemon, tmp_path):
     assert c.metrics()["workers"]["prefetched"] == 0
     c.cancel(blocker, force=True)
     assert c.wait(ids[-1], timeout=15).status == "completed"
+
+
+def test_cancelled_jobs_sent_ahead_never_run_when_the_current_job_ends_normally(make_daemon, tmp_path):
+    """The worker holds jobs sent ahead; cancelling them must stop them even though the
+    current job never polls for control frames (it just returns)."""
+    d = make_daemon(workers=1)
+    c = d.client()
+    started, release, out = tmp_path / "started", tmp_path / "release", tmp_path / "out"
+    current = c.submit(T + "wait_file", args=[str(release), str(started)])
+    wait_until(lambda: _lines(started), what="the current job to start")
+    ids = [c.submit(T + "append", args=[str(out), i]) for i in range(3)]
+    wait_until(lambda: c.metrics()["workers"]["prefetched"] >= 1, what="jobs sent ahead")
+    for job_id in ids:
+        assert c.cancel(job_id) is True
+    release.touch()
+    assert c.wait(current, timeout=15).status == "completed"
+    marker = c.submit(T + "append", args=[str(out), "marker"], timeout=10)
+    assert c.wait(marker, timeout=15).status == "completed"
+    assert [line.split()[0] for line in _lines(out)] == ["marker"]    # no cancelled job ran
+    assert [c.status(i).status for i in ids] == ["cancelled"] * 3
+    assert c.workers()[0]["jobs_completed"] == 2
+
+
+def test_worker_answers_each_drop_saying_whether_the_job_had_started():
+    """The worker side of DROP, over a real socketpair: a job still waiting in the
+    worker is removed (ran = false); one it already started is reported (ran = true)."""
+    daemon_end, worker_end = socket.socketpair()
+    try:
+        w = Worker(worker_end, worker_id=1, heartbeat=60)
+        run = orjson.dumps(["job-2", T + "noop", [], {}, 1, {}])
+        daemon_end.sendall(F.frame(F.RUN, run) + F.frame(F.DROP, b"job-2") + F.frame(F.DROP, b"job-1"))
+        wait_until(lambda: w.reader.poller.poll(0), what="frames to arrive")
+        w.poll()
+        assert w.pending == []                                      # job-2 will not run
+        daemon_end.settimeout(5)
+        got, buf = [], bytearray()
+        while len(got) < 2:
+            buf += daemon_end.recv(65536)
+            frames, used = F.parse(buf)
+            del buf[:used]
+            got += [(kind, orjson.loads(body)) for kind, body in frames]
+        assert got == [(F.DROPPED, ["job-2", False]), (F.DROPPED, ["job-1", True])]
+    finally:
+        daemon_end.close()
+        worker_end.close()
