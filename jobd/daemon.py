@@ -83,7 +83,7 @@ class Daemon:
         schedspec.check_config(self.cfg.schedule, self.handlers)   # ConfigError: exit 78
         self.sock = self._listening_socket()
         hb = self.cfg.workers.heartbeat_interval
-        self.fs = forkserver.start(lambda sock, wid: worker.main(sock, wid, hb))
+        self.fs = forkserver.start(lambda sock, wid: worker.main(sock, wid, hb), (self.sock,))
 
     def _prepare_data_dir(self) -> None:
         path = self.cfg.data_dir
@@ -405,13 +405,16 @@ class Daemon:
                  fresh.log_level)
 
     async def _shutdown(self) -> None:
+        # Keep listening while running jobs finish: a client that connects now
+        # is answered (`unavailable` for submits, the truth for the rest), not
+        # left waiting in the backlog.
         self.notifier.stopping()
         self.queue.accepting = False
         assert self.server is not None
-        self.server.stop_listening()
         if self.http is not None:
             self.http.close()
         await self.pool.shutdown(self.cfg.workers.shutdown_timeout)
+        self.server.stop_listening()
         self.tick()
         self.journal.close()
         self.server.close_all()

@@ -77,13 +77,19 @@ class ForkServerClient:
         self.sock.close()
 
 
-def start(worker_main: Callable[[socket.socket, int], None]) -> ForkServerClient:
-    """Fork the server; returns the daemon's client. Call before the loop runs."""
+def start(worker_main: Callable[[socket.socket, int], None],
+          not_inherited: tuple[socket.socket, ...] = ()) -> ForkServerClient:
+    """Fork the server; returns the daemon's client. Call before the loop runs.
+    `not_inherited`: sockets the fork server and its workers must not keep open
+    (the listening socket: a copy would keep accepting into a backlog nobody
+    reads once the daemon has stopped listening)."""
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     parent_pid = os.getpid()
     pid = os.fork()
     if pid == 0:
         parent_end.close()
+        for sock in not_inherited:
+            sock.close()
         code = 0
         try:
             _ForkServer(child_end, worker_main, parent_pid).serve()

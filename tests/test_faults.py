@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import T, pid_alive, wait_until
 
-from jobd_client import Client, JobdError
+from jobd_client import Client, DaemonUnavailable, JobdError
 
 FAST = """
 [retry]
@@ -334,3 +335,24 @@ def test_fork_server_death_stops_the_daemon_cleanly(make_daemon, tmp_path):
     d.start()
     job = d.client().status(job_id)
     assert job.status == "pending" and job.attempts == 0
+
+
+def test_a_client_connecting_during_a_graceful_stop_is_answered(make_daemon, tmp_path):
+    """While running jobs finish, a *new* connection gets answers (submit: unavailable),
+    not a hang in the listen backlog; once the daemon has exited, connecting fails fast."""
+    d = make_daemon(workers=1, config="[workers]\nshutdown_timeout = 20\n")
+    c = d.client(timeout=20)
+    started, release = tmp_path / "started", tmp_path / "release"
+    job = c.submit(T + "wait_file", args=[str(release), str(started)])
+    wait_until(lambda: started.exists(), 10, what="the job to start")
+    d.proc.send_signal(signal.SIGTERM)       # type: ignore[union-attr]
+    wait_until(lambda: "stopping gracefully" in d.log(), 10, what="the stop to begin")
+    with Client(socket_path=d.socket, timeout=5) as late:
+        assert late.status(job).status == "running"
+        with pytest.raises(JobdError) as refused:
+            late.submit(T + "noop")
+        assert refused.value.code == "unavailable"
+    release.touch()
+    assert d.stop(timeout=20) == 0, d.log()
+    with pytest.raises(DaemonUnavailable):
+        Client(socket_path=d.socket, timeout=5).hello()
