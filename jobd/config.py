@@ -103,6 +103,9 @@ class Config:
     data_dir: str = ""
     log_level: str = "info"
     config_path: str = ""
+    # Not config keys: the command-line flags this config was built with, so
+    # that SIGHUP re-reads the file under the same flags (flags beat the file).
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def socket_path(self) -> str:
@@ -260,21 +263,18 @@ def validate(cfg: Config) -> None:
 
 def load(path: str | None = None, env: os._Environ[str] | dict[str, str] = os.environ,
          overrides: dict[str, Any] | None = None) -> Config:
-    """Build the effective config: defaults → file → env → flag overrides."""
+    """Build the effective config (SPEC §2): embedded defaults, which read the
+    environment (`JOBD_SOCKET`, `JOBD_DATA_DIR`, systemd's and XDG's
+    directories), < the file < command-line flags (`overrides`)."""
     cfg = Config()
     path = path or env.get("JOBD_CONFIG") or None
     if path:
         load_file(cfg, path)
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
+    cfg.overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for dotted, value in cfg.overrides.items():
         section, _, key = dotted.rpartition(".")
         setattr(getattr(cfg, section) if section else cfg, key, value)
-    if env.get("JOBD_SOCKET") and not (overrides or {}).get("server.socket"):
-        cfg.server.socket = env["JOBD_SOCKET"]
-    if env.get("JOBD_DATA_DIR") and not (overrides or {}).get("data_dir"):
-        cfg.data_dir = env["JOBD_DATA_DIR"]
-    cfg.server.socket = cfg.server.socket or default_socket_path()
+    cfg.server.socket = cfg.server.socket or env.get("JOBD_SOCKET") or default_socket_path()
     cfg.data_dir = cfg.data_dir or default_data_dir(env)
     if cfg.workers.count == -1:
         cfg.workers.count = usable_cpus()

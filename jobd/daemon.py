@@ -389,7 +389,7 @@ class Daemon:
             log.info("SIGHUP: no config file to reload")
             return
         try:
-            fresh = config_mod.load(self.cfg.config_path)
+            fresh = config_mod.load(self.cfg.config_path, overrides=self.cfg.overrides)
         except config_mod.ConfigError as e:
             log.error("SIGHUP: config not reloaded: %s", e)
             return

@@ -130,3 +130,17 @@ def test_sighup_reloads_worker_count(make_daemon):
     os.kill(d.pid, signal.SIGHUP)
     wait_until(lambda: "config not reloaded" in d.log(), what="reload refusal logged")
     assert len(c.workers()) == 3 and d.proc.poll() is None
+
+
+def test_sighup_keeps_the_command_line_flags_over_the_file(make_daemon):
+    """Flags beat the config file at start and after a SIGHUP re-reads it."""
+    d = make_daemon(workers=0, config="[workers]\ncount = 1\n")     # conftest adds --log-level debug
+    c = d.client()
+    assert c.metrics()["workers"]["target"] == 0
+    Path(d.config_path).write_text('log_level = "warning"\n[workers]\ncount = 2\n')
+    reloads = d.log().count("SIGHUP: config reloaded")
+    os.kill(d.pid, signal.SIGHUP)
+    wait_until(lambda: d.log().count("SIGHUP: config reloaded") > reloads, what="the reload")
+    assert c.metrics()["workers"]["target"] == 0          # --workers 0 still wins
+    assert c.workers() == []
+    assert "SIGHUP: config reloaded (workers=0, log_level=debug)" in d.log()

@@ -121,13 +121,17 @@ def test_default_paths_follow_spec_order(monkeypatch):
 def test_config_precedence_file_env_flags(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('[server]\nsocket = "/file.sock"\n[workers]\ncount = 3\n[wal]\nfsync = "never"\n')
-    env = {"JOBD_SOCKET": "/env.sock"}
+    env = {"JOBD_SOCKET": "/env.sock", "JOBD_DATA_DIR": "/env-data"}
     cfg = load(str(path), env=env, overrides={"workers.count": 1})
-    assert cfg.server.socket == "/env.sock"          # env over file
+    assert cfg.server.socket == "/file.sock"         # file over the env-derived default
+    assert cfg.data_dir == "/env-data"               # env-derived default: the file sets none
     assert cfg.workers.count == 1                    # flag over file
     assert cfg.wal.fsync == "never"                  # file over default
     cfg = load(str(path), env=env, overrides={"server.socket": "/flag.sock"})
-    assert cfg.server.socket == "/flag.sock"         # flag over env
+    assert cfg.server.socket == "/flag.sock"         # flag over file and env
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert load(str(empty), env=env).server.socket == "/env.sock"
 
 
 @pytest.mark.parametrize("text,key", [
