@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from jobd.errors import OpError
+from jobd.validate import handler_option
 from jobd_client.paths import default_socket_path
 
 
@@ -198,9 +200,17 @@ def _handler_overrides(value: Any) -> dict[str, dict[str, Any]]:
     for name, opts in value.items():
         if not isinstance(opts, dict):
             raise ConfigError(f"config key 'handler.\"{name}\"': expected a table")
-        for key in opts:
+        for key, option in opts.items():
+            where = f"handler.\"{name}\".{key}"
             if key not in HANDLER_OPTIONS:
-                raise ConfigError(f"unknown config key 'handler.\"{name}\".{key}'")
+                raise ConfigError(f"unknown config key '{where}'")
+            try:
+                handler_option(key, option)
+            except OpError as e:
+                raise ConfigError(f"config key '{where}': {e.message.split(': ', 1)[-1]}") from None
+            if key == "name" and option != name:
+                raise ConfigError(f"config key '{where}': the table's name is the handler's "
+                                  f"name; it cannot be renamed here")
     return value
 
 

@@ -49,6 +49,14 @@ def _register(func: Callable[..., Any], options: dict[str, Any]) -> Callable[...
     unknown = set(options) - OPTION_NAMES
     if unknown:
         raise TypeError(f"@handler got unknown option(s): {', '.join(sorted(unknown))}")
+    from jobd.errors import OpError
+    from jobd.validate import handler_option
+    for key, value in options.items():
+        if value is not None:           # None: not set (e.g. timeout=None, no timeout)
+            try:
+                handler_option(key, value)
+            except OpError as e:
+                raise TypeError(f"@handler option {e.message}") from None
     name = options.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
     is_async = inspect.iscoroutinefunction(func)
     _registry[name] = HandlerSpec(name, func, is_async, options)

@@ -109,6 +109,31 @@ def priority_value(v: Any, field: str = "priority") -> int:
                          f"{', '.join(C.PRIORITY_NAMES)}, got {v!r}")
 
 
+def handler_option(key: str, value: Any) -> None:
+    """Check one `@handler(...)` / `[handler."NAME"]` option by the rules a submit's
+    argument of the same name follows; raises `invalid_argument` naming it."""
+    opts = {key: value}
+    if key == "name":
+        if not isinstance(value, str) or not value:
+            raise invalid(key, f"must be a non-empty string, got {value!r}")
+    elif key == "priority":
+        priority_value(value, key)
+    elif key == "max_retries":
+        get_int(opts, key, None, 0, 1000)
+    elif key == "max_concurrency":
+        get_int(opts, key, None, 0)
+    elif key in ("retry_delay", "max_delay"):
+        get_number(opts, key, None)
+    elif key == "retry_backoff":
+        get_number(opts, key, None, lo=1.0)
+    elif key == "timeout":
+        get_number(opts, key, None, positive=True)
+    elif key == "jitter":
+        get_bool(opts, key, False)
+    else:
+        raise invalid(key, "unknown option")
+
+
 def get_status(req: dict[str, Any], field: str = "status",
                allowed: frozenset[str] | tuple[str, ...] = C.STATUSES) -> Any:
     v = req.get(field)

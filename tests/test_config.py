@@ -47,6 +47,13 @@ def problem_lines(out: str) -> list[str]:
     ("[handler.\"x.y\"]\nretries = 3\n", "retries"),
     ("[server]\nsocket_mode = \"0660\"\n", "server.socket_mode"),
     ("[server]\nbusy_poll_us = 20000\n", "server.busy_poll_us"),
+    ("[handler.\"x.y\"]\ntimeout = \"x\"\n", 'handler."x.y".timeout'),
+    ("[handler.\"x.y\"]\nmax_retries = \"5\"\n", 'handler."x.y".max_retries'),
+    ("[handler.\"x.y\"]\npriority = \"urgent\"\n", 'handler."x.y".priority'),
+    ("[handler.\"x.y\"]\nmax_concurrency = 1.5\n", 'handler."x.y".max_concurrency'),
+    ("[handler.\"x.y\"]\nretry_backoff = 0.5\n", 'handler."x.y".retry_backoff'),
+    ("[handler.\"x.y\"]\njitter = 1\n", 'handler."x.y".jitter'),
+    ("[handler.\"x.y\"]\nname = \"other\"\n", 'handler."x.y".name'),
 ])
 def test_bad_config_exits_78_naming_the_key(make_daemon, toml, key):
     d = make_daemon(start=False, workers=0, config=toml)
@@ -231,3 +238,28 @@ def test_socket_removed_on_graceful_stop(make_daemon):
     d.close_clients()
     assert d.stop() == 0
     assert not os.path.exists(d.socket)
+
+
+def test_handler_overrides_in_the_config_apply_to_that_handlers_jobs(make_daemon):
+    d = make_daemon(workers=1, config=(
+        '[handler."jobd_testhandlers.always_fail"]\n'
+        'max_retries = 0\npriority = "high"\ntimeout = 12.5\nretry_delay = 0.25\nretry_backoff = 3.0\n'))
+    c = d.client()
+    job = c.wait(c.submit("jobd_testhandlers.always_fail"), timeout=15)
+    assert job.status == "dead_letter" and job.attempts == 1       # max_retries = 0
+    assert (job.priority, job.timeout, job.max_retries, job.retry_delay, job.retry_backoff) == \
+        (20, 12.5, 0, 0.25, 3.0)
+    other = c.wait(c.submit("jobd_testhandlers.add", args=[1, 2]), timeout=15)
+    assert (other.priority, other.timeout, other.max_retries) == (10, None, 3)   # untouched
+
+
+def test_a_handler_module_with_a_bad_option_type_fails_startup_in_one_line(make_daemon, tmp_path):
+    mod = tmp_path / "badopts_handlers.py"
+    mod.write_text("from jobd import handler\n\n@handler(timeout='soon')\ndef f():\n    pass\n")
+    d = make_daemon(start=False, workers=0, handlers="badopts_handlers",
+                    env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    code, out = failed_start(d)
+    assert code != 0 and code != EX_CONFIG, out
+    lines = problem_lines(out)
+    assert len(lines) == 1 and "timeout" in lines[0], out
+    assert "Traceback" not in out
