@@ -45,13 +45,24 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             "wal.fsync": args.fsync, "log_level": args.log_level}
 
 
+class OneLineFormatter(logging.Formatter):
+    """A record is one line, traceback included: journald (and grep) would split
+    a multi-line record into unrelated entries. Line breaks become ` | `."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if "\n" in text:
+            text = " | ".join(part for part in text.splitlines() if part.strip())
+        return text
+
+
 def setup_logging(level: str) -> None:
     """One line per event on stderr; journald adds its own timestamps."""
     fmt = "%(levelname)s %(name)s: %(message)s"
     if not os.environ.get("JOURNAL_STREAM"):
         fmt = "%(asctime)s " + fmt
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(fmt))
+    handler.setFormatter(OneLineFormatter(fmt))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

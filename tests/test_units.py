@@ -1,7 +1,9 @@
 """Unit tests for pure parts: backoff, frames, default paths, validation, cron-free bits."""
 from __future__ import annotations
 
+import logging
 import random
+import sys
 from datetime import UTC, datetime
 
 import pytest
@@ -196,3 +198,17 @@ def test_job_ids_are_unique_hex_and_differ_between_starts():
     assert len(set(ids)) == 1000
     assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
     assert a.next()[:20] != b.next()[:20]
+
+
+def test_log_records_are_one_line_each_traceback_included():
+    from jobd.main import OneLineFormatter
+    fmt = OneLineFormatter("%(levelname)s %(name)s: %(message)s")
+    try:
+        raise ValueError("bad\nthing")
+    except ValueError:
+        record = logging.LogRecord("jobd", logging.ERROR, __file__, 1, "op %s failed", ("x",),
+                                   exc_info=sys.exc_info())
+    text = fmt.format(record)
+    assert "\n" not in text
+    assert text.startswith("ERROR jobd: op x failed | Traceback (most recent call last):")
+    assert text.endswith("ValueError: bad | thing")
