@@ -356,3 +356,15 @@ def test_a_client_connecting_during_a_graceful_stop_is_answered(make_daemon, tmp
     assert d.stop(timeout=20) == 0, d.log()
     with pytest.raises(DaemonUnavailable):
         Client(socket_path=d.socket, timeout=5).hello()
+
+
+def test_a_client_reconnects_after_the_daemon_restarts(make_daemon):
+    d = make_daemon(workers=1)
+    c = d.client(timeout=20)
+    first = c.submit(T + "add", args=[1, 2])
+    assert c.wait(first, timeout=15).status == "completed"
+    assert d.stop() == 0
+    d.start()
+    assert c.status(first).status == "completed"          # same Client object, new connection
+    second = c.submit(T + "add", args=[2, 2])
+    assert c.wait(second, timeout=15).result == 4
