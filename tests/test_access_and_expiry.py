@@ -133,3 +133,18 @@ def _status(c, job_id: str) -> str | None:
         return c.status(job_id).status
     except JobdError:
         return None
+
+
+def test_dead_letters_are_removed_after_retention_days(make_daemon):
+    """retention_days, not results.ttl, bounds how long a dead letter is kept."""
+    d = make_daemon(workers=1, config="[results]\nttl = 4\n"             # housekeeping every 1 s
+                                      "[dead_letter]\nretention_days = 0.00001\n"   # 0.86 s
+                                      "[retry]\nmax_retries = 0\n")
+    c = d.client()
+    dead = c.submit(T + "always_fail")
+    done = c.submit(T + "add", args=[1, 1])
+    assert c.wait(dead, timeout=10).status == "dead_letter"
+    assert c.wait(done, timeout=10).status == "completed"
+    wait_until(lambda: _status(c, dead) is None, 40, what="the dead letter to be removed")
+    assert c.dead_letters().total == 0
+    assert c.status(done).status == "completed"        # ttl (4 s) has not passed for it
