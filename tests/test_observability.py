@@ -76,6 +76,10 @@ def test_progress_and_events_end_to_end(daemon, client, tmp_path: Path):
     assert names[0] == "job.submitted" and names[1] == "job.started"
     assert names[-1] == "job.completed"
     assert set(names[2:-1]) == {"job.progress"}
+    progress = [e.data for e in log.events if e.event == "job.progress"]
+    assert progress[-1]["current"] == 4 and progress[-1]["total"] == 4
+    assert progress[-1]["percentage"] == 100.0 and isinstance(progress[-1]["message"], str)
+    assert all(p["job_id"] == job_id and p["timestamp"].endswith("Z") for p in progress)
     submitted = next(e for e in log.events if e.event == "job.submitted")
     assert submitted.data["handler"] == T + "progress_steps" and submitted.data["priority"] == 10
     assert submitted.data["timestamp"].endswith("Z")
@@ -122,6 +126,7 @@ def test_failure_and_dead_letter_events(make_daemon):
     assert "nope" in failed[-1].data["error"]
     dead = next(e for e in log.events if e.event == "job.dead_letter")
     assert dead.data["total_attempts"] == 2 and dead.data["handler"] == T + "always_fail"
+    assert "nope" in dead.data["final_error"] and dead.data["job_id"] == job_id
     log.close()
 
 
