@@ -82,7 +82,9 @@ def _with_id(reply: bytes, req_id: Any) -> bytes:
     return reply[:-1] + b',"ok":true,"id":' + orjson.dumps(req_id) + b"}\n"
 
 
-class Client(asyncio.Protocol):
+class LineProtocol(asyncio.Protocol):
+    """JSON lines in: `lines_received` gets every complete line of a read."""
+
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.buf = bytearray()
@@ -92,13 +94,20 @@ class Client(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        relay, store = self.relay, self.relay.store
         self.buf += data
         end = self.buf.rfind(NL)
-        if end < 0:
-            return
-        lines = bytes(self.buf[:end]).split(NL)
-        del self.buf[:end + 1]
+        if end >= 0:
+            lines = bytes(self.buf[:end]).split(NL)
+            del self.buf[:end + 1]
+            self.lines_received(lines)
+
+    def lines_received(self, lines: list[bytes]) -> None:
+        raise NotImplementedError
+
+
+class Client(LineProtocol):
+    def lines_received(self, lines: list[bytes]) -> None:
+        relay, store = self.relay, self.relay.store
         out = []
         for line in lines:
             req = orjson.loads(line)
@@ -121,24 +130,10 @@ class Client(asyncio.Protocol):
         self.transport.write(b"".join(out))
 
 
-class WorkerSide(asyncio.Protocol):
+class WorkerSide(LineProtocol):
     """The server's end of one worker's socketpair."""
 
-    def __init__(self, relay: Relay) -> None:
-        self.relay = relay
-        self.buf = bytearray()
-        self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        end = self.buf.rfind(NL)
-        if end < 0:
-            return
-        lines = bytes(self.buf[:end]).split(NL)
-        del self.buf[:end + 1]
+    def lines_received(self, lines: list[bytes]) -> None:
         ids = [orjson.loads(line)["job_id"] for line in lines]
         for job_id in ids:
             self.relay.store.append(b'["C","' + job_id.encode() + b'"]')
