@@ -11,7 +11,8 @@ For each job the client writes `submit` (with a client-chosen job_id) and `resul
 1 ms pause between jobs (idle daemon: on this VM every process involved is then asleep
 and each wake-up pays a full cross-CPU wake of a halted vCPU), and for comparison with no
 pause (back to back, still one job at a time). The first 20 jobs are warm-up and not
-counted. fsync=always and fsync=interval; a fresh daemon per run.
+counted. fsync=always and fsync=interval; a fresh daemon per run. The 1 ms rows run once
+more with `[server] busy_poll_us = 0` (the daemon's adaptive busy polling off) for comparison.
 Run alone: `python -m bench.latency`.
 """
 from __future__ import annotations
@@ -75,19 +76,27 @@ def measure(d: Any, n: int, tag: str, pause: float, starts: bool = True) -> dict
     return {"submit→ack": ack, "submit→start": start, "submit→complete": done}
 
 
+# (fsync mode, pause between jobs, adaptive busy polling on); the last two rows show what
+# the polling (on by default, docs/operations.md) buys.
+VARIANTS = (("always", 0.001, True), ("interval", 0.001, True), ("always", 0.0, True),
+            ("interval", 0.0, True), ("always", 0.001, False), ("interval", 0.001, False))
+
+
 def run(args: argparse.Namespace) -> Rows:
     rows = Rows()
     n = 300 if args.quick else 2_000
     for rep in range(args.repeats):
-        for mode, pause in (("always", 0.001), ("interval", 0.001), ("always", 0.0), ("interval", 0.0)):
-            with Daemon(workers=2, fsync=mode, root=args.data_root) as d:
-                res = measure(d, n, f"{rep}-{mode}-{pause}", pause)
+        for mode, pause, poll in VARIANTS:
+            config = "" if poll else "[server]\nbusy_poll_us = 0\n"
+            with Daemon(workers=2, fsync=mode, root=args.data_root, config=config) as d:
+                res = measure(d, n, f"{rep}-{mode}-{pause}-{poll}", pause)
             spacing = "1 ms apart" if pause else "back to back"
-            params = f"1 job at a time ({spacing}), 2 workers, no-op job, fsync={mode}, N={n:,}"
+            off = "" if poll else ", busy_poll_us=0"
+            params = f"1 job at a time ({spacing}), 2 workers, no-op job, fsync={mode}{off}, N={n:,}"
             for what, vals in res.items():
                 for p in (50, 99):
                     rows.add(SCENARIO, params, f"{what} p{p} ms", percentile(vals, p) * 1e3)
-            log(f"latency rep {rep + 1}: fsync={mode}, {spacing}: submit→complete p50 "
+            log(f"latency rep {rep + 1}: fsync={mode}{off}, {spacing}: submit→complete p50 "
                 f"{percentile(res['submit→complete'], 50) * 1e3:.3f} ms, p99 "
                 f"{percentile(res['submit→complete'], 99) * 1e3:.3f} ms")
     return rows

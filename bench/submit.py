@@ -8,8 +8,8 @@ interferes, N no-op jobs are submitted over a raw socket:
   latency = a request's write → its reply read;
 - `submit_many B`: batches of B jobs per `submit_many`, one batch in flight; latency per batch.
 
-The sequential variant runs once more with `[server] busy_poll_us = 100` (the loop keeps
-polling for 100 µs after each request instead of going to sleep; docs/operations.md).
+The sequential variant runs once more with `[server] busy_poll_us = 0`: the daemon's
+adaptive busy polling (on by default, docs/operations.md) turned off, to show what it buys.
 
 Every variant runs on a fresh daemon (empty WAL). Run alone: `python -m bench.submit [--quick]`.
 """
@@ -96,12 +96,12 @@ def run(args: argparse.Namespace) -> Rows:
         ("submit_many, batch 100", "many", lambda c: submit_many(c, n["many"], 100), n["many"]),
         ("submit_many, batch 1000", "many", lambda c: submit_many(c, n["many"], 1000), n["many"]),
     ]
-    polled = ("sequential (1 in flight), busy_poll_us=100", "sequential",
+    polled = ("sequential (1 in flight), busy_poll_us=0", "sequential",
               variants[0][2], n["sequential"])
     for rep in range(args.repeats):
         for mode in FSYNC_MODES:
             for label, kind, fn, count in variants + [polled]:
-                config = "[server]\nbusy_poll_us = 100\n" if "busy_poll" in label else ""
+                config = "[server]\nbusy_poll_us = 0\n" if "busy_poll" in label else ""
                 with Daemon(workers=0, fsync=mode, root=args.data_root, config=config) as d, \
                         d.conn() as c:
                     c.call("hello")

@@ -31,7 +31,7 @@ class ServerConfig:
     allowed_gids: list[int] = field(default_factory=list)
     max_request_bytes: int = 16 * 1024 * 1024
     max_connections: int = 1024
-    busy_poll_us: int = 0          # keep polling this long after a request (0: off)
+    busy_poll_us: int = 200        # most the loop polls before sleeping (adaptive; 0: off)
 
 
 @dataclass

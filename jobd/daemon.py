@@ -29,6 +29,7 @@ from jobd import records as R
 from jobd.config import Config
 from jobd.events import EventHub
 from jobd.gcpolicy import GcPolicy
+from jobd.idlepoll import IdlePoller
 from jobd.job import Job
 from jobd.journal import Journal
 from jobd.metrics import Metrics
@@ -60,7 +61,7 @@ class Daemon:
         self.server: Server | None = None
         self.gc = GcPolicy()
         self._tick_scheduled = False
-        self._busy_poll = cfg.server.busy_poll_us / 1e6
+        self.poller = IdlePoller(cfg.server.busy_poll_us / 1e6) if cfg.server.busy_poll_us else None
         self._polling = False
         self._poll_until = 0.0
         self._sync_replies = cfg.wal.fsync == "always"
@@ -234,6 +235,8 @@ class Daemon:
             self._tick_scheduled = False
 
     def _tick(self) -> None:
+        if self.poller is not None:
+            self.poller.woke(time.perf_counter())
         self.pool.dispatch()
         if self._sync_replies:
             # Wake the workers first: they run while the fsync waits for the disk.
@@ -252,20 +255,23 @@ class Daemon:
             self.server.flush()  # type: ignore[union-attr]
             self.pool.flush()
         self.schedule_timer()
-        if self._busy_poll:
-            self._keep_polling()
         if self.pool.dirty or self.server.dirty:  # type: ignore[union-attr]
             self.loop.call_soon(self.kick)        # e.g. a reply released by the last step
+        elif self.poller is not None:
+            self._keep_polling()
 
-    # --- busy polling ([server] busy_poll_us) -------------------------------------------
+    # --- adaptive busy polling ([server] busy_poll_us, jobd/idlepoll.py) ----------------
     def _keep_polling(self) -> None:
-        """After a turn with work, keep the loop polling (not sleeping) for
-        `busy_poll_us`, unless a job runs: a worker must never wait for the CPU
-        we spin on. Waking a sleeping process costs tens of µs on VMs without
-        guest halt-polling; a client that sends its next request within the
-        window finds the loop awake (docs/operations.md)."""
-        self._poll_until = time.perf_counter() + self._busy_poll
-        if not self._polling and not self.state.running:
+        """The loop is about to sleep: poll instead for the window the poller
+        has learnt, unless a job is running: its worker and the client waiting
+        for it need the CPUs more than the loop (jobd/idlepoll.py)."""
+        if self.state.running:
+            self.poller.forget()                                    # type: ignore[union-attr]
+            return
+        now = time.perf_counter()
+        window = self.poller.idle(now)                              # type: ignore[union-attr]
+        self._poll_until = now + window
+        if window and not self._polling:
             self._polling = True
             self.loop.call_soon(self._poll)
 

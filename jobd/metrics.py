@@ -151,6 +151,7 @@ class Metrics:
             "wal": {"bytes": journal.disk_bytes(), "fsyncs": journal.fsyncs,
                     "bytes_written": journal.bytes_written, "fsync_mode": journal.mode},
             "uptime_s": round(time.monotonic() - self.started, 3),
+            "polling": _polling(self.d.poller),
             "totals": {
                 "submitted": sum(self.submitted.values()),
                 "completed": sum(n for (_, s), n in self.completed.items() if s == C.COMPLETED),
@@ -249,3 +250,11 @@ def _histograms(out: list[str], name: str, help_text: str, label: str,
         out.append(f"{name}_bucket{_labels({label: str(key), 'le': '+Inf'})} {h.count}")
         out.append(f"{name}_sum{_labels({label: str(key)})} {_num(h.sum)}")
         out.append(f"{name}_count{_labels({label: str(key)})} {h.count}")
+
+
+def _polling(poller: Any) -> dict[str, Any]:
+    """The adaptive busy polling's state (jobd/idlepoll.py); all 0 when it is off."""
+    if poller is None:
+        return {"max_us": 0, "window_us": 0, "caught": 0, "missed": 0}
+    return {"max_us": round(poller.max_window * 1e6), "window_us": round(poller.window * 1e6, 1),
+            "caught": poller.caught, "missed": poller.missed}
