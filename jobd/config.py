@@ -178,7 +178,10 @@ def _apply_section(cfg: Config, name: str, table: Any) -> None:
     for key, value in table.items():
         if key not in hints:
             raise ConfigError(f"unknown config key '{name}.{key}'")
-        setattr(section, key, _check_type(f"{name}.{key}", value, hints[key]))
+        value = _check_type(f"{name}.{key}", value, hints[key])
+        if (name, key) == ("workers", "count") and value < 0:   # -1 is only the built-in "CPUs"
+            raise ConfigError("config key 'workers.count': must be >= 0")
+        setattr(section, key, value)
 
 
 def _apply_top(cfg: Config, key: str, value: Any) -> None:
@@ -212,6 +215,15 @@ def _handler_overrides(value: Any) -> dict[str, dict[str, Any]]:
                 raise ConfigError(f"config key '{where}': the table's name is the handler's "
                                   f"name; it cannot be renamed here")
     return value
+
+
+def check_handler_names(cfg: Config, registry: Any) -> None:
+    """Once handler modules are imported: a `[handler."NAME"]` table must name a
+    registered handler (a misspelt name would silently lose its overrides)."""
+    for name in cfg.handler:
+        if name not in registry:
+            raise ConfigError(f"config key 'handler.\"{name}\"': no handler named {name!r} "
+                              f"is registered by the handler modules")
 
 
 def load_file(cfg: Config, path: str) -> None:

@@ -76,12 +76,14 @@ class Daemon:
     # --- startup before the loop ---------------------------------------------------------
     def prepare(self) -> None:
         """Everything that must happen before the loop: dirs, lock, handlers, socket, fork."""
-        self._prepare_data_dir()
         try:
             handlers.load_modules(self.cfg.handlers)
         except Exception as e:  # noqa: BLE001 - any import failure is a startup error
             raise StartupError(f"cannot import handler module: {type(e).__name__}: {e}") from e
-        schedspec.check_config(self.cfg.schedule, self.handlers)   # ConfigError: exit 78
+        # Config errors that need the handlers (exit 78) come before the data dir is touched.
+        schedspec.check_config(self.cfg.schedule, self.handlers)
+        config_mod.check_handler_names(self.cfg, self.handlers)
+        self._prepare_data_dir()
         self.sock = self._listening_socket()
         hb = self.cfg.workers.heartbeat_interval
         self.fs = forkserver.start(lambda sock, wid: worker.main(sock, wid, hb), (self.sock,))

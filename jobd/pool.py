@@ -169,8 +169,20 @@ class Pool:
             if job is None:
                 return
             self._start(idle.popleft(), job)
+        if self.reserved:
+            self._take_back_outranked()
         if self.prefetch and self._backlog():
             self._prefetch()
+
+    def _take_back_outranked(self) -> None:
+        """Higher priority runs first: a job sent ahead that a pending job
+        outranks is taken back (it may be sent ahead again, behind it)."""
+        top = self.d.state.top_priority()
+        if top is None:
+            return
+        for w in self.workers.values():
+            for job in [j for j in w.queued if j.priority < top]:
+                self.unreserve(job)
 
     def _backlog(self) -> bool:
         """Prefetch only when more jobs wait than there are workers, and none
@@ -184,7 +196,8 @@ class Pool:
     def _prefetch(self) -> None:
         for depth in range(1, self.prefetch + 1):
             for w in self.workers.values():
-                if w.busy and len(w.queued) < depth and w.accepting and not self._last_jobs(w):
+                if w.busy and len(w.queued) < depth and w.accepting and not w.drops \
+                        and not self._last_jobs(w):
                     job = self._next_job()
                     if job is None:
                         return

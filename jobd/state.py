@@ -296,6 +296,16 @@ class State:
                 return job
         return None
 
+    def top_priority(self) -> int | None:
+        """The priority of the job `pop_pending` would return, or None."""
+        heap = self.heap
+        while heap:
+            _, seq, job = heap[0]
+            if job.status == C.PENDING and job.seq == seq:
+                return job.priority
+            heapq.heappop(heap)
+        return None
+
     def push_back(self, job: Job) -> None:
         """Return a popped job to the heap unchanged (e.g. no worker took it)."""
         heapq.heappush(self.heap, (-job.priority, job.seq, job))

@@ -139,7 +139,7 @@ def get_status(req: dict[str, Any], field: str = "status",
     v = req.get(field)
     if v is None:
         return None
-    if v not in allowed:
+    if not isinstance(v, str) or v not in allowed:
         raise invalid(field, f"must be one of {', '.join(sorted(allowed))}, got {v!r}")
     return v
 

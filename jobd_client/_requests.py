@@ -216,6 +216,15 @@ def wait_steps(job_id: str, timeout: float | None) -> WaitSteps:
     return replace(job, result=res.get("result"))
 
 
+def status_steps(job_id: str) -> WaitSteps:
+    """The calls of `status`: the job view, and for a completed job its result."""
+    job: Job = yield status(job_id)
+    if job.status != "completed":
+        return job
+    res: Reply = yield result(job_id)
+    return replace(job, result=res.get("result"))
+
+
 def _chunk(deadline: float | None) -> float:
     if deadline is None:
         return WAIT_CHUNK_S

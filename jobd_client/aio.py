@@ -207,6 +207,9 @@ class AsyncClient:
             try:
                 return await conn.request(request_id, data)
             except _Lost as exc:
+                # The reader task may not have seen the EOF yet (the loop did not
+                # run while the daemon went away): never reuse this connection.
+                conn._fail_all(exc)
                 if exc.sent and op not in rq.RESENDABLE:
                     raise DaemonUnavailable(self.socket_path, rq.lost_after_send(op)) from None
                 if attempt:
@@ -246,8 +249,8 @@ class AsyncClient:
         return await self._run(rq.submit_many(jobs))
 
     async def status(self, job_id: str) -> Job:
-        """The job view."""
-        return await self._run(rq.status(job_id))
+        """The job view; a completed job's `result` is filled in too."""
+        return await self._drive(rq.status_steps(job_id))
 
     async def progress(self, job_id: str) -> dict[str, Any] | None:
         """The job's last progress report, or None."""

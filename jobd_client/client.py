@@ -197,8 +197,8 @@ class Client:
         return self._run(rq.submit_many(jobs))
 
     def status(self, job_id: str) -> Job:
-        """The job view."""
-        return self._run(rq.status(job_id))
+        """The job view; a completed job's `result` is filled in too."""
+        return self._drive(rq.status_steps(job_id))
 
     def progress(self, job_id: str) -> dict[str, Any] | None:
         """The job's last progress report, or None."""

@@ -16,7 +16,7 @@ TERMINAL = frozenset((COMPLETED, "failed", "cancelled", "dead_letter"))
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """The job view, plus `result` (filled by `wait`, None otherwise)."""
+    """The job view, plus `result` (filled by `status` and `wait` for a completed job, else None)."""
 
     id: str | None = None
     name: str | None = None

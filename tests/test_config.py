@@ -54,6 +54,10 @@ def problem_lines(out: str) -> list[str]:
     ("[handler.\"x.y\"]\nretry_backoff = 0.5\n", 'handler."x.y".retry_backoff'),
     ("[handler.\"x.y\"]\njitter = 1\n", 'handler."x.y".jitter'),
     ("[handler.\"x.y\"]\nname = \"other\"\n", 'handler."x.y".name'),
+    ("[handler.\"jobd_testhandlers.nosuch\"]\nmax_retries = 1\n", 'handler."jobd_testhandlers.nosuch"'),
+    ("[workers]\ncount = -1\n", "workers.count"),
+    ("[[schedule]]\nname = \"n\"\ncron = \"* * * * *\"\nhandler = \"jobd_testhandlers.nosuch\"\n",
+     "schedule"),
 ])
 def test_bad_config_exits_78_naming_the_key(make_daemon, toml, key):
     d = make_daemon(start=False, workers=0, config=toml)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from conftest import T, pid_alive, wait_until
 
-from jobd_client import Client, DaemonUnavailable, JobdError
+from jobd_client import AsyncClient, Client, DaemonUnavailable, JobdError
 
 FAST = """
 [retry]
@@ -368,3 +368,18 @@ def test_a_client_reconnects_after_the_daemon_restarts(make_daemon):
     assert c.status(first).status == "completed"          # same Client object, new connection
     second = c.submit(T + "add", args=[2, 2])
     assert c.wait(second, timeout=15).result == 4
+
+
+async def test_an_async_client_reconnects_after_the_daemon_restarts(make_daemon):
+    """The loop does not run while the daemon restarts (d.stop/d.start block):
+    the first call finds a connection that looks alive but is dead."""
+    d = make_daemon(workers=1)
+    async with AsyncClient(d.socket) as c:
+        first = await c.submit(T + "add", args=[1, 2])
+        assert (await c.wait(first, timeout=15)).status == "completed"
+        assert d.stop() == 0
+        d.start()
+        job = await c.status(first)                   # same client, new connection
+        assert job.status == "completed" and job.result == 3
+        second = await c.submit(T + "add", args=[2, 2])
+        assert (await c.wait(second, timeout=15)).result == 4

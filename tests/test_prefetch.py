@@ -124,3 +124,21 @@ def test_worker_answers_each_drop_saying_whether_the_job_had_started():
     finally:
         daemon_end.close()
         worker_end.close()
+
+
+def test_a_higher_priority_job_overtakes_jobs_sent_ahead(make_daemon, tmp_path):
+    """Higher priority runs first, even when lower ones were already sent
+    ahead to the busy worker: they are taken back and run after it."""
+    d = make_daemon(workers=1)
+    c = d.client()
+    started, release, out = tmp_path / "started", tmp_path / "release", tmp_path / "out"
+    current = c.submit(T + "wait_file", args=[str(release), str(started)])
+    wait_until(lambda: _lines(started), what="the current job to start")
+    low = [c.submit(T + "append", args=[str(out), f"low{i}"], priority="low") for i in range(3)]
+    wait_until(lambda: c.metrics()["workers"]["prefetched"] >= 1, what="jobs sent ahead")
+    urgent = c.submit(T + "append", args=[str(out), "critical"], priority="critical")
+    release.touch()                                  # the current job ends normally
+    for job_id in [current, urgent, *low]:
+        assert c.wait(job_id, timeout=15).status == "completed"
+    assert [line.split()[0] for line in _lines(out)] == ["critical", "low0", "low1", "low2"]
+    assert all(c.status(i).attempts == 1 for i in low)     # taken back, run once

@@ -509,3 +509,36 @@ def test_garbage_never_crashes_the_daemon(make_daemon):
     finally:
         conn.close()
     assert "Traceback" not in d.log(), d.log()[-3000:]
+
+
+WRONG_TYPES = [[1], {"a": 1}, True, 1.5, -1, "x", None, [HANDLER], ["failed", "completed"]]
+
+
+def test_every_op_and_field_with_wrong_types_is_never_internal(make_daemon):
+    """Exhaustive where the fuzz above samples: each op, each argument name,
+    each wrong-typed value (alone, on an existing job). None may give
+    `internal`, and the connection stays usable."""
+    d = make_daemon(workers=0)
+    conn = Raw(d.socket, timeout=20)
+    try:
+        assert conn.ask({"op": "submit", "id": 0, "handler": HANDLER, "job_id": "known"})["ok"]
+        for op in OPS:
+            for field in FIELDS:
+                for value in WRONG_TYPES:
+                    req = {"op": op, "id": 1, "job_id": "known", field: value}
+                    if op == "scale" and field == "count" and isinstance(value, int) \
+                            and not isinstance(value, bool) and value >= 0:
+                        continue
+                    if op == "watch":           # an accepted watch turns the connection
+                        watcher = Raw(d.socket)  # into an event stream: one each
+                        reply = watcher.ask(req)
+                        watcher.close()
+                    else:
+                        reply = conn.ask(req)
+                    if not reply["ok"]:
+                        assert reply["error"]["code"] != "internal", (req, reply)
+        still_usable(conn)
+    finally:
+        conn.close()
+    assert pid_alive(d.pid)
+    assert "Traceback" not in d.log(), d.log()[-3000:]
