@@ -59,6 +59,7 @@ class Pool:
         self.idle: deque[WorkerProc] = deque()
         self.dirty: set[WorkerProc] = set()
         self.reserved: dict[str, WorkerProc] = {}      # job id → worker it was sent ahead to
+        self.reserved_floor = 0                        # <= the lowest priority in `reserved`
         self.next_id = 1
         self.boot_failures = 0
         self.dispatching = True
@@ -176,13 +177,20 @@ class Pool:
 
     def _take_back_outranked(self) -> None:
         """Higher priority runs first: a job sent ahead that a pending job
-        outranks is taken back (it may be sent ahead again, behind it)."""
+        outranks is taken back (it may be sent ahead again, behind it).
+        `reserved_floor` is at most the lowest priority sent ahead, so the
+        usual case (nothing outranks it) costs one heap peek."""
         top = self.d.state.top_priority()
-        if top is None:
+        if top is None or top <= self.reserved_floor:
             return
+        floor = C.PRIORITY_MAX
         for w in self.workers.values():
-            for job in [j for j in w.queued if j.priority < top]:
-                self.unreserve(job)
+            for job in list(w.queued):
+                if job.priority < top:
+                    self.unreserve(job)
+                elif job.priority < floor:
+                    floor = job.priority
+        self.reserved_floor = floor
 
     def _backlog(self) -> bool:
         """Prefetch only when more jobs wait than there are workers, and none
@@ -206,6 +214,8 @@ class Pool:
                         return
                     self._send_run(w, job, job.attempts + 1)
                     w.queued.append(job)
+                    if not self.reserved or job.priority < self.reserved_floor:
+                        self.reserved_floor = job.priority
                     self.reserved[job.id] = w
 
     def _last_jobs(self, w: WorkerProc) -> bool:
