@@ -305,8 +305,8 @@ class Daemon:
         """Every status change, live: metrics, events, result waiters, limits."""
         self.metrics.on_change(job, old)
         new = job.status
-        if old == C.RUNNING and job.handler in self.pool.parked:
-            self.pool.unpark(job.handler)
+        if old == C.RUNNING and job.handler in self.pool.dispatcher.parked:
+            self.pool.dispatcher.unpark(job.handler)
         if self.events.watchers:        # build event data only when someone listens
             self._publish_change(job, old, new)
         if new in C.TERMINAL and job.id in self.queue.waiters:

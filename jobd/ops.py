@@ -130,7 +130,7 @@ class Ops:
         running = job.status == C.RUNNING
         cancelled, seq = self.d.queue.cancel(job, force)
         if cancelled and not running:
-            self.d.pool.unreserve(job)          # it may have been sent ahead to a worker
+            self.d.pool.dispatcher.unreserve(job)          # it may have been sent ahead to a worker
         if cancelled and force and running:
             seq = self.d.pool.force_cancel(job)
         elif running and seq:

@@ -2,15 +2,11 @@
 
 The pool deals with processes: it asks the fork server for workers
 (`spawn_worker`), hears when they exit (`reap_worker`), kills the ones that
-hang (`murder_stale`), recycles and scales them. Job outcomes go to the
-`JobQueue`, the one owner of job state. Each worker runs one job at a time.
-
-Prefetch: when every worker is busy and jobs are still pending, each worker
-is sent up to `[workers] prefetch` jobs ahead ("reserved"), so it starts the
-next one the moment it finishes instead of waiting a round trip. A reserved
-job stays `pending` (it can be cancelled at once; the worker is told to drop
-it) until the daemon hears that its predecessor ended; then it is recorded
-as started and its timeout begins. Worker ids are never reused.
+hang (`murder_stale`), recycles and scales them, and carries the frames
+between the daemon and each worker. Which job goes to which worker (priority,
+limits, jobs sent ahead) is the `Dispatcher`'s (jobd/dispatch.py). Job
+outcomes go to the `JobQueue`, the one owner of job state. Each worker runs
+one job at a time. Worker ids are never reused.
 """
 from __future__ import annotations
 
@@ -28,6 +24,7 @@ import orjson
 
 from jobd import constants as C
 from jobd import frames as F
+from jobd.dispatch import Dispatcher
 from jobd.forkserver import ForkServerClient
 from jobd.job import Job
 from jobd.workerproc import WorkerProc
@@ -54,21 +51,15 @@ class Pool:
         self.fs = forkserver
         self.loop = daemon.loop
         self.target = target
-        self.prefetch = self.cfg.prefetch
         self.workers: dict[int, WorkerProc] = {}
         self.idle: deque[WorkerProc] = deque()
         self.dirty: set[WorkerProc] = set()
-        self.reserved: dict[str, WorkerProc] = {}      # job id → worker it was sent ahead to
-        self.reserved_floor = 0                        # <= the lowest priority in `reserved`
         self.next_id = 1
         self.boot_failures = 0
         self.dispatching = True
         self.rng = random.Random()      # recycling jitter
         self.exited = asyncio.Event()
-        # Per-handler concurrency limits; jobs over the limit wait, parked, in
-        # priority order until a job of that handler ends.
-        self.limits = _concurrency_limits(daemon)
-        self.parked: dict[str, list[Job]] = {}
+        self.dispatcher = Dispatcher(self, daemon)
         self._check: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -82,7 +73,7 @@ class Pool:
         busy = sum(1 for w in live if w.busy)
         healthy = sum(1 for w in live if w.view(self.cfg.heartbeat_timeout)["healthy"])
         return {"total": len(live), "idle": len(live) - busy, "busy": busy,
-                "healthy": healthy, "target": self.target, "prefetched": len(self.reserved)}
+                "healthy": healthy, "target": self.target, "prefetched": len(self.dispatcher.reserved)}
 
     def describe(self) -> list[dict[str, Any]]:
         timeout = self.cfg.heartbeat_timeout
@@ -126,9 +117,8 @@ class Pool:
         w.stop_sent = True
         w.status = C.W_STOPPING
         self._not_idle(w)
-        for job in list(w.queued):       # jobs sent ahead stay in the queue for others
-            self.unreserve(job)
-        self._send(w, F.frame(F.STOP, b""))
+        self.dispatcher.take_back_all(w)     # jobs sent ahead stay in the queue for others
+        self.send(w, F.frame(F.STOP, b""))
 
     def kill_worker(self, w: WorkerProc, reason: str, sig: int = signal.SIGKILL) -> None:
         w.kill_reason = w.kill_reason or reason
@@ -158,127 +148,15 @@ class Pool:
         self.manage_workers()
         return True
 
-    # --- dispatch ------------------------------------------------------------------------
     def dispatch(self) -> None:
-        """Hand pending jobs to idle workers, highest priority first; when all
-        are busy and jobs still wait, send each worker up to `prefetch` ahead."""
-        if not self.dispatching:
-            return
-        idle = self.idle
-        while idle:
-            job = self._next_job()
-            if job is None:
-                return
-            self._start(idle.popleft(), job)
-        if self.reserved:
-            self._take_back_outranked()
-        if self.prefetch and self._backlog():
-            self._prefetch()
-
-    def _take_back_outranked(self) -> None:
-        """Higher priority runs first: a job sent ahead that a pending job
-        outranks is taken back (it may be sent ahead again, behind it).
-        `reserved_floor` is at most the lowest priority sent ahead, so the
-        usual case (nothing outranks it) costs one heap peek."""
-        top = self.d.state.top_priority()
-        if top is None or top <= self.reserved_floor:
-            return
-        floor = C.PRIORITY_MAX
-        for w in self.workers.values():
-            for job in list(w.queued):
-                if job.priority < top:
-                    self.unreserve(job)
-                elif job.priority < floor:
-                    floor = job.priority
-        self.reserved_floor = floor
-
-    def _backlog(self) -> bool:
-        """Prefetch only when more jobs wait than there are workers, and none
-        is still starting: then sending ahead never keeps a job from a worker
-        that is (or is about to be) idle."""
-        waiting = self.d.state.counts[C.PENDING] - len(self.reserved)
-        if waiting <= len(self.workers):
-            return False
-        return all(w.status != C.W_STARTING for w in self.workers.values())
-
-    def _prefetch(self) -> None:
-        for depth in range(1, self.prefetch + 1):
-            for w in self.workers.values():
-                if w.busy and len(w.queued) < depth and w.accepting and not w.drops \
-                        and not self._last_jobs(w):
-                    job = self._next_job()
-                    if job is None:
-                        return
-                    if job.handler in self.limits:    # limits count jobs that really run
-                        self.d.state.push_back(job)
-                        return
-                    self._send_run(w, job, job.attempts + 1)
-                    w.queued.append(job)
-                    if not self.reserved or job.priority < self.reserved_floor:
-                        self.reserved_floor = job.priority
-                    self.reserved[job.id] = w
-
-    def _last_jobs(self, w: WorkerProc) -> bool:
-        """The worker will be recycled after what it already has: send nothing ahead."""
-        if w.recycle_after and w.jobs_completed + w.jobs_failed + 1 + len(w.queued) >= w.recycle_after:
-            return True
-        limit = self.cfg.max_memory_mb * 1024 * 1024
-        return bool(limit) and w.rss > limit
-
-    def unreserve(self, job: Job) -> None:
-        """Take back a job sent ahead: the worker drops it; if still pending,
-        it goes back to the queue."""
-        w = self.reserved.pop(job.id, None)
-        if w is None:
-            return
-        if job in w.queued:
-            w.queued.remove(job)
-        if not w.closed:
-            self._send(w, F.frame(F.DROP, job.id.encode()))
-            w.drops += 1        # nothing new for this worker until it answers (_on_dropped)
-        if job.status == C.PENDING and self.d.state.jobs.get(job.id) is job:
-            self.d.state.push_back(job)
-
-    def _next_job(self) -> Job | None:
-        state, limits = self.d.state, self.limits
-        while True:
-            job = state.pop_pending()
-            if job is None or not limits or job.handler not in limits \
-                    or not self._at_limit(job.handler):
-                return job
-            self.parked.setdefault(job.handler, []).append(job)
-
-    def _at_limit(self, handler: str) -> bool:
-        return self.d.metrics.running_by_handler[handler] >= self.limits[handler]
-
-    def unpark(self, handler: str) -> None:
-        """A job of a limited handler ended: its parked jobs may compete again."""
-        for job in self.parked.pop(handler, ()):
-            self.d.state.push_back(job)
-
-    def _start(self, w: WorkerProc, job: Job) -> None:
-        """Give an idle worker its current job."""
-        self._send_run(w, job, job.attempts + 1)
-        self._became_current(w, job)
-
-    def _send_run(self, w: WorkerProc, job: Job, attempt: int) -> None:
-        self._send(w, F.frame(F.RUN, orjson.dumps(
-            [job.id, job.handler, job.args, job.kwargs, attempt, job.tags])))
-
-    def _became_current(self, w: WorkerProc, job: Job) -> None:
-        """The worker runs `job` now: record the start, arm its timeout."""
-        ready_at = job.scheduled_for if job.attempts == 0 and job.scheduled_for else job.created_at
-        self.d.queue.start(job, w.id)
-        self.d.metrics.observe_queue_time(job.priority, (job.started_at or 0) - ready_at)
-        w.job = job
-        w.status = C.W_BUSY
-        if job.timeout is not None:
-            w.timer = self.loop.call_later(job.timeout, self._timed_out, w, job)
+        """Give pending jobs to workers (jobd/dispatch.py), unless shutting down."""
+        if self.dispatching:
+            self.dispatcher.dispatch()
 
     def request_cancel(self, job: Job) -> None:
         w = self.workers.get(job.worker_id or -1)
         if w is not None and w.job is job:
-            self._send(w, F.frame(F.CANCEL, job.id.encode()))
+            self.send(w, F.frame(F.CANCEL, job.id.encode()))
 
     def force_cancel(self, job: Job) -> int:
         """Stop a running `job` now: kill its worker."""
@@ -290,7 +168,7 @@ class Pool:
         return seq
 
     # --- the channel -----------------------------------------------------------------------
-    def _send(self, w: WorkerProc, data: bytes) -> None:
+    def send(self, w: WorkerProc, data: bytes) -> None:
         """Buffer a frame; every buffer is written once at the end of the turn."""
         if not w.closed:
             w.wbuf += data
@@ -454,12 +332,8 @@ class Pool:
             end = job.completed_at or job.finished_attempt_at
             if end:
                 self.d.metrics.observe_duration(job.handler, max(0.0, end - job.started_at))
-        while w.queued and w.kill_reason is None and not w.closed:
-            nxt = w.queued.popleft()
-            self.reserved.pop(nxt.id, None)
-            if nxt.status == C.PENDING and self.d.state.jobs.get(nxt.id) is nxt:
-                self._became_current(w, nxt)      # the worker has started it already
-                return
+        if w.kill_reason is None and not w.closed and self.dispatcher.start_sent_ahead(w):
+            return
         self._settle(w)
 
     def _settle(self, w: WorkerProc) -> None:
@@ -492,7 +366,7 @@ class Pool:
         return False
 
     # --- watching over workers --------------------------------------------------------------
-    def _timed_out(self, w: WorkerProc, job: Job) -> None:
+    def timed_out(self, w: WorkerProc, job: Job) -> None:
         if w.job is not job:
             return
         log.warning("job %s ran past its timeout (%ss); stopping worker %d", job.id, job.timeout, w.id)
@@ -572,8 +446,7 @@ class Pool:
         """The worker died: its current job's attempt is decided by why it
         died; jobs sent ahead never started and go back to pending."""
         job, w.job = w.job, None
-        for ahead in list(w.queued):
-            self.unreserve(ahead)
+        self.dispatcher.take_back_all(w)
         if job is None or job.status != C.RUNNING or job.worker_id != w.id:
             return
         reason = w.kill_reason
@@ -626,17 +499,6 @@ class Pool:
             self._jobs_lost(w, None, None)
         if self._check is not None:
             self._check.cancel()
-
-
-def _concurrency_limits(daemon: Daemon) -> dict[str, int]:
-    """max_concurrency per handler: config [handler."NAME"] over @handler option."""
-    limits = {}
-    for name, spec in daemon.handlers.items():
-        value = daemon.cfg.handler.get(name, {}).get("max_concurrency",
-                                                     spec.options.get("max_concurrency"))
-        if value:
-            limits[name] = int(value)
-    return limits
 
 
 def _exit_text(code: int | None, sig: str | None) -> str:

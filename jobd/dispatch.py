@@ -1,0 +1,188 @@
+"""Which pending job goes to which worker, and when (the pool keeps the processes).
+
+Order: highest priority first, FIFO within a priority (the state's heap).
+Per-handler concurrency limits (`max_concurrency`): a job over its handler's
+limit is parked, in priority order, until a job of that handler ends.
+
+Prefetch: when every worker is busy and more jobs wait than there are
+workers, each worker is sent up to `[workers] prefetch` jobs ahead
+("reserved"), so it starts the next one the moment it finishes instead of
+waiting a round trip. A reserved job stays `pending` until the daemon hears
+that its predecessor ended; then it is recorded as started and its timeout
+begins. A reserved job is taken back (the worker is sent `DROP`) when it is
+cancelled, when its worker stops or dies, and when a pending job outranks it:
+higher priority runs first even against jobs already sent ahead.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import orjson
+
+from jobd import constants as C
+from jobd import frames as F
+from jobd.job import Job
+from jobd.workerproc import WorkerProc
+
+if TYPE_CHECKING:
+    from jobd.daemon import Daemon
+    from jobd.pool import Pool
+
+
+class Dispatcher:
+    def __init__(self, pool: Pool, daemon: Daemon) -> None:
+        self.pool = pool
+        self.d = daemon
+        self.prefetch = daemon.cfg.workers.prefetch
+        self.reserved: dict[str, WorkerProc] = {}      # job id → worker it was sent ahead to
+        self.reserved_floor = 0                        # <= the lowest priority in `reserved`
+        self.limits = concurrency_limits(daemon)
+        self.parked: dict[str, list[Job]] = {}
+
+    def dispatch(self) -> None:
+        """Hand pending jobs to idle workers, highest priority first; when all
+        are busy and jobs still wait, send each worker up to `prefetch` ahead."""
+        idle = self.pool.idle
+        while idle:
+            job = self._next_job()
+            if job is None:
+                return
+            self._start(idle.popleft(), job)
+        if self.reserved:
+            self._take_back_outranked()
+        if self.prefetch and self._backlog():
+            self._prefetch()
+
+    # --- the worker's current job ------------------------------------------------------
+    def _start(self, w: WorkerProc, job: Job) -> None:
+        """Give an idle worker its current job."""
+        self._send_run(w, job)
+        self._became_current(w, job)
+
+    def _send_run(self, w: WorkerProc, job: Job) -> None:
+        self.pool.send(w, F.frame(F.RUN, orjson.dumps(
+            [job.id, job.handler, job.args, job.kwargs, job.attempts + 1, job.tags])))
+
+    def _became_current(self, w: WorkerProc, job: Job) -> None:
+        """The worker runs `job` now: record the start, arm its timeout."""
+        ready_at = job.scheduled_for if job.attempts == 0 and job.scheduled_for else job.created_at
+        self.d.queue.start(job, w.id)
+        self.d.metrics.observe_queue_time(job.priority, (job.started_at or 0) - ready_at)
+        w.job = job
+        w.status = C.W_BUSY
+        if job.timeout is not None:
+            w.timer = self.d.loop.call_later(job.timeout, self.pool.timed_out, w, job)
+
+    def start_sent_ahead(self, w: WorkerProc) -> bool:
+        """The worker's current job ended: the first job sent ahead that is
+        still pending is the one it has started already. False if none."""
+        while w.queued:
+            nxt = w.queued.popleft()
+            self.reserved.pop(nxt.id, None)
+            if nxt.status == C.PENDING and self.d.state.jobs.get(nxt.id) is nxt:
+                self._became_current(w, nxt)
+                return True
+        return False
+
+    # --- sending ahead -------------------------------------------------------------------
+    def _backlog(self) -> bool:
+        """Prefetch only when more jobs wait than there are workers, and none
+        is still starting: then sending ahead never keeps a job from a worker
+        that is (or is about to be) idle."""
+        workers = self.pool.workers
+        waiting = self.d.state.counts[C.PENDING] - len(self.reserved)
+        if waiting <= len(workers):
+            return False
+        return all(w.status != C.W_STARTING for w in workers.values())
+
+    def _prefetch(self) -> None:
+        for depth in range(1, self.prefetch + 1):
+            for w in self.pool.workers.values():
+                if w.busy and len(w.queued) < depth and w.accepting and not w.drops \
+                        and not self._last_jobs(w):
+                    job = self._next_job()
+                    if job is None:
+                        return
+                    if job.handler in self.limits:    # limits count jobs that really run
+                        self.d.state.push_back(job)
+                        return
+                    self._reserve(w, job)
+
+    def _reserve(self, w: WorkerProc, job: Job) -> None:
+        self._send_run(w, job)
+        w.queued.append(job)
+        if not self.reserved or job.priority < self.reserved_floor:
+            self.reserved_floor = job.priority
+        self.reserved[job.id] = w
+
+    def _last_jobs(self, w: WorkerProc) -> bool:
+        """The worker will be recycled after what it already has: send nothing ahead."""
+        if w.recycle_after and w.jobs_completed + w.jobs_failed + 1 + len(w.queued) >= w.recycle_after:
+            return True
+        limit = self.d.cfg.workers.max_memory_mb * 1024 * 1024
+        return bool(limit) and w.rss > limit
+
+    def _take_back_outranked(self) -> None:
+        """Higher priority runs first: a job sent ahead that a pending job
+        outranks is taken back (it may be sent ahead again, behind it).
+        `reserved_floor` is at most the lowest priority sent ahead, so the
+        usual case (nothing outranks it) costs one heap peek."""
+        top = self.d.state.top_priority()
+        if top is None or top <= self.reserved_floor:
+            return
+        floor = C.PRIORITY_MAX
+        for w in self.pool.workers.values():
+            for job in list(w.queued):
+                if job.priority < top:
+                    self.unreserve(job)
+                elif job.priority < floor:
+                    floor = job.priority
+        self.reserved_floor = floor
+
+    def unreserve(self, job: Job) -> None:
+        """Take back a job sent ahead: the worker drops it; if still pending,
+        it goes back to the queue."""
+        w = self.reserved.pop(job.id, None)
+        if w is None:
+            return
+        if job in w.queued:
+            w.queued.remove(job)
+        if not w.closed:
+            self.pool.send(w, F.frame(F.DROP, job.id.encode()))
+            w.drops += 1        # nothing new for this worker until it answers (DROPPED)
+        if job.status == C.PENDING and self.d.state.jobs.get(job.id) is job:
+            self.d.state.push_back(job)
+
+    def take_back_all(self, w: WorkerProc) -> None:
+        """The worker stops or died: everything sent ahead to it goes back."""
+        for job in list(w.queued):
+            self.unreserve(job)
+
+    # --- concurrency limits --------------------------------------------------------------
+    def _next_job(self) -> Job | None:
+        state, limits = self.d.state, self.limits
+        while True:
+            job = state.pop_pending()
+            if job is None or not limits or job.handler not in limits \
+                    or not self._at_limit(job.handler):
+                return job
+            self.parked.setdefault(job.handler, []).append(job)
+
+    def _at_limit(self, handler: str) -> bool:
+        return self.d.metrics.running_by_handler[handler] >= self.limits[handler]
+
+    def unpark(self, handler: str) -> None:
+        """A job of a limited handler ended: its parked jobs may compete again."""
+        for job in self.parked.pop(handler, ()):
+            self.d.state.push_back(job)
+
+
+def concurrency_limits(daemon: Daemon) -> dict[str, int]:
+    """max_concurrency per handler: config [handler."NAME"] over @handler option."""
+    limits = {}
+    for name, spec in daemon.handlers.items():
+        value = daemon.cfg.handler.get(name, {}).get("max_concurrency",
+                                                     spec.options.get("max_concurrency"))
+        if value:
+            limits[name] = int(value)
+    return limits
