@@ -91,10 +91,12 @@ class State:
         counts[old] -= 1
         counts[new] += 1
         job.status = new
-        if old == C.RUNNING:
-            self.running.pop(job.id, None)
-        elif new == C.RUNNING:
+        if new == C.RUNNING:
+            # RUNNING → RUNNING happens in replay: a start record, a crash,
+            # then the next run's start (the requeue at recovery is not logged).
             self.running[job.id] = job
+        elif old == C.RUNNING:
+            self.running.pop(job.id, None)
         if new == C.PENDING:
             heapq.heappush(self.heap, (-job.priority, job.seq, job))
         if self.on_change is not None:

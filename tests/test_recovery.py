@@ -160,6 +160,24 @@ def test_kill9_while_running_requeues_with_the_attempt_counted(make_daemon, tmp_
     assert job.worker_id is None
 
 
+def test_a_job_running_at_two_crashes_in_a_row_runs_again(make_daemon, tmp_path):
+    """Two start records with a crash between them (recovery's requeue is not
+    logged): the job must come back pending, not stay `running` with no worker."""
+    d = make_daemon(workers=1)
+    c = d.client(timeout=20)
+    jid = c.submit(T + "sleep", args=[60])
+    wait_until(lambda: c.status(jid).status == "running", what="job to start")
+    restart(d)
+    c = d.client(timeout=20)
+    wait_until(lambda: c.status(jid).attempts == 2 and c.status(jid).status == "running",
+               what="the job to start again after the first crash")
+    d.workers = 0
+    restart(d)
+    job = d.client().status(jid)
+    assert job.status == "pending" and job.attempts == 2, job
+    assert job.worker_id is None
+
+
 # --- WAL damage ---------------------------------------------------------------------------
 
 def stopped_daemon_with_jobs(make_daemon, n: int) -> tuple[DaemonProc, list[str]]:
