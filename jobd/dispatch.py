@@ -15,6 +15,7 @@ higher priority runs first even against jobs already sent ahead.
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import orjson
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from jobd.daemon import Daemon
     from jobd.pool import Pool
 
+log = logging.getLogger("jobd.dispatch")
 
 class Dispatcher:
     def __init__(self, pool: Pool, daemon: Daemon) -> None:
@@ -140,23 +142,74 @@ class Dispatcher:
         self.reserved_floor = floor
 
     def unreserve(self, job: Job) -> None:
-        """Take back a job sent ahead: the worker drops it; if still pending,
-        it goes back to the queue."""
+        """Take back a job sent ahead: the worker is told to drop it. A job
+        still pending goes back to the queue when the worker answers that it
+        had not started it (`dropped`), so it never runs in two places."""
         w = self.reserved.pop(job.id, None)
         if w is None:
             return
         if job in w.queued:
             w.queued.remove(job)
-        if not w.closed:
-            self.pool.send(w, F.frame(F.DROP, job.id.encode()))
-            w.drops += 1        # nothing new for this worker until it answers (DROPPED)
+        if w.closed:
+            self.requeue(job)
+            return
+        self.pool.send(w, F.frame(F.DROP, job.id.encode()))
+        w.drops += 1            # nothing new for this worker until it answers
+        w.dropping[job.id] = job
+
+    def dropped(self, w: WorkerProc, job_id: str, ran: bool) -> None:
+        """The worker answered a DROP; `ran`: it had started the job before
+        the DROP arrived (it may have finished it too)."""
+        if ran:
+            self.claim(w, job_id)
+            return
+        job = w.dropping.pop(job_id, None)
+        if job is not None:
+            self.requeue(job)
+
+    def claim(self, w: WorkerProc, job_id: str) -> Job | None:
+        """The worker reports on a job it was told to drop (its outcome, or
+        `ran` in its answer): it had started it before the DROP arrived. The
+        job is the worker's current job after all, so its outcome counts and
+        it does not run twice; None when it cannot be (it was cancelled)."""
+        job = w.dropping.pop(job_id, None)
+        if job is None:
+            return None
+        if self._adopt(w, job):
+            return job
+        log.warning("job %s was taken back from worker %d after it had started it "
+                    "(a cancel or stop raced with the start); it ran there", job_id, w.id)
+        self.requeue(job)
+        return None
+
+    def _adopt(self, w: WorkerProc, job: Job) -> bool:
+        if w.job is not None or w.kill_reason is not None or w.closed \
+                or job.status != C.PENDING or self.d.state.jobs.get(job.id) is not job:
+            return False
+        stopping = w.stop_sent
+        self._became_current(w, job)
+        if stopping:
+            w.status = C.W_STOPPING
+        log.debug("job %s had started on worker %d before the DROP; it stays there", job.id, w.id)
+        return True
+
+    def requeue(self, job: Job) -> None:
+        """A job taken back goes back to the queue if it is still pending."""
         if job.status == C.PENDING and self.d.state.jobs.get(job.id) is job:
             self.d.state.push_back(job)
 
     def take_back_all(self, w: WorkerProc) -> None:
-        """The worker stops or died: everything sent ahead to it goes back."""
+        """The worker stops: everything sent ahead to it is taken back."""
         for job in list(w.queued):
             self.unreserve(job)
+
+    def release_dropping(self, w: WorkerProc) -> None:
+        """The worker is gone: no answer will come for the jobs it was told
+        to drop; the pending ones go back to the queue."""
+        self.take_back_all(w)
+        for job in w.dropping.values():
+            self.requeue(job)
+        w.dropping.clear()
 
     # --- concurrency limits --------------------------------------------------------------
     def _next_job(self) -> Job | None:

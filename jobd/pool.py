@@ -261,12 +261,10 @@ class Pool:
         nothing new (a job's timeout must not start while it waits)."""
         job_id, ran = body
         w.drops -= 1
-        if ran:
-            log.warning("job %s was taken back from worker %d after it had started it "
-                        "(a cancel or stop raced with the start); it ran there", job_id, w.id)
+        self.dispatcher.dropped(w, job_id, bool(ran))
         if not w.drops and w.job is None:
             self._settle(w)
-            self.d.kick()
+        self.d.kick()
 
     def _on_heartbeat(self, w: WorkerProc, body: list[Any]) -> None:
         w.last_heartbeat = time.monotonic()
@@ -286,6 +284,8 @@ class Pool:
 
     def _current(self, w: WorkerProc, job_id: str) -> Job | None:
         job = w.job
+        if job is None and job_id in w.dropping:     # it started before our DROP came
+            job = self.dispatcher.claim(w, job_id)
         if job is None or job.id != job_id or job.status != C.RUNNING:
             return None
         return job
@@ -446,7 +446,7 @@ class Pool:
         """The worker died: its current job's attempt is decided by why it
         died; jobs sent ahead never started and go back to pending."""
         job, w.job = w.job, None
-        self.dispatcher.take_back_all(w)
+        self.dispatcher.release_dropping(w)
         if job is None or job.status != C.RUNNING or job.worker_id != w.id:
             return
         reason = w.kill_reason

@@ -1,7 +1,9 @@
 """Jobs sent ahead to busy workers (prefetch) keep every promise of the queue."""
 from __future__ import annotations
 
+import asyncio
 import os
+import random
 import signal
 import socket
 from pathlib import Path
@@ -11,6 +13,7 @@ from conftest import T, wait_until
 
 from jobd import frames as F
 from jobd.worker import Worker
+from jobd_client import AsyncClient
 
 
 def _lines(path: Path) -> list[str]:
@@ -142,3 +145,24 @@ def test_a_higher_priority_job_overtakes_jobs_sent_ahead(make_daemon, tmp_path):
         assert c.wait(job_id, timeout=15).status == "completed"
     assert [line.split()[0] for line in _lines(out)] == ["critical", "low0", "low1", "low2"]
     assert all(c.status(i).attempts == 1 for i in low)     # taken back, run once
+
+
+async def test_jobs_taken_back_for_priority_run_exactly_once(make_daemon, tmp_path):
+    """Jobs sent ahead are taken back whenever a higher priority arrives; a
+    worker may have started one just before the DROP reached it. That job
+    must stay its job (not run again elsewhere), and every other one must
+    run once. Pipelined submits at random priorities make the race frequent."""
+    d = make_daemon(workers=2)
+    out = tmp_path / "out"
+    rng = random.Random(7)
+    async with AsyncClient(d.socket) as c:
+        ids = []
+        for chunk in range(12):
+            ids += await asyncio.gather(*(
+                c.submit(T + "append", args=[str(out), f"{chunk}-{i}"],
+                         priority=rng.choice(["low", "normal", "high", "critical"]))
+                for i in range(50)))
+        jobs = [await c.wait(job_id, timeout=30) for job_id in ids]
+    assert all(j.status == "completed" and j.attempts == 1 for j in jobs)
+    ran = [line.split()[0] for line in _lines(out)]
+    assert len(ran) == len(set(ran)) == 600, sorted(v for v in set(ran) if ran.count(v) > 1)
