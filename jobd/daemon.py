@@ -192,6 +192,9 @@ class Daemon:
         elapsed = time.monotonic() - started
         log.info("recovered %d jobs from %d WAL records in %.2fs (%d were running, now pending)",
                  len(self.state.jobs), count, elapsed, len(requeued))
+        if self.state.orphan_records:
+            log.warning("skipped %d WAL record(s) about jobs whose submit was never written "
+                        "(refused with storage_error)", self.state.orphan_records)
         c = self.cfg.wal
         self.journal = Journal(wal_dir, c.fsync, c.fsync_interval_ms, c.segment_bytes, segment,
                                offset, self.loop, lambda seq: None, lambda a, b, w: None)
@@ -239,6 +242,10 @@ class Daemon:
     def _tick(self) -> None:
         if self.poller is not None:
             self.poller.woke(time.perf_counter())
+        if self.journal.undo:
+            # Submits reach the file before any job can start: if the write
+            # fails they are undone, and no worker has been told to run them.
+            self.journal.write_buffer()
         self.pool.dispatch()
         if self._sync_replies:
             # Wake the workers first: they run while the fsync waits for the disk.

@@ -200,6 +200,11 @@ class Journal:
             self._maybe_compact()
         return False
 
+    def write_buffer(self) -> None:
+        """Write what is buffered now (no fsync); a failure undoes the batch."""
+        if self.buf:
+            self._write_buffer()
+
     def _lazy_sync(self) -> None:
         self._lazy_handle = None
         if self.buf:

@@ -43,6 +43,7 @@ class State:
         self.finished: deque[tuple[float, Job]] = deque()     # terminal, by time
         self.dead: deque[tuple[float, Job]] = deque()         # dead letters, by time
         self.running: dict[str, Job] = {}
+        self.orphan_records = 0         # replayed records about jobs never admitted (skipped)
         self.seq = 0
         self._timer_seq = 0
         self.schedules: dict[str, dict[str, Any]] = {}
@@ -73,7 +74,14 @@ class State:
             for job_rec in rec[1]:
                 insert(_from_record(job_rec))
         else:
-            self._apply[tag](rec)
+            fn = self._apply[tag]
+            try:
+                fn(rec)
+            except KeyError:
+                # About a job the log never admitted: its submit was in a
+                # batch whose write failed (storage_error) while a later
+                # record about it was written. Nothing to apply it to.
+                self.orphan_records += 1
 
     def next_seq(self) -> int:
         self.seq += 1

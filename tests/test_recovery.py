@@ -17,6 +17,9 @@ import orjson
 import pytest
 from conftest import DaemonProc, T, wait_until
 
+from jobd import records as R
+from jobd import wal
+
 NOOP = T + "noop"
 
 
@@ -178,7 +181,18 @@ def test_a_job_running_at_two_crashes_in_a_row_runs_again(make_daemon, tmp_path)
     assert job.worker_id is None
 
 
-# --- WAL damage ---------------------------------------------------------------------------
+def test_a_record_about_a_job_the_log_never_admitted_is_skipped(make_daemon):
+    """E.g. a start or cancel written after its submit's batch failed to write:
+    recovery skips it with a warning instead of refusing to start."""
+    d, ids = stopped_daemon_with_jobs(make_daemon, 3)
+    buf = bytearray()
+    wal.encode_into(buf, [R.CANCEL, "never-admitted", 1.0])
+    with open(segments(d)[-1], "ab") as f:
+        f.write(buf)
+    d.start()
+    c = d.client()
+    assert [j.id for j in c.list().jobs] == ids
+    assert "skipped 1 WAL record" in d.log()
 
 def stopped_daemon_with_jobs(make_daemon, n: int) -> tuple[DaemonProc, list[str]]:
     d = make_daemon(workers=0)

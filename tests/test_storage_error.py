@@ -96,3 +96,31 @@ def test_a_resubmit_is_not_acknowledged_before_the_original_is_durable(make_daem
     assert [r["id"] for r in replies] == [1, 2]
     assert [r["ok"] for r in replies] == [False, False], replies
     assert {r["error"]["code"] for r in replies} == {"storage_error"}
+
+
+def test_a_refused_submit_never_runs_and_the_daemon_restarts(make_daemon, small_fs, tmp_path):
+    """With a worker idle, a submit whose write fails must not start (its start
+    record would follow a submit the log never got), and after the disk frees
+    up and the daemon is killed, it starts again from that log."""
+    d = make_daemon(start=False, workers=1)
+    d.data_dir = str(small_fs / "data")
+    d.start()
+    c = d.client()
+    out = tmp_path / "ran"
+    done = c.submit(T + "add", args=[1, 1])
+    assert c.wait(done, timeout=15).status == "completed"     # the worker is up and idle
+    filler = small_fs / "filler"
+    _fill(filler)
+    with pytest.raises(JobdError) as err:
+        c.submit(T + "append", args=[str(out), "x" * 20000], job_id="refused")
+    assert err.value.code == "storage_error"
+    filler.unlink()
+    marker = c.submit(T + "add", args=[2, 2])
+    assert c.wait(marker, timeout=15).result == 4
+    assert not out.exists(), "a job refused with storage_error ran"
+    c.close()
+    d.kill9()
+    d.start()
+    c = d.client()
+    assert {j.id for j in c.list().jobs} == {done, marker}
+    assert "Traceback" not in d.log()
