@@ -14,9 +14,11 @@ loop keeps serving while the disk works. Replies wait for `durable_seq`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -27,6 +29,7 @@ log = logging.getLogger("jobd.wal")
 
 _SEGMENT_RE = re.compile(r"^(\d{8})\.(log|snap)$")
 FILE_MODE = 0o600
+COMPACT_RETRY_S = 30       # after a compaction could not start a new segment
 
 
 class StorageError(Exception):
@@ -37,7 +40,7 @@ def _name(num: int, kind: str) -> str:
     return f"{num:08d}.{kind}"
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -74,6 +77,15 @@ def _list_files(wal_dir: str) -> tuple[list[int], list[int]]:
     return sorted(segs), sorted(snaps)
 
 
+def remove_temp_files(directory: str) -> None:
+    """Delete `*.tmp` files: written by an operation a crash cut short, never
+    renamed into place, so nothing refers to them."""
+    for entry in os.scandir(directory):
+        if entry.name.endswith(".tmp") and entry.is_file():
+            os.unlink(entry.path)
+            log.info("removed %s, left by an interrupted write", entry.path)
+
+
 def _read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
@@ -87,6 +99,7 @@ def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int, int]:
     """
     count = 0
     os.makedirs(wal_dir, mode=0o700, exist_ok=True)
+    remove_temp_files(wal_dir)        # a compaction cut short by a crash
     segs, snaps = _list_files(wal_dir)
     base = snaps[-1] if snaps else 0
     if base:
@@ -142,7 +155,7 @@ class Journal:
         self.on_durable = on_durable
         self.on_failed = on_failed
         self.fd = _open_append(os.path.join(wal_dir, _name(segment, "log")))
-        _fsync_dir(wal_dir)        # a segment created just now must survive a crash too
+        fsync_dir(wal_dir)        # a segment created just now must survive a crash too
         self.buf = bytearray()
         self.appended = 0        # seq of the last record appended
         self.written = 0         # seq of the last record written to the file
@@ -153,6 +166,7 @@ class Journal:
         self.undo: list[tuple[Callable[[Any], None], Any]] = []
         self.snapshot_source: Callable[[], Iterable[Any]] | None = None
         self.compacting = False
+        self._compact_retry_at = 0.0   # monotonic time before which compaction waits
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobd-fsync")
         self._interval_handle: asyncio.TimerHandle | None = None
         self._lazy_handle: asyncio.TimerHandle | None = None
@@ -295,7 +309,8 @@ class Journal:
     # --- compaction -------------------------------------------------------------
     def _maybe_compact(self) -> None:
         if (self.offset >= self.segment_bytes and not self.compacting
-                and not self.buf and self.snapshot_source is not None):
+                and not self.buf and self.snapshot_source is not None
+                and time.monotonic() >= self._compact_retry_at):
             self.compact()
 
     def compact(self) -> None:
@@ -313,13 +328,33 @@ class Journal:
         for record in self.snapshot_source():
             wal.encode_into(snap, record)
         old_fd, new = self.fd, self.segment + 1
-        os.fsync(old_fd)
-        self.fd = _open_append(os.path.join(self.dir, _name(new, "log")))
-        _fsync_dir(self.dir)
+        try:
+            self.fd = self._next_segment(old_fd, new)
+        except OSError as e:
+            # The WAL keeps working on the old segment; retried later.
+            log.error("WAL compaction postponed %ds: cannot start segment %d: %s",
+                      COMPACT_RETRY_S, new, e)
+            self._compact_retry_at = time.monotonic() + COMPACT_RETRY_S
+            return
         os.close(old_fd)
         self.segment, self.offset, self.compacting = new, 0, True
         fut = self.loop.run_in_executor(self._executor, self._write_snapshot, new, bytes(snap))
         fut.add_done_callback(self._compacted)
+
+    def _next_segment(self, old_fd: int, num: int) -> int:
+        """Open segment `num` after making the old one durable; on failure
+        nothing changes (an empty new file is removed again)."""
+        os.fsync(old_fd)
+        path = os.path.join(self.dir, _name(num, "log"))
+        fd = _open_append(path)
+        try:
+            fsync_dir(self.dir)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise
+        return fd
 
     def _write_snapshot(self, num: int, data: bytes) -> None:
         final = os.path.join(self.dir, _name(num, "snap"))
@@ -328,10 +363,14 @@ class Journal:
         try:
             _write_all(fd, data)
             os.fsync(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         finally:
             os.close(fd)
         os.rename(tmp, final)
-        _fsync_dir(self.dir)
+        fsync_dir(self.dir)
         segs, snaps = _list_files(self.dir)
         for n in segs:
             if n < num:

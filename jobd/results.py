@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from jobd.job import Job
+from jobd.journal import fsync_dir, remove_temp_files
 
 log = logging.getLogger("jobd.results")
 
@@ -33,7 +34,9 @@ class ResultStore:
         self.inline_max = inline_max
         self.compress_min = compress_min
         self.loop = loop
+        self.storing: set[str] = set()     # file stems being written (not yet referenced)
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        remove_temp_files(directory)        # writes a crash cut short
 
     def is_inline(self, raw: bytes) -> bool:
         return len(raw) <= self.inline_max
@@ -41,9 +44,12 @@ class ResultStore:
     def store(self, job_id: str, raw: bytes, done: Callable[[list[Any] | None, str | None], None]) -> None:
         """Write a large result off the loop thread; `done(ref, error)` runs on the loop."""
         assert self.loop is not None
+        stem = _file_name(job_id)
+        self.storing.add(stem)
         fut = self.loop.run_in_executor(None, self._write, job_id, raw)
 
         def finished(f: asyncio.Future[list[Any]]) -> None:
+            self.storing.discard(stem)      # `done` records the reference now
             exc = f.exception()
             if exc is not None:
                 log.error("could not store the result of job %s: %s", job_id, exc)
@@ -67,6 +73,7 @@ class ResultStore:
         finally:
             os.close(fd)
         os.rename(tmp, path)
+        fsync_dir(self.dir)                 # the name must outlive a power cut too
         return [name, len(raw)]
 
     def load(self, job: Job) -> Any:
@@ -89,7 +96,7 @@ class ResultStore:
         removed = 0
         for entry in os.scandir(self.dir):
             stem = entry.name.split(".", 1)[0]
-            if not live(stem):
+            if not live(stem) and stem not in self.storing:
                 try:
                     os.unlink(entry.path)
                     removed += 1

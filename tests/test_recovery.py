@@ -194,6 +194,21 @@ def test_a_record_about_a_job_the_log_never_admitted_is_skipped(make_daemon):
     assert [j.id for j in c.list().jobs] == ids
     assert "skipped 1 WAL record" in d.log()
 
+
+def test_temp_files_left_by_a_crash_are_removed_at_startup(make_daemon):
+    """A snapshot or result file written to `*.tmp` and never renamed (kill -9
+    mid-compaction or mid-store) is referenced by nothing."""
+    d, ids = stopped_daemon_with_jobs(make_daemon, 2)
+    leftovers = [wal_dir(d) / "00000009.snap.tmp", Path(d.data_dir) / "results" / "ab.json.z.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"\0" * 1000)
+    d.start()
+    assert [j.id for j in d.client().list().jobs] == ids
+    assert not any(p.exists() for p in leftovers)
+
+
+# --- WAL damage ---------------------------------------------------------------------------
+
 def stopped_daemon_with_jobs(make_daemon, n: int) -> tuple[DaemonProc, list[str]]:
     d = make_daemon(workers=0)
     c = d.client()

@@ -13,12 +13,11 @@ from jobd_client import JobdError
 IN_CI = os.environ.get("CI", "").lower() not in ("", "0", "false", "no")
 
 
-@pytest.fixture
-def small_fs(tmp_path: Path):
-    """A 512 KiB tmpfs (needs root: CI runs as root)."""
+def _tmpfs(tmp_path: Path, options: str):
+    """A tmpfs with `options` (needs root: CI runs as root)."""
     mnt = tmp_path / "small"
     mnt.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(mnt)],
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"{options},mode=0700", "tmpfs", str(mnt)],
                          capture_output=True)
     if res.returncode != 0:
         if IN_CI:
@@ -26,6 +25,18 @@ def small_fs(tmp_path: Path):
         pytest.skip("mounting a tmpfs needs root")
     yield mnt
     subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.fixture
+def small_fs(tmp_path: Path):
+    """A 512 KiB tmpfs."""
+    yield from _tmpfs(tmp_path, "size=512k")
+
+
+@pytest.fixture
+def few_inodes_fs(tmp_path: Path):
+    """A tmpfs with room for data but only a few files."""
+    yield from _tmpfs(tmp_path, "size=8m,nr_inodes=32")
 
 
 def _fill(path: Path) -> None:
@@ -124,3 +135,31 @@ def test_a_refused_submit_never_runs_and_the_daemon_restarts(make_daemon, small_
     c = d.client()
     assert {j.id for j in c.list().jobs} == {done, marker}
     assert "Traceback" not in d.log()
+
+
+def test_a_compaction_that_cannot_start_a_segment_leaves_the_daemon_serving(make_daemon,
+                                                                           few_inodes_fs):
+    """No inode for the next segment: compaction is postponed (and logged);
+    every request is still answered and submits go to the current segment."""
+    d = make_daemon(start=False, workers=0, config="[wal]\nsegment_bytes = 4096\n")
+    d.data_dir = str(few_inodes_fs / "data")
+    d.start()
+    c = d.client()
+    fillers = []
+    while True:                                  # use up the inodes
+        try:
+            path = few_inodes_fs / f"filler{len(fillers)}"
+            path.touch()
+            fillers.append(path)
+        except OSError:
+            break
+    ids = [c.submit(T + "echo", args=["x" * 200]) for _ in range(60)]   # ~4 segments' worth
+    assert c.hello()["protocol"] == 1
+    assert c.list(limit=100).total == 60
+    wait_until(lambda: "compaction postponed" in d.log(), what="the postponement in the log")
+    for path in fillers:
+        path.unlink()
+    c.close()
+    d.kill9()
+    d.start()
+    assert [j.id for j in d.client().list(limit=100).jobs] == ids

@@ -212,3 +212,16 @@ def test_log_records_are_one_line_each_traceback_included():
     assert "\n" not in text
     assert text.startswith("ERROR jobd: op x failed | Traceback (most recent call last):")
     assert text.endswith("ValueError: bad | thing")
+
+
+def test_result_sweep_spares_files_being_written(tmp_path):
+    """A purge or expiry sweep runs while a large result is being stored: the
+    file (still `.tmp`, or renamed but not yet referenced) must survive."""
+    from jobd.results import ResultStore, file_stem
+    store = ResultStore(str(tmp_path), inline_max=10, compress_min=100)
+    busy, gone = file_stem("busy-job"), file_stem("gone-job")
+    store.storing.add(busy)
+    for name in (busy + ".json.z.tmp", busy + ".json", gone + ".json"):
+        (tmp_path / name).write_bytes(b"1")
+    assert store.forget_missing(lambda stem: False) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == [busy + ".json", busy + ".json.z.tmp"]
