@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from jobd import records as R
 from jobd import wal
 
 log = logging.getLogger("jobd.wal")
@@ -103,18 +104,49 @@ def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int, int]:
     segs, snaps = _list_files(wal_dir)
     base = snaps[-1] if snaps else 0
     if base:
-        path = os.path.join(wal_dir, _name(base, "snap"))
-        found = wal.scan(_read(path), sink)
-        if found.damage:
-            raise wal.CorruptLog(f"snapshot {path} is damaged: {found.damage}")
-        count += found.count
+        count += _replay_snapshot(os.path.join(wal_dir, _name(base, "snap")), sink)
     live = [n for n in segs if n >= base]
+    _check_continuous(wal_dir, base, live)
     for i, num in enumerate(live):
         count += _replay_segment(os.path.join(wal_dir, _name(num, "log")), sink,
                                  last=i == len(live) - 1)
     current = live[-1] if live else max(base, 1)
     path = os.path.join(wal_dir, _name(current, "log"))
     return current, os.path.getsize(path) if os.path.exists(path) else 0, count
+
+
+def _replay_snapshot(path: str, sink: Callable[[Any], None]) -> int:
+    """Replay a snapshot, which must end with its SNAPSHOT_END record: a
+    snapshot cut at a record boundary would otherwise look whole."""
+    end: list[int] = []
+
+    def body(rec: Any) -> None:
+        if rec[0] == R.SNAPSHOT_END:
+            end.append(rec[1])
+        else:
+            sink(rec)
+    found = wal.scan(_read(path), body)
+    if found.damage:
+        raise wal.CorruptLog(f"snapshot {path} is damaged: {found.damage}")
+    if end != [found.count - 1]:
+        raise wal.CorruptLog(f"snapshot {path} is incomplete: it does not end with its end "
+                             f"record ({found.count} records read)")
+    return found.count
+
+
+def _check_continuous(wal_dir: str, base: int, live: list[int]) -> None:
+    """The history must have no hole: the segments after the newest snapshot
+    (or from 1 without one) are consecutive, starting at its number."""
+    first = base or 1
+    expected = list(range(first, first + len(live)))
+    if (base and not live) or live != expected:
+        missing = sorted(set(range(first, (live or [first])[-1] + 1)) - set(live))
+        what = f"segment {_name(missing[0], 'log')}" if missing else "a segment"
+        raise wal.CorruptLog(
+            f"WAL history in {wal_dir} has a hole: {what} is missing "
+            f"({'after snapshot ' + _name(base, 'snap') if base else 'no snapshot'}; "
+            f"segments {', '.join(str(n) for n in live)}). Refusing to start rather than "
+            "drop jobs; see docs/wal.md (Recovery).")
 
 
 def _replay_segment(path: str, sink: Callable[[Any], None], last: bool) -> int:
@@ -325,8 +357,11 @@ class Journal:
         if self.buf:
             self._write_buffer()
         snap = bytearray()
+        records = 0
         for record in self.snapshot_source():
             wal.encode_into(snap, record)
+            records += 1
+        wal.encode_into(snap, [R.SNAPSHOT_END, records])
         old_fd, new = self.fd, self.segment + 1
         try:
             self.fd = self._next_segment(old_fd, new)

@@ -23,6 +23,7 @@ SCHEDULE_REMOVE: Final = "SR"  # ["SR", name]
 SCHEDULE_FIRED: Final = "ST"   # ["ST", name, ts, job_id]
 SEQ: Final = "N"           # ["N", next_seq]   snapshot header
 JOBS: Final = "J"          # ["J", [job_record, ...]]   snapshot body, in chunks
+SNAPSHOT_END: Final = "E"  # ["E", records_before]   a snapshot's last record: it is whole
 SNAPSHOT_CHUNK: Final = 1000
 
 

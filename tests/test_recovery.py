@@ -305,6 +305,71 @@ def test_damaged_snapshot_refuses_to_start(make_daemon):
     assert re.search(r"damaged|corrupt", out, re.I) and snap.name in out, out
 
 
+
+def _compacted_twice(make_daemon) -> DaemonProc:
+    """A stopped daemon whose WAL is a snapshot plus two or more segments."""
+    d = make_daemon(workers=0, config="[wal]\nsegment_bytes = 65536\n")
+    c = d.client(timeout=30)
+    for _ in range(5):
+        c.submit_many([{"handler": NOOP, "args": ["y" * 100]} for _ in range(300)])
+    wait_until(lambda: snapshots(d), what="a snapshot")
+    for _ in range(3):
+        c.submit_many([{"handler": NOOP, "args": ["z" * 100]} for _ in range(300)])
+    d.close_clients()
+    assert d.stop() == 0
+    return d
+
+
+def _refuses_to_start(d: DaemonProc, *words: str) -> None:
+    log_len = len(d.log())
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(20) != 0
+    out = d.log()[log_len:]
+    for word in words:
+        assert word in out, out
+
+
+@pytest.mark.parametrize("damage", ["deleted", "empty", "cut at a record boundary",
+                                    "end record removed"])
+def test_a_missing_or_incomplete_snapshot_refuses_to_start(make_daemon, damage):
+    """Without these checks each of them started with jobs silently gone."""
+    d = _compacted_twice(make_daemon)
+    snap = snapshots(d)[-1]
+    data = snap.read_bytes()
+    if damage == "deleted":
+        snap.unlink()
+        _refuses_to_start(d, "hole", "missing")
+        return
+    if damage == "empty":
+        data = b""
+    elif damage == "cut at a record boundary":
+        cut = wal.next_good_record(data, len(data) // 2)   # a whole-record prefix
+        assert cut is not None
+        data = data[:cut]
+    else:
+        end = bytearray()
+        wal.encode_into(end, [R.SNAPSHOT_END, wal.scan(data).count - 1])
+        assert data.endswith(end)
+        data = data[:-len(end)]
+    snap.write_bytes(data)
+    _refuses_to_start(d, "incomplete", snap.name)
+
+
+@pytest.mark.parametrize("hole", ["the snapshot's own segment", "a gap after it"])
+def test_a_missing_segment_refuses_to_start(make_daemon, hole):
+    d = _compacted_twice(make_daemon)
+    base = int(snapshots(d)[-1].name.split(".")[0])
+    own = wal_dir(d) / f"{base:08d}.log"
+    assert own.exists()
+    if hole == "the snapshot's own segment":
+        own.unlink()
+        missing = own.name
+    else:                                   # segment base+1 lost, base+2 present
+        (wal_dir(d) / f"{base + 2:08d}.log").write_bytes(b"")
+        missing = f"{base + 1:08d}.log"
+    _refuses_to_start(d, "hole", missing)
+
+
 # --- compaction ---------------------------------------------------------------------------
 
 def test_compaction_writes_a_snapshot_and_removes_old_segments(make_daemon):
@@ -330,7 +395,7 @@ def test_compaction_writes_a_snapshot_and_removes_old_segments(make_daemon):
         if len(snaps) != 1:
             return False
         base = int(snaps[0].stem)
-        return all(int(s.stem) >= base for s in segs)
+        return all(int(s.stem) >= base for s in segs) and not list(wal_dir(d).glob("*.tmp"))
     wait_until(compacted, what="old segments and snapshots to be removed")
     total = sum(p.stat().st_size for p in wal_dir(d).iterdir())
     snap_size = snapshots(d)[0].stat().st_size
