@@ -30,6 +30,7 @@ log = logging.getLogger("jobd.wal")
 
 _SEGMENT_RE = re.compile(r"^(\d{8})\.(log|snap)$")
 FILE_MODE = 0o600
+_SNAPSHOT_MARKS = (R.SNAPSHOT_BEGIN, R.SNAPSHOT_END)
 COMPACT_RETRY_S = 30       # after a compaction could not start a new segment
 
 
@@ -116,19 +117,22 @@ def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int, int]:
 
 
 def _replay_snapshot(path: str, sink: Callable[[Any], None]) -> int:
-    """Replay a snapshot, which must end with its SNAPSHOT_END record: a
-    snapshot cut at a record boundary would otherwise look whole."""
-    end: list[int] = []
+    """Replay a snapshot. One written since format 2 begins with a V record
+    and must end with its E record: cut at a record boundary it would
+    otherwise look whole. Older snapshots have neither and are read as before."""
+    marks: dict[str, int] = {}
 
     def body(rec: Any) -> None:
-        if rec[0] == R.SNAPSHOT_END:
-            end.append(rec[1])
+        if rec[0] in _SNAPSHOT_MARKS:
+            marks[rec[0]] = rec[1]
         else:
             sink(rec)
     found = wal.scan(_read(path), body)
     if found.damage:
         raise wal.CorruptLog(f"snapshot {path} is damaged: {found.damage}")
-    if end != [found.count - 1]:
+    whole = marks.get(R.SNAPSHOT_END) == found.count - 1 if R.SNAPSHOT_BEGIN in marks \
+        else found.count > 0 and R.SNAPSHOT_END not in marks
+    if not whole:
         raise wal.CorruptLog(f"snapshot {path} is incomplete: it does not end with its end "
                              f"record ({found.count} records read)")
     return found.count
@@ -357,7 +361,8 @@ class Journal:
         if self.buf:
             self._write_buffer()
         snap = bytearray()
-        records = 0
+        wal.encode_into(snap, [R.SNAPSHOT_BEGIN, R.SNAPSHOT_FORMAT])
+        records = 1
         for record in self.snapshot_source():
             wal.encode_into(snap, record)
             records += 1

@@ -23,7 +23,9 @@ SCHEDULE_REMOVE: Final = "SR"  # ["SR", name]
 SCHEDULE_FIRED: Final = "ST"   # ["ST", name, ts, job_id]
 SEQ: Final = "N"           # ["N", next_seq]   snapshot header
 JOBS: Final = "J"          # ["J", [job_record, ...]]   snapshot body, in chunks
+SNAPSHOT_BEGIN: Final = "V"  # ["V", format]   a snapshot's first record (format 2 on)
 SNAPSHOT_END: Final = "E"  # ["E", records_before]   a snapshot's last record: it is whole
+SNAPSHOT_FORMAT: Final = 2   # 2: begins with V, ends with E; 1 (no V): neither
 SNAPSHOT_CHUNK: Final = 1000
 
 

@@ -355,6 +355,22 @@ def test_a_missing_or_incomplete_snapshot_refuses_to_start(make_daemon, damage):
     _refuses_to_start(d, "incomplete", snap.name)
 
 
+def test_a_snapshot_of_the_first_format_is_still_read(make_daemon):
+    """Snapshots written before format 2 have no V/E records: read as before."""
+    d = _compacted_twice(make_daemon)
+    d.start()
+    before = views(d)
+    d.close_clients()
+    assert d.stop() == 0
+    snap = snapshots(d)[-1]
+    old = bytearray()
+    wal.scan(snap.read_bytes(), lambda rec: rec[0] in ("V", "E") or wal.encode_into(old, rec))
+    assert 0 < len(old) < snap.stat().st_size
+    snap.write_bytes(bytes(old))
+    d.start()
+    assert views(d) == before
+
+
 @pytest.mark.parametrize("hole", ["the snapshot's own segment", "a gap after it"])
 def test_a_missing_segment_refuses_to_start(make_daemon, hole):
     d = _compacted_twice(make_daemon)
