@@ -242,7 +242,7 @@ class Daemon:
     def _tick(self) -> None:
         if self.poller is not None:
             self.poller.woke(time.perf_counter())
-        if self.journal.undo:
+        if self.journal.holds_undoable:
             # Submits reach the file before any job can start: if the write
             # fails they are undone, and no worker has been told to run them.
             self.journal.write_buffer()

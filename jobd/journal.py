@@ -250,6 +250,11 @@ class Journal:
             self._maybe_compact()
         return False
 
+    @property
+    def holds_undoable(self) -> bool:
+        """Buffered records that a failed write would undo (submits)."""
+        return bool(self.undo)
+
     def write_buffer(self) -> None:
         """Write what is buffered now (no fsync); a failure undoes the batch."""
         if self.buf:
