@@ -30,7 +30,7 @@ log = logging.getLogger("jobd.wal")
 
 _SEGMENT_RE = re.compile(r"^(\d{8})\.(log|snap)$")
 FILE_MODE = 0o600
-_SNAPSHOT_MARKS = (R.SNAPSHOT_BEGIN, R.SNAPSHOT_END)
+_SNAPSHOT_MARKS = (R.FORMAT, R.SNAPSHOT_END)
 COMPACT_RETRY_S = 30       # after a compaction could not start a new segment
 
 
@@ -77,6 +77,13 @@ def _list_files(wal_dir: str) -> tuple[list[int], list[int]]:
         if m:
             (segs if m.group(2) == "log" else snaps).append(int(m.group(1)))
     return sorted(segs), sorted(snaps)
+
+
+def _write_header(fd: int) -> int:
+    """Write the format record at the start of a new segment; its size."""
+    header = _header()
+    _write_all(fd, header)
+    return len(header)
 
 
 def remove_temp_files(directory: str) -> None:
@@ -130,12 +137,21 @@ def _replay_snapshot(path: str, sink: Callable[[Any], None]) -> int:
     found = wal.scan(_read(path), body)
     if found.damage:
         raise wal.CorruptLog(f"snapshot {path} is damaged: {found.damage}")
-    whole = marks.get(R.SNAPSHOT_END) == found.count - 1 if R.SNAPSHOT_BEGIN in marks \
+    if R.FORMAT in marks:
+        R.check_format(marks[R.FORMAT], path)
+    whole = marks.get(R.SNAPSHOT_END) == found.count - 1 if R.FORMAT in marks \
         else found.count > 0 and R.SNAPSHOT_END not in marks
     if not whole:
         raise wal.CorruptLog(f"snapshot {path} is incomplete: it does not end with its end "
                              f"record ({found.count} records read)")
     return found.count
+
+
+def _header() -> bytes:
+    """The first record of every new segment and snapshot."""
+    buf = bytearray()
+    wal.encode_into(buf, [R.FORMAT, R.WAL_FORMAT])
+    return bytes(buf)
 
 
 def _check_continuous(wal_dir: str, base: int, live: list[int]) -> None:
@@ -192,6 +208,8 @@ class Journal:
         self.on_failed = on_failed
         self.fd = _open_append(os.path.join(wal_dir, _name(segment, "log")))
         fsync_dir(wal_dir)        # a segment created just now must survive a crash too
+        if offset == 0:           # a new segment starts with its format record
+            self.offset = _write_header(self.fd)
         self.buf = bytearray()
         self.appended = 0        # seq of the last record appended
         self.written = 0         # seq of the last record written to the file
@@ -365,8 +383,7 @@ class Journal:
         assert self.snapshot_source is not None
         if self.buf:
             self._write_buffer()
-        snap = bytearray()
-        wal.encode_into(snap, [R.SNAPSHOT_BEGIN, R.SNAPSHOT_FORMAT])
+        snap = bytearray(_header())
         records = 1
         for record in self.snapshot_source():
             wal.encode_into(snap, record)
@@ -382,7 +399,7 @@ class Journal:
             self._compact_retry_at = time.monotonic() + COMPACT_RETRY_S
             return
         os.close(old_fd)
-        self.segment, self.offset, self.compacting = new, 0, True
+        self.segment, self.offset, self.compacting = new, len(_header()), True
         fut = self.loop.run_in_executor(self._executor, self._write_snapshot, new, bytes(snap))
         fut.add_done_callback(self._compacted)
 
@@ -394,6 +411,7 @@ class Journal:
         fd = _open_append(path)
         try:
             fsync_dir(self.dir)
+            _write_header(fd)
         except OSError:
             os.close(fd)
             with contextlib.suppress(OSError):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from jobd.wal import CorruptLog
+
 SUBMIT: Final = "S"        # ["S", job_record]          also used by snapshots
 START: Final = "B"         # ["B", id, ts, worker_id]
 PROGRESS: Final = "P"      # ["P", id, progress]
@@ -23,9 +25,9 @@ SCHEDULE_REMOVE: Final = "SR"  # ["SR", name]
 SCHEDULE_FIRED: Final = "ST"   # ["ST", name, ts, job_id]
 SEQ: Final = "N"           # ["N", next_seq]   snapshot header
 JOBS: Final = "J"          # ["J", [job_record, ...]]   snapshot body, in chunks
-SNAPSHOT_BEGIN: Final = "V"  # ["V", format]   a snapshot's first record (format 2 on)
+FORMAT: Final = "V"        # ["V", format]   first record of every segment and snapshot
 SNAPSHOT_END: Final = "E"  # ["E", records_before]   a snapshot's last record: it is whole
-SNAPSHOT_FORMAT: Final = 2   # 2: begins with V, ends with E; 1 (no V): neither
+WAL_FORMAT: Final = 2      # 2: files begin with V, snapshots end with E; 1: neither
 SNAPSHOT_CHUNK: Final = 1000
 
 
@@ -39,3 +41,11 @@ def complete(job_id: str, ts: float, result: Any, ref: Any) -> list[Any]:
 
 def fail(job_id: str, ts: float, error: str, next_status: str, due: float | None) -> list[Any]:
     return [FAIL, job_id, ts, error, next_status, due]
+
+
+def check_format(version: Any, where: str) -> None:
+    """A file written by a newer jobd is not read (it may hold records this
+    one would misread); older formats are."""
+    if not isinstance(version, int) or version > WAL_FORMAT:
+        raise CorruptLog(f"{where} has WAL format {version!r}; this jobd reads formats "
+                         f"up to {WAL_FORMAT} (written by a newer jobd?)")

@@ -57,6 +57,7 @@ class State:
             R.SCHEDULE_ADD: self._a_schedule_add,
             R.SCHEDULE_REMOVE: self._a_schedule_remove,
             R.SCHEDULE_FIRED: self._a_schedule_fired, R.SEQ: self._a_seq,
+            R.FORMAT: self._a_format,
             R.JOBS: self.replay,
         }
 
@@ -239,6 +240,9 @@ class State:
         if sched is not None:
             sched["last_run"] = rec[2]
             sched["last_job_id"] = rec[3]
+
+    def _a_format(self, rec: list[Any]) -> None:
+        R.check_format(rec[1], "a WAL segment")
 
     def _a_seq(self, rec: list[Any]) -> None:
         self.seq = max(self.seq, rec[1])

@@ -371,6 +371,20 @@ def test_a_snapshot_of_the_first_format_is_still_read(make_daemon):
     assert views(d) == before
 
 
+def test_every_segment_starts_with_its_format_and_a_newer_format_is_refused(make_daemon):
+    d, _ids = stopped_daemon_with_jobs(make_daemon, 2)
+    firsts: list[Any] = []
+    for seg in segments(d):
+        wal.scan(seg.read_bytes(), lambda rec: firsts.append(rec) if len(firsts) == 0 else None)
+        assert firsts and firsts[0] == [R.FORMAT, R.WAL_FORMAT], (seg.name, firsts)
+        firsts.clear()
+    buf = bytearray()
+    wal.encode_into(buf, [R.FORMAT, R.WAL_FORMAT + 1])
+    with open(segments(d)[-1], "ab") as f:
+        f.write(buf)
+    _refuses_to_start(d, "newer jobd")
+
+
 @pytest.mark.parametrize("hole", ["the snapshot's own segment", "a gap after it"])
 def test_a_missing_segment_refuses_to_start(make_daemon, hole):
     d = _compacted_twice(make_daemon)
