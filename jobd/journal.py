@@ -217,7 +217,8 @@ class Journal:
         self.fsyncs = 0
         self.bytes_written = 0
         self.syncing = False
-        self.undo: list[tuple[Callable[[Any], None], Any]] = []
+        # (undo, arg, start, end): how to revert a buffered submit, and where it is in `buf`
+        self.undo: list[tuple[Callable[[Any], None], Any, int, int]] = []
         self.snapshot_source: Callable[[], Iterable[Any]] | None = None
         self.compacting = False
         self._compact_retry_at = 0.0   # monotonic time before which compaction waits
@@ -233,10 +234,13 @@ class Journal:
                undo_arg: Any = None) -> int:
         """Buffer one record; returns its sequence number. Hot path.
         `undo(undo_arg)` reverts the change if the write fails."""
-        wal.encode_into(self.buf, record)
+        if undo is None:
+            wal.encode_into(self.buf, record)
+        else:
+            start = len(self.buf)
+            wal.encode_into(self.buf, record)
+            self.undo.append((undo, undo_arg, start, len(self.buf)))
         self.appended += 1
-        if undo is not None:
-            self.undo.append((undo, undo_arg))
         return self.appended
 
     @property
@@ -309,16 +313,25 @@ class Journal:
             self._set_durable(self.written)
 
     def _fail_batch(self, first: int, last: int, why: str) -> None:
-        """Undo a batch that did not reach the file and answer its waiters."""
+        """A batch did not reach the file: answer its waiters with the error,
+        undo its submits, and keep every other record (a start, an outcome, a
+        cancel...) for the next write: the change is already live in memory,
+        so memory and log agree again once the disk takes it."""
         log.error("%s; %d record(s) not acknowledged", why, last - first + 1)
         try:
             os.ftruncate(self.fd, self.offset)
         except OSError:
             log.exception("could not cut the WAL back to %d bytes", self.offset)
-        for undo, arg in reversed(self.undo):
+        kept = bytearray()
+        pos = 0
+        for _undo, _arg, start, end in self.undo:
+            kept += self.buf[pos:start]
+            pos = end
+        kept += self.buf[pos:]
+        for undo, arg, _start, _end in reversed(self.undo):
             undo(arg)
         self.undo.clear()
-        self.buf.clear()
+        self.buf = kept
         self.written = self.appended
         self.on_failed(first, last, why)
         if self.mode != "always":

@@ -163,3 +163,30 @@ def test_a_compaction_that_cannot_start_a_segment_leaves_the_daemon_serving(make
     d.kill9()
     d.start()
     assert [j.id for j in d.client().list(limit=100).jobs] == ids
+
+
+def test_an_outcome_recorded_while_the_disk_is_full_is_written_once_it_frees(make_daemon,
+                                                                          small_fs, tmp_path):
+    """A job finishes while the WAL cannot be written: its completion is kept
+    for the next write instead of being dropped, so after the disk frees up
+    and the daemon is killed, the job is still completed (it does not run again)."""
+    d = make_daemon(start=False, workers=1)
+    d.data_dir = str(small_fs / "data")
+    d.start()
+    c = d.client()
+    started, release = tmp_path / "started", tmp_path / "release"
+    job = c.submit(T + "wait_file_then", args=[str(release), str(started), "r" * 20000])
+    wait_until(started.exists, what="the job to start")
+    filler = small_fs / "filler"
+    _fill(filler)
+    release.touch()                                   # it completes while the disk is full
+    wait_until(lambda: c.status(job).status == "completed", what="the job to complete")
+    wait_until(lambda: "WAL write failed" in d.log(), what="the failed write")
+    filler.unlink()
+    marker = c.submit(T + "add", args=[1, 1])          # the next write carries it
+    assert c.wait(marker, timeout=15).result == 2
+    c.close()
+    d.kill9()
+    d.start()
+    done = d.client().status(job)
+    assert done.status == "completed" and done.result == "r" * 20000

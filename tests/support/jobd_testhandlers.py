@@ -209,3 +209,10 @@ def wait_file(path: str, started: str | None = None) -> str:
     while not os.path.exists(path) and time.time() < deadline:
         time.sleep(0.01)
     return "released" if os.path.exists(path) else "deadline"
+
+
+@handler
+def wait_file_then(path: str, started: str, result: Any) -> Any:
+    """`wait_file`, then return `result` (e.g. a large one)."""
+    wait_file(path, started)
+    return result
