@@ -155,7 +155,7 @@ class Dispatcher:
             return
         self.pool.send(w, F.frame(F.DROP, job.id.encode()))
         w.drops += 1            # nothing new for this worker until it answers
-        w.dropping[job.id] = job
+        w.dropping[job.id] = (job, job.seq)
 
     def dropped(self, w: WorkerProc, job_id: str, ran: bool) -> None:
         """The worker answered a DROP; `ran`: it had started the job before
@@ -163,17 +163,40 @@ class Dispatcher:
         if ran:
             self.claim(w, job_id)
             return
-        job = w.dropping.pop(job_id, None)
+        job = self._taken_back(w, job_id)
         if job is not None:
             self.requeue(job)
+
+    def _taken_back(self, w: WorkerProc, job_id: str) -> Job | None:
+        """The job `w` was told to drop, unless it has been queued again since
+        (a cancel then a `retry` give it a new place in the queue already)."""
+        entry = w.dropping.pop(job_id, None)
+        if entry is None or entry[0].seq != entry[1]:
+            return None
+        return entry[0]
+
+    def started_unannounced(self, w: WorkerProc, job_id: str) -> Job | None:
+        """The worker, with no current job here, reports on `job_id`: while a
+        DROP was unanswered the daemon could not tell which job it ran next
+        (pool `_next_or_settle`). It is the next job sent ahead, or one it
+        was told to drop but had started; it becomes the current job."""
+        if job_id in w.dropping:
+            return self.claim(w, job_id)
+        if w.queued and w.queued[0].id == job_id and self.start_sent_ahead(w):
+            return w.job
+        return None
 
     def claim(self, w: WorkerProc, job_id: str) -> Job | None:
         """The worker reports on a job it was told to drop (its outcome, or
         `ran` in its answer): it had started it before the DROP arrived. The
         job is the worker's current job after all, so its outcome counts and
         it does not run twice; None when it cannot be (it was cancelled)."""
-        job = w.dropping.pop(job_id, None)
+        if job_id not in w.dropping:
+            return None
+        job = self._taken_back(w, job_id)
         if job is None:
+            log.warning("job %s ran on worker %d before it was taken back; it was queued "
+                        "again since, so it runs again", job_id, w.id)
             return None
         if self._adopt(w, job):
             return job
@@ -207,9 +230,10 @@ class Dispatcher:
         """The worker is gone: no answer will come for the jobs it was told
         to drop; the pending ones go back to the queue."""
         self.take_back_all(w)
-        for job in w.dropping.values():
-            self.requeue(job)
-        w.dropping.clear()
+        for job_id in list(w.dropping):
+            job = self._taken_back(w, job_id)
+            if job is not None:
+                self.requeue(job)
 
     # --- concurrency limits --------------------------------------------------------------
     def _next_job(self) -> Job | None:

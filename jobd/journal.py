@@ -32,6 +32,8 @@ _SEGMENT_RE = re.compile(r"^(\d{8})\.(log|snap)$")
 FILE_MODE = 0o600
 _SNAPSHOT_MARKS = (R.FORMAT, R.SNAPSHOT_END)
 COMPACT_RETRY_S = 30       # after a compaction could not start a new segment
+RETRY_WRITE_S = 0.5        # records kept after a failed write are retried this often
+FAILURE_LOG_S = 5.0        # at most one "write failed" line this often
 
 
 class StorageError(Exception):
@@ -222,6 +224,8 @@ class Journal:
         self.snapshot_source: Callable[[], Iterable[Any]] | None = None
         self.compacting = False
         self._compact_retry_at = 0.0   # monotonic time before which compaction waits
+        self._retry_handle: asyncio.TimerHandle | None = None   # rewrite kept records
+        self._failure_logged = -FAILURE_LOG_S
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobd-fsync")
         self._interval_handle: asyncio.TimerHandle | None = None
         self._lazy_handle: asyncio.TimerHandle | None = None
@@ -317,7 +321,11 @@ class Journal:
         undo its submits, and keep every other record (a start, an outcome, a
         cancel...) for the next write: the change is already live in memory,
         so memory and log agree again once the disk takes it."""
-        log.error("%s; %d record(s) not acknowledged", why, last - first + 1)
+        now = time.monotonic()
+        if now - self._failure_logged >= FAILURE_LOG_S:      # a full disk fails every turn
+            self._failure_logged = now
+            log.error("%s; %d new record(s) not acknowledged (submits undone; other "
+                      "records kept and retried)", why, max(0, last - first + 1))
         try:
             os.ftruncate(self.fd, self.offset)
         except OSError:
@@ -333,9 +341,16 @@ class Journal:
         self.undo.clear()
         self.buf = kept
         self.written = self.appended
+        if kept and self._retry_handle is None:   # no turn may come soon to write them
+            self._retry_handle = self.loop.call_later(RETRY_WRITE_S, self._retry_write)
         self.on_failed(first, last, why)
         if self.mode != "always":
             self._set_durable(self.written)
+
+    def _retry_write(self) -> None:
+        self._retry_handle = None
+        if self.buf:
+            self.flush(urgent=False)      # fsynced lazily; a new failure re-arms this
 
     def _sync_inline(self) -> None:
         """fsync what is written, on the loop thread. A reply waits for it:
@@ -472,7 +487,7 @@ class Journal:
 
     def close(self) -> None:
         """Write and fsync everything; the loop must not append afterwards."""
-        for handle in (self._interval_handle, self._lazy_handle):
+        for handle in (self._interval_handle, self._lazy_handle, self._retry_handle):
             if handle is not None:
                 handle.cancel()
         self._executor.shutdown(wait=True)

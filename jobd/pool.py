@@ -263,7 +263,7 @@ class Pool:
         w.drops -= 1
         self.dispatcher.dropped(w, job_id, bool(ran))
         if not w.drops and w.job is None:
-            self._settle(w)
+            self._next_or_settle(w)
         self.d.kick()
 
     def _on_heartbeat(self, w: WorkerProc, body: list[Any]) -> None:
@@ -284,8 +284,8 @@ class Pool:
 
     def _current(self, w: WorkerProc, job_id: str) -> Job | None:
         job = w.job
-        if job is None and job_id in w.dropping:     # it started before our DROP came
-            job = self.dispatcher.claim(w, job_id)
+        if job is None:
+            job = self.dispatcher.started_unannounced(w, job_id)
         if job is None or job.id != job_id or job.status != C.RUNNING:
             return None
         return job
@@ -332,7 +332,14 @@ class Pool:
             end = job.completed_at or job.finished_attempt_at
             if end:
                 self.d.metrics.observe_duration(job.handler, max(0.0, end - job.started_at))
-        if w.kill_reason is None and not w.closed and self.dispatcher.start_sent_ahead(w):
+        self._next_or_settle(w)
+
+    def _next_or_settle(self, w: WorkerProc) -> None:
+        """The worker has no current job: it runs the next job sent ahead, or
+        settles. While a DROP is unanswered, which job it runs next is not
+        known (it may have started the one being taken back): wait."""
+        if w.kill_reason is None and not w.closed and not w.drops \
+                and self.dispatcher.start_sent_ahead(w):
             return
         self._settle(w)
 

@@ -30,7 +30,8 @@ class WorkerProc:
         self.job: Job | None = None              # the job it is running
         self.queued: deque[Job] = deque()        # sent ahead, runs after `job` (prefetch)
         self.drops = 0                           # DROPs sent, not yet answered (DROPPED)
-        self.dropping: dict[str, Job] = {}       # of those, jobs that wait for the answer
+        self.dropping: dict[str, tuple[Job, int]] = {}   # of those, jobs (and their queue
+        #   seq then) that wait for the answer
         #   to go back to the queue (or, if it had started them, to stay here)
         self.jobs_completed = 0
         self.jobs_failed = 0

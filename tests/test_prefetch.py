@@ -166,3 +166,29 @@ async def test_jobs_taken_back_for_priority_run_exactly_once(make_daemon, tmp_pa
     assert all(j.status == "completed" and j.attempts == 1 for j in jobs)
     ran = [line.split()[0] for line in _lines(out)]
     assert len(ran) == len(set(ran)) == 600, sorted(v for v in set(ran) if ran.count(v) > 1)
+
+
+def test_a_job_cancelled_and_retried_while_its_drop_is_unanswered_runs_once(make_daemon,
+                                                                             tmp_path):
+    """The worker is busy, so the DROP of a cancelled job sent ahead waits;
+    `retry` queues the job again meanwhile. When the worker finally answers,
+    the job must not be queued a second time."""
+    d = make_daemon(workers=1)
+    c = d.client()
+    started, release, out = tmp_path / "started", tmp_path / "release", tmp_path / "out"
+    current = c.submit(T + "wait_file", args=[str(release), str(started)])
+    wait_until(lambda: _lines(started), what="the current job to start")
+    ids = [c.submit(T + "append", args=[str(out), f"job{i}"]) for i in range(8)]
+    wait_until(lambda: c.metrics()["workers"]["prefetched"] >= 1, what="jobs sent ahead")
+    assert c.cancel(ids[0]) is True
+    assert c.retry(ids[0]) == "pending"
+    # A backlog behind it, so that it is sent ahead again (stays pending) when popped.
+    ids += [c.submit(T + "append", args=[str(out), f"low{i}"], priority="low") for i in range(20)]
+    release.touch()
+    for job_id in [current, *ids]:
+        assert c.wait(job_id, timeout=15).status == "completed"
+    marker = c.submit(T + "append", args=[str(out), "marker"])
+    assert c.wait(marker, timeout=15).status == "completed"
+    ran = [line.split()[0] for line in _lines(out)]
+    expected = [f"job{i}" for i in range(8)] + [f"low{i}" for i in range(20)] + ["marker"]
+    assert sorted(ran) == sorted(expected), ran

@@ -190,3 +190,31 @@ def test_an_outcome_recorded_while_the_disk_is_full_is_written_once_it_frees(mak
     d.start()
     done = d.client().status(job)
     assert done.status == "completed" and done.result == "r" * 20000
+
+
+def test_records_kept_after_a_failed_write_are_written_without_new_activity(make_daemon,
+                                                                             small_fs, tmp_path):
+    """Nothing else happens after the disk frees up (no request, no heartbeat
+    for a long while): the kept completion still reaches the WAL on its own."""
+    d = make_daemon(start=False, workers=1,
+                    config="[workers]\nheartbeat_interval = 60\nheartbeat_timeout = 120\n")
+    d.data_dir = str(small_fs / "data")
+    d.start()
+    c = d.client()
+    started, release = tmp_path / "started", tmp_path / "release"
+    job = c.submit(T + "wait_file_then", args=[str(release), str(started), "r" * 20000])
+    wait_until(started.exists, what="the job to start")
+    wal_files = sorted((small_fs / "data" / "wal").glob("*.log"))
+    filler = small_fs / "filler"
+    _fill(filler)
+    release.touch()
+    wait_until(lambda: c.status(job).status == "completed", what="the job to complete")
+    wait_until(lambda: "WAL write failed" in d.log(), what="the failed write")
+    size = wal_files[-1].stat().st_size
+    filler.unlink()                                   # and no request from here on
+    wait_until(lambda: wal_files[-1].stat().st_size > size + 20000, timeout=10,
+               what="the kept completion to be written")
+    c.close()
+    d.kill9()
+    d.start()
+    assert d.client().status(job).status == "completed"
