@@ -165,24 +165,29 @@ def test_a_compaction_that_cannot_start_a_segment_leaves_the_daemon_serving(make
     assert [j.id for j in d.client().list(limit=100).jobs] == ids
 
 
-def test_an_outcome_recorded_while_the_disk_is_full_is_written_once_it_frees(make_daemon,
-                                                                          small_fs, tmp_path):
-    """A job finishes while the WAL cannot be written: its completion is kept
-    for the next write instead of being dropped, so after the disk frees up
-    and the daemon is killed, the job is still completed (it does not run again)."""
-    d = make_daemon(start=False, workers=1)
+def _completed_while_full(d, small_fs: Path, tmp_path: Path):
+    """Start `d` on the small filesystem; a job (20 kB result) completes while
+    the disk is full, so its completion record fails to write."""
     d.data_dir = str(small_fs / "data")
     d.start()
     c = d.client()
     started, release = tmp_path / "started", tmp_path / "release"
     job = c.submit(T + "wait_file_then", args=[str(release), str(started), "r" * 20000])
     wait_until(started.exists, what="the job to start")
-    filler = small_fs / "filler"
-    _fill(filler)
+    _fill(small_fs / "filler")
     release.touch()                                   # it completes while the disk is full
     wait_until(lambda: c.status(job).status == "completed", what="the job to complete")
     wait_until(lambda: "WAL write failed" in d.log(), what="the failed write")
-    filler.unlink()
+    return d, c, job
+
+
+def test_an_outcome_recorded_while_the_disk_is_full_is_written_once_it_frees(make_daemon,
+                                                                          small_fs, tmp_path):
+    """A job finishes while the WAL cannot be written: its completion is kept
+    for the next write instead of being dropped, so after the disk frees up
+    and the daemon is killed, the job is still completed (it does not run again)."""
+    d, c, job = _completed_while_full(make_daemon(start=False, workers=1), small_fs, tmp_path)
+    (small_fs / "filler").unlink()
     marker = c.submit(T + "add", args=[1, 1])          # the next write carries it
     assert c.wait(marker, timeout=15).result == 2
     c.close()
@@ -196,22 +201,12 @@ def test_records_kept_after_a_failed_write_are_written_without_new_activity(make
                                                                              small_fs, tmp_path):
     """Nothing else happens after the disk frees up (no request, no heartbeat
     for a long while): the kept completion still reaches the WAL on its own."""
-    d = make_daemon(start=False, workers=1,
-                    config="[workers]\nheartbeat_interval = 60\nheartbeat_timeout = 120\n")
-    d.data_dir = str(small_fs / "data")
-    d.start()
-    c = d.client()
-    started, release = tmp_path / "started", tmp_path / "release"
-    job = c.submit(T + "wait_file_then", args=[str(release), str(started), "r" * 20000])
-    wait_until(started.exists, what="the job to start")
+    quiet = "[workers]\nheartbeat_interval = 60\nheartbeat_timeout = 120\n"
+    d, c, job = _completed_while_full(make_daemon(start=False, workers=1, config=quiet),
+                                      small_fs, tmp_path)
     wal_files = sorted((small_fs / "data" / "wal").glob("*.log"))
-    filler = small_fs / "filler"
-    _fill(filler)
-    release.touch()
-    wait_until(lambda: c.status(job).status == "completed", what="the job to complete")
-    wait_until(lambda: "WAL write failed" in d.log(), what="the failed write")
     size = wal_files[-1].stat().st_size
-    filler.unlink()                                   # and no request from here on
+    (small_fs / "filler").unlink()                    # and no request from here on
     wait_until(lambda: wal_files[-1].stat().st_size > size + 20000, timeout=10,
                what="the kept completion to be written")
     c.close()
