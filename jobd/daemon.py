@@ -429,6 +429,7 @@ class Daemon:
         if self.http is not None:
             self.http.close()
         await self.pool.shutdown(self.cfg.workers.shutdown_timeout)
+        await self.results.drain()          # results still being written: record them
         self.server.stop_listening()
         self.tick()
         self.journal.close()

@@ -212,6 +212,7 @@ class Journal:
         fsync_dir(wal_dir)        # a segment created just now must survive a crash too
         if offset == 0:           # a new segment starts with its format record
             self.offset = _write_header(self.fd)
+        self.closed = False      # after close(): nothing may be appended or written
         self.buf = bytearray()
         self.appended = 0        # seq of the last record appended
         self.written = 0         # seq of the last record written to the file
@@ -238,6 +239,10 @@ class Journal:
                undo_arg: Any = None) -> int:
         """Buffer one record; returns its sequence number. Hot path.
         `undo(undo_arg)` reverts the change if the write fails."""
+        if self.closed:
+            # A change after the final flush would be lost (and its bytes
+            # could reach whatever file now has the old descriptor's number).
+            raise StorageError("the WAL is closed: jobd has stopped")
         if undo is None:
             wal.encode_into(self.buf, record)
         else:
@@ -302,6 +307,8 @@ class Journal:
         self.flush()
 
     def _write_buffer(self) -> None:
+        if self.closed:
+            return
         first = self.written + 1
         try:
             _write_all(self.fd, self.buf)
@@ -499,4 +506,6 @@ class Journal:
         except OSError as e:
             log.critical("final WAL fsync failed: %s", e)
         self._set_durable(self.written)
+        self.closed = True
         os.close(self.fd)
+        self.fd = -1            # never a number another file may have been given

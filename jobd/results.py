@@ -35,6 +35,7 @@ class ResultStore:
         self.compress_min = compress_min
         self.loop = loop
         self.storing: set[str] = set()     # file stems being written (not yet referenced)
+        self.writes: set[asyncio.Future[list[Any]]] = set()   # in flight, for `drain`
         os.makedirs(directory, mode=0o700, exist_ok=True)
         remove_temp_files(directory)        # writes a crash cut short
 
@@ -47,8 +48,10 @@ class ResultStore:
         stem = _file_name(job_id)
         self.storing.add(stem)
         fut = self.loop.run_in_executor(None, self._write, job_id, raw)
+        self.writes.add(fut)
 
         def finished(f: asyncio.Future[list[Any]]) -> None:
+            self.writes.discard(f)
             self.storing.discard(stem)      # `done` records the reference now
             exc = f.exception()
             if exc is not None:
@@ -57,6 +60,14 @@ class ResultStore:
             else:
                 done(f.result(), None)
         fut.add_done_callback(finished)
+
+    async def drain(self) -> None:
+        """Wait until every result write in flight has ended and its `done`
+        has run (a graceful stop records those completions before it closes
+        the WAL: a finished job must not run again after a restart)."""
+        while self.writes:
+            await asyncio.wait(list(self.writes))
+            await asyncio.sleep(0)          # done callbacks run after the futures settle
 
     def _write(self, job_id: str, raw: bytes) -> list[Any]:
         compress = len(raw) >= self.compress_min

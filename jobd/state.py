@@ -266,12 +266,20 @@ class State:
                 self._set_status(job, C.PENDING)
 
     def _fail_dependents(self, dead: Job) -> None:
-        for job in self.dependents.pop(dead.id, ()):
-            if job.status in _DEP_BOUND:
-                job.error = f"dependency {dead.id} ended {dead.status}"
-                job.completed_at = dead.completed_at
-                self._finish(job, C.FAILED)
-                self._fail_dependents(job)
+        """Fail every open job that depends on `dead`, directly or through
+        others. Iterative: a chain of any depth (100,000 jobs each waiting on
+        the one before) must not hit the interpreter's recursion limit, live
+        or in replay."""
+        stack = [dead]
+        pop_deps = self.dependents.pop
+        while stack:
+            failed = stack.pop()
+            for job in pop_deps(failed.id, ()):
+                if job.status in _DEP_BOUND:
+                    job.error = f"dependency {failed.id} ended {failed.status}"
+                    job.completed_at = failed.completed_at
+                    self._finish(job, C.FAILED)
+                    stack.append(job)
 
     def deps_state(self, job: Job) -> str:
         """COMPLETED if every dependency completed, FAILED if one ended

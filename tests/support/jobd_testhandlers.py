@@ -216,3 +216,10 @@ def wait_file_then(path: str, started: str, result: Any) -> Any:
     """`wait_file`, then return `result` (e.g. a large one)."""
     wait_file(path, started)
     return result
+
+
+@handler
+def wait_file_then_big(path: str, started: str, size: int) -> str:
+    """`wait_file`, then return a string of `size` bytes (a result stored as a file)."""
+    wait_file(path, started)
+    return "x" * size
