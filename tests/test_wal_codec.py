@@ -238,6 +238,29 @@ class History:
         self.records.append([R.SUBMIT, job.to_record()])
         live.insert(job)
 
+    def chain(self) -> None:
+        """A long chain, each job waiting on the one before, hanging off an
+        open job: failing or cancelling its root cascades thousands deep
+        (deeper than the interpreter's recursion limit)."""
+        draw, live = self.draw, self.live
+        roots = [j.id for j in live.jobs.values() if j.status in (C.PENDING, C.RUNNING,
+                                                                   C.SCHEDULED, C.WAITING)]
+        if not roots:
+            return
+        prev = draw(st.sampled_from(roots), label="chain root")
+        for _ in range(draw(st.integers(1, 2500), label="chain depth")):
+            job = Job()
+            job.id = f"j{self.n}"
+            self.n += 1
+            job.handler = "h.c"
+            job.created_at = self.now
+            job.seq = live.next_seq()
+            job.depends_on = [prev]
+            job.status = C.WAITING
+            self.records.append([R.SUBMIT, job.to_record()])
+            live.insert(job)
+            prev = job.id
+
     def start(self) -> None:
         job = self.live.pop_pending()
         if job is not None:
@@ -293,7 +316,7 @@ class History:
 
 
 ACTIONS = (["submit"] * 4 + ["start"] * 4 + ["complete"] * 3 + ["purge"] * 2
-           + ["progress", "fail", "cancel", "cancel_request", "requeue", "retry"])
+           + ["progress", "fail", "cancel", "cancel_request", "requeue", "retry", "chain"])
 
 
 @st.composite
