@@ -4,6 +4,11 @@ The jobs are submitted with `--workers 0` (submit_many, batches of 200), then `s
 the clock runs from the `scale` request to the first `metrics` poll (every 10 ms) that shows
 every job completed. W = 1, 2, 4 with the no-op handler, and W = 2 with the reference job of
 issue 5 (append one byte to a file). fsync=always (the default). A fresh daemon per run.
+
+`limited` rows: the no-op handler with `max_concurrency = 2` and 2 workers, backlog
+N = 100,000 (20,000 with --quick), beside the same run without a limit: the limit's cost
+per job must not grow with the backlog it holds back.
+They are the scenario `drain_limited` (`python -m bench --only drain_limited`).
 Run alone: `python -m bench.drain [--quick]`.
 """
 from __future__ import annotations
@@ -56,6 +61,25 @@ def drain_once(d: Daemon, n: int, workers: int, handler: str, args: list) -> flo
         if q["completed"] != n:
             log(f"drain: {n - q['completed']} jobs did not complete: {q}")
     return elapsed
+
+
+LIMIT_CONFIG = f'[handler."{NOOP}"]\nmax_concurrency = 2\n'
+
+
+def run_limited(args: argparse.Namespace) -> Rows:
+    """A limited handler's backlog against the same backlog without a limit."""
+    rows = Rows()
+    n = 20_000 if args.quick else 100_000
+    for rep in range(args.repeats):
+        for limited in (False, True):
+            with Daemon(workers=0, fsync="always", root=args.data_root,
+                        config=LIMIT_CONFIG if limited else "") as d:
+                elapsed = drain_once(d, n, 2, NOOP, [])
+            what = "max_concurrency=2" if limited else "no limit"
+            params = f"2 workers, no-op job, {what}, backlog N={n:,}"
+            rows.add(SCENARIO, params, "jobs/s", n / elapsed)
+            log(f"drain rep {rep + 1}: {params}: {n / elapsed:,.0f} jobs/s")
+    return rows
 
 
 def run(args: argparse.Namespace) -> Rows:

@@ -19,6 +19,7 @@ from bench.common import Rows, cpu_busy, log, machine_header, machine_info, resu
 SCENARIOS: dict[str, Callable[[argparse.Namespace], Rows]] = {
     "submit": submit.run,
     "drain": drain.run,
+    "drain_limited": drain.run_limited,
     "latency": latency.run,
     "replay": replay.run,
     "mixed": mixed.run,

@@ -1,8 +1,11 @@
 """Which pending job goes to which worker, and when (the pool keeps the processes).
 
 Order: highest priority first, FIFO within a priority (the state's heap).
-Per-handler concurrency limits (`max_concurrency`): a job over its handler's
-limit is parked, in priority order, until a job of that handler ends.
+Per-handler concurrency limits (`max_concurrency`): a job popped while its
+handler is at its limit is parked in that handler's own heap (same order);
+each job of the handler that ends frees one slot and puts back exactly one
+parked job, the best, to compete again. Per-job cost stays O(log n) however
+long the parked backlog grows.
 
 Prefetch: when every worker is busy and more jobs wait than there are
 workers, each worker is sent up to `[workers] prefetch` jobs ahead
@@ -15,6 +18,7 @@ higher priority runs first even against jobs already sent ahead.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 from typing import TYPE_CHECKING
 
@@ -39,7 +43,8 @@ class Dispatcher:
         self.reserved: dict[str, WorkerProc] = {}      # job id → worker it was sent ahead to
         self.reserved_floor = 0                        # <= the lowest priority in `reserved`
         self.limits = concurrency_limits(daemon)
-        self.parked: dict[str, list[Job]] = {}
+        self.parked: dict[str, list[tuple[int, int, Job]]] = {}   # handler → heap
+        self.parks = 0          # jobs parked so far (each at most once per freed slot)
 
     def dispatch(self) -> None:
         """Hand pending jobs to idle workers, highest priority first; when all
@@ -243,15 +248,24 @@ class Dispatcher:
             if job is None or not limits or job.handler not in limits \
                     or not self._at_limit(job.handler):
                 return job
-            self.parked.setdefault(job.handler, []).append(job)
+            heapq.heappush(self.parked.setdefault(job.handler, []), (-job.priority, job.seq, job))
+            self.parks += 1
 
     def _at_limit(self, handler: str) -> bool:
         return self.d.metrics.running_by_handler[handler] >= self.limits[handler]
 
     def unpark(self, handler: str) -> None:
-        """A job of a limited handler ended: its parked jobs may compete again."""
-        for job in self.parked.pop(handler, ()):
-            self.d.state.push_back(job)
+        """A job of a limited handler ended, freeing one slot: the best of its
+        parked jobs that is still pending competes again (entries of jobs
+        cancelled or re-queued since are stale and dropped here)."""
+        heap = self.parked.get(handler)
+        state = self.d.state
+        while heap:
+            _, seq, job = heapq.heappop(heap)
+            if job.status == C.PENDING and job.seq == seq and state.jobs.get(job.id) is job:
+                state.push_back(job)
+                return
+        self.parked.pop(handler, None)
 
 
 def concurrency_limits(daemon: Daemon) -> dict[str, int]:

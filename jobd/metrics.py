@@ -152,6 +152,8 @@ class Metrics:
                     "bytes_written": journal.bytes_written, "fsync_mode": journal.mode},
             "uptime_s": round(time.monotonic() - self.started, 3),
             "polling": _polling(self.d.poller),
+            # jobs held back by a handler's max_concurrency, counted each time
+            "limits": {"parks_total": self.d.pool.dispatcher.parks},
             "totals": {
                 "submitted": sum(self.submitted.values()),
                 "completed": sum(n for (_, s), n in self.completed.items() if s == C.COMPLETED),
