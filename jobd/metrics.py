@@ -97,6 +97,8 @@ class Metrics:
             self.pending_by_priority[job.priority] -= 1
         elif old == C.RUNNING:
             self.running_by_handler[job.handler] -= 1
+            if new != C.PENDING and new != C.RUNNING:   # PENDING: a stop put it back, uncounted
+                self._attempt_ended(job, new)
         if new == C.PENDING:
             self.pending_by_priority[job.priority] += 1
         elif new == C.RUNNING:
@@ -111,6 +113,14 @@ class Metrics:
                 self.dead_lettered[job.handler] += 1
         elif new == C.RETRYING:
             self.retried[job.handler] += 1
+
+    def _attempt_ended(self, job: Any, new: str) -> None:
+        """Every ended attempt is observed once, here, whatever ended it: a
+        result (inline or as a file), an exception, a timeout, a worker's
+        death, a forced cancel."""
+        end = job.completed_at if new in C.TERMINAL else job.finished_attempt_at
+        if end is not None and job.started_at is not None:
+            self.observe_duration(job.handler, max(0.0, end - job.started_at))
 
     def observe_duration(self, handler: str, seconds: float) -> None:
         _hist(self.duration, handler, DURATION_BUCKETS).observe(seconds)

@@ -326,12 +326,7 @@ class Pool:
         if w.timer is not None:
             w.timer.cancel()
             w.timer = None
-        job = w.job
         w.job = None
-        if job is not None and job.started_at is not None:
-            end = job.completed_at or job.finished_attempt_at
-            if end:
-                self.d.metrics.observe_duration(job.handler, max(0.0, end - job.started_at))
         self._next_or_settle(w)
 
     def _next_or_settle(self, w: WorkerProc) -> None:

@@ -1,0 +1,58 @@
+"""How attempts end, as the metrics and the dead-letter queue see them.
+
+Every ended attempt is observed once in `jobd_job_duration_seconds`, however
+it ended; the dead-letter queue never holds more than `[dead_letter]
+max_size`; results are compressed only above `compress_min_bytes`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import T, wait_until
+from prometheus_client.parser import text_string_to_metric_families
+
+FAST = """
+[retry]
+retry_delay = 0.01
+retry_backoff = 1.0
+jitter = false
+"""
+
+
+def histogram_counts(c, name: str) -> dict[str, float]:
+    text = c.metrics(format="prometheus")
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == name:
+            for s in fam.samples:
+                if s.name == name + "_count":
+                    out[s.labels["handler"]] = s.value
+    return out
+
+
+def test_every_ended_attempt_is_observed_once(make_daemon, tmp_path: Path):
+    d = make_daemon(workers=2, config=FAST + "[results]\ninline_max_bytes = 100\n")
+    c = d.client(timeout=30)
+    started = tmp_path / "started"
+    jobs = [
+        c.submit(T + "add", args=[1, 2]),                                  # inline result
+        c.submit(T + "big_result", args=[5000]),                           # result file
+        c.submit(T + "fail_times", args=[str(tmp_path / "f"), 2]),         # 2 failures, then ok
+        c.submit(T + "sleep", args=[5], timeout=0.2, max_retries=1),       # 2 timeouts
+        c.submit(T + "exit_hard", args=[3], max_retries=1),                # 2 worker deaths
+        c.submit(T + "permanent"),                                         # 1 permanent failure
+        c.submit(T + "always_fail", max_retries=2),                        # 3 failures, dead letter
+    ]
+    blocked = c.submit(T + "block", args=[str(started)])                   # force-cancelled
+    wait_until(started.exists, 15, what="the blocking job to start")
+    assert c.cancel(blocked, force=True) is True
+    jobs.append(blocked)
+    wait_until(lambda: all(c.status(j).status in ("completed", "failed", "dead_letter", "cancelled")
+                           for j in jobs), 30, what="every job to end")
+    attempts: dict[str, int] = {}
+    for j in jobs:
+        job = c.status(j)
+        attempts[job.handler] = attempts.get(job.handler, 0) + job.attempts
+    assert attempts[T + "sleep"] == 2 and attempts[T + "exit_hard"] == 2
+    counts = histogram_counts(c, "jobd_job_duration_seconds")
+    assert counts == {h: float(n) for h, n in attempts.items()}, (counts, attempts)
