@@ -149,6 +149,7 @@ class Daemon:
         self.schedules = Scheduler(self)
         self.metrics = Metrics(self)
         self.queue.on_retry_delay = self.metrics.observe_retry_delay
+        self.queue.on_evicted = self.metrics.count_evicted
         self.metrics.reset_gauges(self.state.jobs.values())
         self.ops = Ops(self)
         self.server = Server(self.cfg, self.ops, lambda: self.journal.durable, self.kick)
@@ -357,9 +358,9 @@ class Daemon:
 
     def expire(self) -> int:
         """Drop finished jobs past results.ttl and dead letters past their limits."""
+        self.queue.evict_dead_letters()        # e.g. max_size lowered since the last start
         dl = self.cfg.dead_letter
-        ids = self.state.expired(self.clock(), self.cfg.results.ttl, dl.max_size,
-                                 dl.retention_days * 86400.0)
+        ids = self.state.expired(self.clock(), self.cfg.results.ttl, dl.retention_days * 86400.0)
         if ids:
             self.queue.commit([R.DELETE, ids])
             self.sweep_results()

@@ -82,6 +82,7 @@ class Metrics:
         self.completed: dict[tuple[str, str], int] = defaultdict(int)
         self.retried: dict[str, int] = defaultdict(int)
         self.dead_lettered: dict[str, int] = defaultdict(int)
+        self.dead_letter_evicted = 0
         self.pending_by_priority: dict[int, int] = defaultdict(int)
         self.running_by_handler: dict[str, int] = defaultdict(int)
         self.duration: dict[str, Histogram] = {}
@@ -121,6 +122,9 @@ class Metrics:
         end = job.completed_at if new in C.TERMINAL else job.finished_attempt_at
         if end is not None and job.started_at is not None:
             self.observe_duration(job.handler, max(0.0, end - job.started_at))
+
+    def count_evicted(self, n: int) -> None:
+        self.dead_letter_evicted += n
 
     def observe_duration(self, handler: str, seconds: float) -> None:
         _hist(self.duration, handler, DURATION_BUCKETS).observe(seconds)
@@ -169,6 +173,7 @@ class Metrics:
                 "completed": sum(n for (_, s), n in self.completed.items() if s == C.COMPLETED),
                 "failed": sum(n for (_, s), n in self.completed.items() if s == C.FAILED),
                 "dead_letter": sum(self.dead_lettered.values()),
+                "dead_letter_evicted": self.dead_letter_evicted,
                 "retried": sum(self.retried.values()),
             },
             "connections": len(self.d.server.connections) if self.d.server else 0,
@@ -194,6 +199,9 @@ class Metrics:
                 [({"handler": h}, n) for h, n in sorted(self.running_by_handler.items()) if n])
         _family(out, "jobd_dead_letter_jobs", "gauge", "Jobs now in the dead-letter queue.",
                 [({}, counts[C.DEAD_LETTER])])
+        _family(out, "jobd_dead_letter_evicted_total", "counter",
+                "Dead letters deleted because the queue was at dead_letter.max_size.",
+                [({}, self.dead_letter_evicted)])
         _family(out, "jobd_workers_total", "gauge", "Worker processes.", [({}, pool["total"])])
         _family(out, "jobd_workers_idle", "gauge", "Idle workers.", [({}, pool["idle"])])
         _family(out, "jobd_workers_busy", "gauge", "Busy workers.", [({}, pool["busy"])])

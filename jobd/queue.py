@@ -28,6 +28,7 @@ from jobd.validate import SubmitSpec
 log = logging.getLogger("jobd.queue")
 
 Waiter = Callable[[Job], None]
+EVICTION_LOG_S = 1.0        # at most one "dead-letter queue full" line this often
 _DEFAULT_KEYS = ("max_retries", "retry_delay", "retry_backoff", "timeout", "jitter", "max_delay")
 
 
@@ -53,6 +54,9 @@ class JobQueue:
         self._defaults: dict[str, tuple[int, tuple[Any, ...]]] = {}
         self.on_pending: Callable[[], None] = lambda: None
         self.on_retry_delay: Callable[[str, float], None] = lambda handler, delay: None
+        self.on_evicted: Callable[[int], None] = lambda n: None
+        self._evictions_logged = -EVICTION_LOG_S
+        self._evictions_unlogged = 0
         self.rng = random.Random()
         self.ids = JobIds()
 
@@ -267,6 +271,33 @@ class JobQueue:
 
     def fail_attempt(self, job: Job, error: str, next_status: str, due: float | None) -> None:
         self.commit(R.fail(job.id, self.clock(), error, next_status, due))
+        if next_status == C.DEAD_LETTER:
+            self.evict_dead_letters()
+
+    def evict_dead_letters(self) -> None:
+        """Keep the dead-letter queue within `[dead_letter] max_size` the
+        moment a job enters it: the oldest are deleted (a `D` record),
+        counted and logged."""
+        evicted = self.state.dead_overflow(self.cfg.dead_letter.max_size)
+        if not evicted:
+            return
+        self.commit([R.DELETE, [j.id for j in evicted]])
+        self.on_evicted(len(evicted))
+        self._log_evictions(evicted)
+
+    def _log_evictions(self, evicted: list[Job]) -> None:
+        """One line per eviction, at most one line per EVICTION_LOG_S: a
+        failing handler can push thousands of jobs through a full queue."""
+        now = time.monotonic()
+        if now - self._evictions_logged < EVICTION_LOG_S:
+            self._evictions_unlogged += len(evicted)
+            return
+        self._evictions_logged = now
+        job, more = evicted[0], len(evicted) - 1 + self._evictions_unlogged
+        self._evictions_unlogged = 0
+        log.warning("dead-letter queue full (max_size %d): deleted its oldest job %s (%s)%s",
+                    self.cfg.dead_letter.max_size, job.id, job.handler,
+                    f" and {more} more since the last such line" if more else "")
 
     def attempt_failed(self, job: Job, error: str, kind: int, after: float) -> None:
         """Apply the retry policy to a failed attempt (SPEC §4). The daemon's

@@ -391,25 +391,33 @@ class State:
             yield [R.JOBS, chunk]
 
     # --- expiry ------------------------------------------------------------------------
-    def expired(self, now: float, ttl: float, dl_max: int, dl_age: float) -> list[str]:
-        """Ids of finished jobs past their ttl and dead letters past their limits."""
+    def expired(self, now: float, ttl: float, dl_age: float) -> list[str]:
+        """Ids of finished jobs past their ttl and dead letters past their age."""
         out: list[str] = []
-        self._expire(self.finished, now - ttl, 0, out)
-        self._expire(self.dead, now - dl_age, dl_max, out)
+        self._oldest(self.finished, lambda stamp: stamp < now - ttl, out)
+        self._oldest(self.dead, lambda stamp: stamp < now - dl_age, out)
         return out
 
-    def _expire(self, queue: deque[tuple[float, Job]], cutoff: float,
-                keep: int, out: list[str]) -> None:
-        live = self.counts[C.DEAD_LETTER] if keep else 0
+    def dead_overflow(self, keep: int) -> list[Job]:
+        """The oldest dead letters beyond the newest `keep` (to evict)."""
+        extra = self.counts[C.DEAD_LETTER] - keep
+        if extra <= 0:
+            return []
+        ids: list[str] = []
+        self._oldest(self.dead, lambda stamp: len(ids) < extra, ids)
+        return [self.jobs[i] for i in ids]
+
+    def _oldest(self, queue: deque[tuple[float, Job]], take: Callable[[float], bool],
+                out: list[str]) -> None:
+        """Pop from the front of a by-time deque while `take(stamp)` says so,
+        collecting those jobs' ids; stale entries (the job left that status
+        or the table) are dropped on the way."""
         while queue:
             stamp, job = queue[0]
             stale = job.status not in C.TERMINAL or job.completed_at != stamp \
                 or self.jobs.get(job.id) is not job
-            if stale:
-                queue.popleft()
-                continue
-            if stamp >= cutoff and (not keep or live <= keep):
+            if not stale and not take(stamp):
                 break
             queue.popleft()
-            out.append(job.id)
-            live -= 1
+            if not stale:
+                out.append(job.id)

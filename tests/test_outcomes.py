@@ -56,3 +56,25 @@ def test_every_ended_attempt_is_observed_once(make_daemon, tmp_path: Path):
     assert attempts[T + "sleep"] == 2 and attempts[T + "exit_hard"] == 2
     counts = histogram_counts(c, "jobd_job_duration_seconds")
     assert counts == {h: float(n) for h, n in attempts.items()}, (counts, attempts)
+
+
+def evicted_total(c) -> float:
+    for fam in text_string_to_metric_families(c.metrics(format="prometheus")):
+        if fam.name == "jobd_dead_letter_evicted":
+            return fam.samples[0].value
+    raise AssertionError("no jobd_dead_letter_evicted_total")
+
+
+def test_the_dead_letter_queue_never_exceeds_max_size(make_daemon):
+    d = make_daemon(workers=1, config="[dead_letter]\nmax_size = 3\n")
+    c = d.client(timeout=30)
+    ids = []
+    for i in range(7):
+        ids.append(c.submit(T + "always_fail", args=[f"boom {i}"], max_retries=0))
+        assert c.wait(ids[-1], timeout=15).status == "dead_letter"
+        page = c.dead_letters()
+        assert page.total == min(i + 1, 3), page     # at once, not at the next housekeeping
+    assert [j.id for j in c.dead_letters().jobs] == ids[-3:]       # the newest are kept
+    assert evicted_total(c) == 4
+    assert c.metrics()["totals"]["dead_letter_evicted"] == 4
+    wait_until(lambda: "dead-letter queue full (max_size 3)" in d.log(), 5, what="the log line")
