@@ -70,7 +70,7 @@ class ResultStore:
             await asyncio.sleep(0)          # done callbacks run after the futures settle
 
     def _write(self, job_id: str, raw: bytes) -> list[Any]:
-        compress = len(raw) >= self.compress_min
+        compress = len(raw) > self.compress_min      # "above compress_min_bytes"
         name = _file_name(job_id) + (".json.z" if compress else ".json")
         data = zlib.compress(raw, 1) if compress else raw
         path = os.path.join(self.dir, name)

@@ -78,3 +78,18 @@ def test_the_dead_letter_queue_never_exceeds_max_size(make_daemon):
     assert evicted_total(c) == 4
     assert c.metrics()["totals"]["dead_letter_evicted"] == 4
     wait_until(lambda: "dead-letter queue full (max_size 3)" in d.log(), 5, what="the log line")
+
+
+def test_results_are_compressed_only_above_compress_min_bytes(make_daemon):
+    d = make_daemon(workers=1, config="[results]\ninline_max_bytes = 100\ncompress_min_bytes = 2000\n")
+    c = d.client(timeout=30)
+    results = Path(d.data_dir) / "results"
+    names = {}
+    for size in (2000, 2001):                       # raw JSON bytes: the string and its quotes
+        before = set(results.iterdir())
+        job = c.submit(T + "big_result", args=[size - 2])
+        assert c.wait(job, timeout=15).status == "completed"
+        (new,) = set(results.iterdir()) - before
+        names[size] = new.name
+        assert c.result(job)["result"] == "x" * (size - 2)
+    assert names[2000].endswith(".json") and names[2001].endswith(".json.z"), names
