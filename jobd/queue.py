@@ -23,7 +23,7 @@ from jobd.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, progress_view
 from jobd.journal import Journal
 from jobd.retry import next_step
 from jobd.state import State
-from jobd.validate import SubmitSpec
+from jobd.validate import MAX_TIMESTAMP, SubmitSpec
 
 log = logging.getLogger("jobd.queue")
 
@@ -121,20 +121,20 @@ class JobQueue:
 
     def place(self, job: Job, run_at: float | None, now: float,
               batch: dict[str, Job] | None = None) -> None:
-        """Choose the initial status: scheduled, waiting, pending or failed."""
+        """Choose the initial status: failed (a dependency already ended
+        unsuccessfully, with or without a delay), scheduled, waiting or pending."""
+        deps = self._deps_state(job, batch or {}) if job.depends_on else C.COMPLETED
+        if deps == C.FAILED:
+            job.status = C.FAILED
+            job.error = f"dependency {self.state.failed_dep(job)} ended unsuccessfully"
+            job.completed_at = now
+            return
         if run_at is not None:
             job.scheduled_for = run_at
             if run_at > now:
                 job.status = C.SCHEDULED
                 return
-        if not job.depends_on:
-            job.status = C.PENDING
-            return
-        deps = self._deps_state(job, batch or {})
-        job.status = {C.COMPLETED: C.PENDING, C.WAITING: C.WAITING}.get(deps, C.FAILED)
-        if job.status == C.FAILED:
-            job.error = f"dependency {self.state.failed_dep(job)} ended unsuccessfully"
-            job.completed_at = now
+        job.status = C.PENDING if deps == C.COMPLETED else C.WAITING
 
     def _deps_state(self, job: Job, batch: dict[str, Job]) -> str:
         if any(d in batch and batch[d].status not in C.TERMINAL for d in job.depends_on):
@@ -313,7 +313,8 @@ class JobQueue:
         due = None
         if delay is not None:
             self.on_retry_delay(job.handler, delay)
-            due = self.clock() + delay
+            # Retry(after=1e15) or a huge max_delay: still a time the view can show.
+            due = min(self.clock() + delay, MAX_TIMESTAMP)
         self.fail_attempt(job, error, status, due)
 
     def cancelled_by_force(self, job: Job) -> int:

@@ -19,7 +19,8 @@ from jobd.job import EMPTY_DICT, EMPTY_LIST, parse_iso
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")   # \Z: no trailing newline
 MAX_NAME = 256
 MAX_TAGS = 64
-MAX_TIMESTAMP = 253402300799.0     # 9999-12-31
+MAX_TIMESTAMP = 253402300799.0     # 9999-12-31T23:59:59Z: the last second ISO 8601 shows
+MIN_TIMESTAMP = -62135596800.0     # 0001-01-01T00:00:00Z
 # orjson refuses to encode more than 254 levels of nesting; the daemon wraps
 # args/kwargs in a few levels of its own (WAL record, `list` reply, worker
 # frame), so a submit must leave this much room below that limit.
@@ -201,7 +202,7 @@ def _run_at(req: dict[str, Any], now: float) -> float | None:
     if delay is not None and run_at is not None:
         raise invalid("delay", "give either delay or run_at, not both")
     if delay is not None:
-        return now + get_number(req, "delay", 0.0)
+        return _in_range("delay", now + get_number(req, "delay", 0.0))
     if run_at is None:
         return None
     if not isinstance(run_at, str):
@@ -210,6 +211,14 @@ def _run_at(req: dict[str, Any], now: float) -> float | None:
         ts = parse_iso(run_at)
     except (ValueError, OverflowError):
         raise invalid("run_at", f"not an ISO 8601 timestamp: {run_at!r}") from None
+    return _in_range("run_at", ts)
+
+
+def _in_range(field: str, ts: float) -> float:
+    """A time jobd stores must be one the job view can show: years 1 to 9999
+    in UTC (an offset can carry a valid local time outside them)."""
+    if not MIN_TIMESTAMP <= ts <= MAX_TIMESTAMP:
+        raise invalid(field, "lands outside the years 1 to 9999 (UTC)")
     return ts
 
 

@@ -224,17 +224,17 @@ class History:
             pool = open_jobs if open_jobs and draw(st.integers(0, 3)) else all_ids
             job.depends_on = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3,
                                            unique=True), label="deps")
-        if draw(st.booleans(), label="delayed"):
+        # what JobQueue.place does
+        deps = live.deps_state(job) if job.depends_on else C.COMPLETED
+        if deps == C.FAILED:
+            job.status = C.FAILED
+            job.error = f"dependency {live.failed_dep(job)} ended unsuccessfully"
+            job.completed_at = job.created_at
+        elif draw(st.booleans(), label="delayed"):
             job.scheduled_for = job.created_at + draw(st.floats(1, 1000), label="delay")
             job.status = C.SCHEDULED
-        elif job.depends_on:
-            deps = live.deps_state(job)       # what JobQueue.place does
-            job.status = {C.COMPLETED: C.PENDING, C.WAITING: C.WAITING}.get(deps, C.FAILED)
-            if job.status == C.FAILED:
-                job.error = f"dependency {live.failed_dep(job)} ended unsuccessfully"
-                job.completed_at = job.created_at
         else:
-            job.status = C.PENDING
+            job.status = C.PENDING if deps == C.COMPLETED else C.WAITING
         self.records.append([R.SUBMIT, job.to_record()])
         live.insert(job)
 
