@@ -37,6 +37,8 @@ class ServerConfig:
 @dataclass
 class QueueConfig:
     max_size: int = 1_000_000
+    # JSON text of the args and kwargs that all jobs in memory may hold together
+    max_args_bytes: int = 1024 * 1024 * 1024
 
 
 @dataclass
@@ -252,6 +254,7 @@ def validate(cfg: Config) -> None:
         (cfg.log_level.lower() in LOG_LEVELS, "log_level", f"one of {', '.join(LOG_LEVELS)}"),
         (cfg.workers.count >= -1, "workers.count", ">= 0"),
         (cfg.queue.max_size > 0, "queue.max_size", "> 0"),
+        (cfg.queue.max_args_bytes > 0, "queue.max_args_bytes", "> 0"),
         (cfg.server.max_request_bytes >= 1024, "server.max_request_bytes", ">= 1024"),
         (cfg.server.max_connections > 0, "server.max_connections", "> 0"),
         (0 <= cfg.server.busy_poll_us <= 10_000, "server.busy_poll_us", "between 0 and 10000"),

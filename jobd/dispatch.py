@@ -68,7 +68,8 @@ class Dispatcher:
 
     def _send_run(self, w: WorkerProc, job: Job) -> None:
         self.pool.send(w, F.frame(F.RUN, orjson.dumps(
-            [job.id, job.handler, job.args, job.kwargs, job.attempts + 1, job.tags])))
+            [job.id, job.handler, orjson.Fragment(job.args), orjson.Fragment(job.kwargs),
+             job.attempts + 1, job.tags])))
 
     def _became_current(self, w: WorkerProc, job: Job) -> None:
         """The worker runs `job` now: record the start, arm its timeout."""

@@ -3,6 +3,13 @@
 A job is stored as a `Job` object (about 600 B when small). Timestamps are
 float seconds since the epoch inside the daemon and ISO 8601 strings in the
 view. Empty containers are shared, never copied, to keep pending jobs small.
+
+A job's `args` and `kwargs`, and an inline `result`, are kept as the compact
+JSON text they arrived as (bytes, or an `orjson.Fragment` for a result) and
+are never decoded in the daemon: decoded, JSON made of tiny containers costs
+up to ~26 times its size (`[{},{},...]`), and a job holds it until it expires
+(docs/design.md, "Memory"). orjson writes them into replies, WAL records and
+worker frames as they are.
 """
 from __future__ import annotations
 
@@ -12,10 +19,16 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from jobd import constants as C
 
 EMPTY_LIST: list[Any] = []
 EMPTY_DICT: dict[str, Any] = {}
+EMPTY_ARGS = b"[]"           # a job's args/kwargs when none were given (shared)
+EMPTY_KWARGS = b"{}"
+_Fragment = orjson.Fragment
+_dumps = orjson.dumps
 
 _UTC = UTC
 _intern = sys.intern
@@ -85,8 +98,8 @@ class Job:
     id: str
     name: str | None
     handler: str
-    args: list[Any]
-    kwargs: dict[str, Any]
+    args: bytes                 # the JSON array, as it arrived (EMPTY_ARGS: none)
+    kwargs: bytes               # the JSON object (EMPTY_KWARGS: none)
     status: str
     priority: int
     attempts: int
@@ -103,7 +116,7 @@ class Job:
     worker_id: int | None
     progress: dict[str, Any] | None
     error: str | None
-    result: Any
+    result: Any                 # None, or the inline result as an orjson.Fragment
     result_ref: list[Any] | None
     seq: int
     cancel_requested: bool
@@ -115,8 +128,8 @@ class Job:
 
     def __init__(self) -> None:
         self.name: str | None = None
-        self.args: list[Any] = EMPTY_LIST
-        self.kwargs: dict[str, Any] = EMPTY_DICT
+        self.args = EMPTY_ARGS
+        self.kwargs = EMPTY_KWARGS
         self.status = C.PENDING
         self.priority = C.DEFAULT_PRIORITY
         self.attempts = 0
@@ -145,11 +158,12 @@ class Job:
 
     @classmethod
     def new(cls, job_id: str, handler: str, priority: int, seq: int, created_at: float,
-            defaults: tuple[Any, ...], name: str | None, args: list[Any],
-            kwargs: dict[str, Any], tags: dict[str, Any], depends_on: list[str]) -> Job:
+            defaults: tuple[Any, ...], name: str | None, args: bytes,
+            kwargs: bytes, tags: dict[str, Any], depends_on: list[str]) -> Job:
         """A job as submitted, every slot set once (the submit hot path).
         `defaults` = (max_retries, retry_delay, retry_backoff, timeout, jitter,
-        max_delay), already merged for the handler; status is set by the caller."""
+        max_delay), already merged for the handler; `args`/`kwargs` are JSON
+        text (`compact_json`); status is set by the caller."""
         job = _new(cls)
         job.id = job_id
         job.handler = handler
@@ -186,7 +200,8 @@ class Job:
             return self.new_record()        # the shape of almost every submit
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff,
-               self.name, self.args, self.kwargs, self.attempts, self.timeout, self.tags,
+               self.name, _args_field(self.args), _kwargs_field(self.kwargs), self.attempts,
+               self.timeout, self.tags,
                self.depends_on, self.scheduled_for, self.started_at, self.completed_at,
                self.progress, self.error, self.result, self.result_ref,
                self.cancel_requested, self.schedule, self.jitter, self.max_delay,
@@ -204,10 +219,10 @@ class Job:
         """`to_record` of a job just submitted with only defaults set."""
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff]
-        if self.kwargs is not EMPTY_DICT and self.kwargs:
-            rec += (self.name, self.args, self.kwargs)
-        elif self.args is not EMPTY_LIST and self.args:
-            rec += (self.name, self.args)
+        if self.kwargs is not EMPTY_KWARGS:
+            rec += (self.name, _args_field(self.args), _Fragment(self.kwargs))
+        elif self.args is not EMPTY_ARGS:
+            rec += (self.name, _Fragment(self.args))
         elif self.name is not None:
             rec.append(self.name)
         return rec
@@ -227,8 +242,10 @@ class Job:
         job.status = _intern(status)
         job.retry_delay = _FLOATS.setdefault(retry_delay, retry_delay)
         job.retry_backoff = _FLOATS.setdefault(retry_backoff, retry_backoff)
-        job.args = args or EMPTY_LIST
-        job.kwargs = kwargs or EMPTY_DICT
+        # Replay decoded them: back to compact text (see the module docstring).
+        job.args = _dumps(args) if args else EMPTY_ARGS
+        job.kwargs = _dumps(kwargs) if kwargs else EMPTY_KWARGS
+        job.result = compact_result(job.result)
         job.tags = tags or EMPTY_DICT
         job.depends_on = depends_on or EMPTY_LIST
         job.finished_attempt_at = None
@@ -239,7 +256,8 @@ class Job:
     def view(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "handler": self.handler,
-            "args": self.args, "kwargs": self.kwargs, "status": self.status,
+            "args": _Fragment(self.args), "kwargs": _Fragment(self.kwargs),
+            "status": self.status,
             "priority": self.priority, "attempts": self.attempts,
             "max_retries": self.max_retries, "retry_delay": self.retry_delay,
             "retry_backoff": self.retry_backoff, "timeout": self.timeout,
@@ -269,6 +287,20 @@ class Job:
         if isinstance(have, bool):
             return value == ("true" if have else "false")
         return str(have) == value
+
+
+def _args_field(args: bytes) -> Any:
+    """A job's args as a record field: left off (the default) when empty."""
+    return EMPTY_LIST if args is EMPTY_ARGS else _Fragment(args)
+
+
+def _kwargs_field(kwargs: bytes) -> Any:
+    return EMPTY_DICT if kwargs is EMPTY_KWARGS else _Fragment(kwargs)
+
+
+def compact_result(result: Any) -> Any:
+    """A decoded inline result (replay) as compact JSON text again."""
+    return result if result is None or type(result) is _Fragment else _Fragment(_dumps(result))
 
 
 RECORD_FIELDS = (

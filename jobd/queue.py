@@ -116,8 +116,8 @@ class JobQueue:
             if spec.priority is not None:
                 priority = spec.priority
         return Job.new(spec.job_id or self.ids.next(), spec.handler, priority,
-                       self.state.next_seq(), now, defaults, spec.name, spec.args,
-                       spec.kwargs, spec.tags, spec.depends_on)
+                       self.state.next_seq(), now, defaults, spec.name, spec.args_json,
+                       spec.kwargs_json, spec.tags, spec.depends_on)
 
     def place(self, job: Job, run_at: float | None, now: float,
               batch: dict[str, Job] | None = None) -> None:
@@ -141,6 +141,16 @@ class JobQueue:
             return C.WAITING          # a sibling in the same batch cannot be done yet
         return self.state.deps_state(job)
 
+    def _check_room(self, jobs: int, args_bytes: int) -> None:
+        """`queue_full` unless `jobs` more jobs holding `args_bytes` of args
+        and kwargs fit within [queue] max_size and max_args_bytes."""
+        q, state = self.cfg.queue, self.state
+        if state.queued + jobs > q.max_size:
+            raise OpError(C.E_QUEUE_FULL, f"queue is full ({q.max_size} jobs)")
+        if state.args_bytes + args_bytes > q.max_args_bytes:
+            raise OpError(C.E_QUEUE_FULL, f"queue is full: jobs hold {state.args_bytes} bytes of "
+                                          f"args and kwargs (max_args_bytes {q.max_args_bytes})")
+
     def submit(self, spec: SubmitSpec) -> tuple[Job, int]:
         """Admit one job; returns (job, journal seq to wait for)."""
         self._check_open()
@@ -148,14 +158,13 @@ class JobQueue:
             job = self.state.jobs[spec.job_id]
             return job, job.wal_seq        # a resubmit: answered once the original is durable
         self._check_admit(spec, {})
-        if self.state.queued >= self.cfg.queue.max_size:
-            raise OpError(C.E_QUEUE_FULL, f"queue is full ({self.cfg.queue.max_size} jobs)")
+        self._check_room(1, len(spec.args_json) + len(spec.kwargs_json))
         now = self.clock()
         job = self.build(spec, now)
         self.place(job, spec.run_at, now)
         return job, self._insert(job)
 
-    def submit_plain(self, handler: str, args: list[Any], kwargs: dict[str, Any],
+    def submit_plain(self, handler: str, args: bytes, kwargs: bytes,
                      job_id: str | None) -> tuple[Job, int]:
         """`submit` for a job with only handler, args, kwargs and maybe job_id:
         the same checks and records in one short path (most submits)."""
@@ -172,8 +181,9 @@ class JobQueue:
             if handler not in self.handlers:
                 raise OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {handler!r}")
             defaults = self.defaults(handler)
-        if state.queued >= self.cfg.queue.max_size:
-            raise OpError(C.E_QUEUE_FULL, f"queue is full ({self.cfg.queue.max_size} jobs)")
+        if state.queued >= self.cfg.queue.max_size or \
+                state.args_bytes + len(args) + len(kwargs) > self.cfg.queue.max_args_bytes:
+            self._check_room(1, len(args) + len(kwargs))      # raises, naming the limit
         job = Job.new(job_id, handler, defaults[0], state.next_seq(), self.clock(), defaults[1],
                       None, args, kwargs, EMPTY_DICT, EMPTY_LIST)
         seq = self.journal.append([R.SUBMIT, job.new_record()], self._undo_submit, job_id)
@@ -213,8 +223,7 @@ class JobQueue:
         linked = any(s.depends_on for s in fresh)
         if linked:
             _check_acyclic(fresh)
-        if self.state.queued + len(fresh) > self.cfg.queue.max_size:
-            raise OpError(C.E_QUEUE_FULL, f"queue is full ({self.cfg.queue.max_size} jobs)")
+        self._check_room(len(fresh), sum(len(s.args_json) + len(s.kwargs_json) for s in fresh))
         now = self.clock()
         batch: dict[str, Job] = {}
         for spec in _dependency_order(fresh) if linked else fresh:

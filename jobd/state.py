@@ -18,7 +18,7 @@ from typing import Any
 
 from jobd import constants as C
 from jobd import records as R
-from jobd.job import Job
+from jobd.job import Job, compact_result
 
 ChangeHook = Callable[[Job, str], None]
 _from_record = Job.from_record
@@ -44,6 +44,7 @@ class State:
         self.dead: deque[tuple[float, Job]] = deque()         # dead letters, by time
         self.running: dict[str, Job] = {}
         self.orphan_records = 0         # replayed records about jobs never admitted (skipped)
+        self.args_bytes = 0             # JSON text of every job's args and kwargs ([queue] max_args_bytes)
         self.seq = 0
         self._timer_seq = 0
         self.schedules: dict[str, dict[str, Any]] = {}
@@ -131,6 +132,7 @@ class State:
         if old is not None:                     # snapshot + replayed submit overlap
             self._forget(old)
         jobs[job_id] = job
+        self.args_bytes += len(job.args) + len(job.kwargs)
         if job.seq > self.seq:
             self.seq = job.seq
         status = job.status
@@ -172,7 +174,7 @@ class State:
     def _a_complete(self, rec: list[Any]) -> None:
         job = self.jobs[rec[1]]
         job.completed_at = rec[2]
-        job.result = rec[3]
+        job.result = compact_result(rec[3])      # live: a Fragment already; replay: decoded
         job.result_ref = rec[4]
         job.error = None
         self._finish(job, C.COMPLETED)
@@ -251,6 +253,7 @@ class State:
     def _forget(self, job: Job) -> None:
         """Drop a job's counters; heap and deque entries go stale on their own."""
         self.counts[job.status] -= 1
+        self.args_bytes -= len(job.args) + len(job.kwargs)
         self.running.pop(job.id, None)
         job.status = ""          # invalidates every lazy heap entry
 

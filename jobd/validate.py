@@ -14,7 +14,7 @@ import orjson
 
 from jobd import constants as C
 from jobd.errors import invalid
-from jobd.job import EMPTY_DICT, EMPTY_LIST, parse_iso
+from jobd.job import EMPTY_ARGS, EMPTY_DICT, EMPTY_KWARGS, EMPTY_LIST, parse_iso
 
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")   # \Z: no trailing newline
 MAX_NAME = 256
@@ -37,19 +37,45 @@ def _is_number(v: Any) -> bool:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+_dumps = orjson.dumps
 
 
-def _check_nesting(field: str, value: Any) -> None:
-    """Reject values the daemon could parse but never write back (too deep)."""
+def compact_json(field: str, value: list[Any] | dict[str, Any]) -> bytes:
+    """`value` as compact JSON text, the form a job keeps its args and kwargs
+    in (jobd/job.py). Refused (`invalid_argument` naming the field): values
+    nested too deeply for the daemon to write back inside its own records,
+    and NaN or Infinity (which JSON cannot carry; TOML config can)."""
     items = value.values() if isinstance(value, dict) else value
     if len(items) < 64 and all(isinstance(v, _SCALARS) for v in items):
-        return                          # flat: the common case, checked cheaply
-    for _ in range(NESTING_HEADROOM):
-        value = [value]
-    try:
-        orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        raise invalid(field, "is nested too deeply") from None
+        data = _dumps(value)            # flat: the common case, checked cheaply
+    else:
+        wrapped: Any = value
+        for _ in range(NESTING_HEADROOM):
+            wrapped = [wrapped]
+        try:
+            data = _dumps(wrapped)[NESTING_HEADROOM:-NESTING_HEADROOM]
+        except orjson.JSONEncodeError:
+            raise invalid(field, "is nested too deeply") from None
+    if b"null" in data:                 # orjson writes NaN and Infinity as null
+        where = non_finite_path(value)
+        if where is not None:
+            raise invalid(field + where, "NaN and Infinity are not JSON numbers")
+    return data
+
+
+def non_finite_path(value: Any) -> str | None:
+    """Where the first NaN or ±Infinity in a JSON-like value is (`[2].x`), or None."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return path
+        elif isinstance(item, dict):
+            stack.extend((v, f"{path}.{k}") for k, v in reversed(item.items()))
+        elif isinstance(item, (list, tuple)):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 def get_int(req: dict[str, Any], field: str, default: Any, lo: int, hi: int | None = None) -> Any:
@@ -153,8 +179,9 @@ def _tags(req: dict[str, Any]) -> dict[str, Any]:
         raise invalid("tags", f"must be an object of at most {MAX_TAGS} entries")
     for key, value in v.items():
         if len(key) > MAX_NAME or not isinstance(value, (str, int, float, bool)) \
-                or (isinstance(value, str) and len(value) > 1024):
-            raise invalid("tags", f"tag {key!r} must map to a string, number or bool")
+                or (isinstance(value, str) and len(value) > 1024) \
+                or (isinstance(value, float) and not math.isfinite(value)):
+            raise invalid("tags", f"tag {key!r} must map to a string, finite number or bool")
     return v or EMPTY_DICT
 
 
@@ -179,11 +206,15 @@ SUBMIT_FIELDS = frozenset({
 
 @dataclass(slots=True)
 class SubmitSpec:
-    """A validated submit, not yet admitted."""
+    """A validated submit, not yet admitted. `args`/`kwargs` are the decoded
+    values (a schedule keeps them), `args_json`/`kwargs_json` the compact text
+    a job keeps (`compact_json`)."""
     job_id: str | None
     handler: str
     args: list[Any]
     kwargs: dict[str, Any]
+    args_json: bytes
+    kwargs_json: bytes
     priority: int | None
     max_retries: int | None
     retry_delay: float | None
@@ -235,21 +266,34 @@ def parse_submit(req: Any, now: float) -> SubmitSpec:
 _PLAIN_FIELDS = frozenset({"op", "id", "handler", "args", "kwargs", "job_id"})
 
 
-def _handler_args(req: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any]]:
+def _handler(req: dict[str, Any]) -> str:
     handler = req.get("handler")
     if not isinstance(handler, str) or not handler:
         raise invalid("handler", "required: the name of a registered handler")
+    return handler
+
+
+def _args(req: dict[str, Any]) -> tuple[list[Any], bytes]:
+    """(args, their compact JSON text)."""
     args = req.get("args")
-    if args is not None and not isinstance(args, list):
+    if not args:
+        if args is not None and not isinstance(args, list):
+            raise invalid("args", "must be a list")
+        return EMPTY_LIST, EMPTY_ARGS
+    if not isinstance(args, list):
         raise invalid("args", "must be a list")
-    if args:
-        _check_nesting("args", args)
+    return args, compact_json("args", args)
+
+
+def _kwargs(req: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     kwargs = req.get("kwargs")
-    if kwargs is not None and not isinstance(kwargs, dict):
+    if not kwargs:
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise invalid("kwargs", "must be an object")
+        return EMPTY_DICT, EMPTY_KWARGS
+    if not isinstance(kwargs, dict):
         raise invalid("kwargs", "must be an object")
-    if kwargs:
-        _check_nesting("kwargs", kwargs)
-    return handler, args or EMPTY_LIST, kwargs or EMPTY_DICT
+    return kwargs, compact_json("kwargs", kwargs)
 
 
 def is_plain(req: dict[str, Any]) -> bool:
@@ -257,9 +301,11 @@ def is_plain(req: dict[str, Any]) -> bool:
     return req.keys() <= _PLAIN_FIELDS
 
 
-def parse_plain(req: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any], str | None]:
-    """(handler, args, kwargs, job_id) of a plain submit, checked."""
-    handler, args, kwargs = _handler_args(req)
+def parse_plain(req: dict[str, Any]) -> tuple[str, bytes, bytes, str | None]:
+    """(handler, args JSON, kwargs JSON, job_id) of a plain submit, checked."""
+    handler = _handler(req)
+    args = _args(req)[1]
+    kwargs = _kwargs(req)[1]
     job_id = req.get("job_id")
     if job_id is not None:
         job_id = get_job_id(req)
@@ -267,22 +313,29 @@ def parse_plain(req: dict[str, Any]) -> tuple[str, list[Any], dict[str, Any], st
 
 
 def _parse_plain(req: dict[str, Any]) -> SubmitSpec:
-    handler, args, kwargs, job_id = parse_plain(req)
-    return SubmitSpec(job_id, handler, args, kwargs, None, None, None, None, None,
-                      EMPTY_DICT, None, EMPTY_LIST, None, False, True)
+    handler = _handler(req)
+    args, args_json = _args(req)
+    kwargs, kwargs_json = _kwargs(req)
+    job_id = get_job_id(req, required=False)
+    return SubmitSpec(job_id, handler, args, kwargs, args_json, kwargs_json, None, None, None,
+                      None, None, EMPTY_DICT, None, EMPTY_LIST, None, False, True)
 
 
 def _parse_full(req: dict[str, Any], now: float) -> SubmitSpec:
     unknown = [k for k in req if k not in SUBMIT_FIELDS]
     if unknown:
         raise invalid(unknown[0], "unknown field")
-    handler, args, kwargs = _handler_args(req)
+    handler = _handler(req)
+    args, args_json = _args(req)
+    kwargs, kwargs_json = _kwargs(req)
     prio = req.get("priority")
     return SubmitSpec(
         job_id=get_job_id(req, required=False),
         handler=handler,
         args=args,
         kwargs=kwargs,
+        args_json=args_json,
+        kwargs_json=kwargs_json,
         priority=None if prio is None else priority_value(prio),
         max_retries=get_int(req, "max_retries", None, 0, 1000),
         retry_delay=get_number(req, "retry_delay", None),
