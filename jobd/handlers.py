@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -101,7 +102,12 @@ class JobContext:
         self._cancelled = False
 
     def progress(self, current: float, total: float | None = None, message: str = "") -> None:
-        """Report progress; cheap to call often (the worker coalesces bursts)."""
+        """Report progress; cheap to call often (the worker coalesces bursts).
+        `current` and `total` must be finite numbers (JSON has no NaN or
+        Infinity): anything else raises ValueError here, in the handler."""
+        _check_progress_number("current", current)
+        if total is not None:
+            _check_progress_number("total", total)
         self._report(current, total, str(message))
 
     @property
@@ -113,6 +119,11 @@ class JobContext:
 
     def _request_cancel(self) -> None:
         self._cancelled = True
+
+
+def _check_progress_number(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"progress: {name} must be a finite number, got {value!r}")
 
 
 _current: JobContext | None = None

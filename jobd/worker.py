@@ -22,6 +22,7 @@ import orjson
 
 from jobd import frames as F
 from jobd import handlers as H
+from jobd.validate import non_finite_path
 
 PROGRESS_MIN_INTERVAL = 0.05     # seconds between progress frames for one job
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -193,11 +194,17 @@ class _NotSerialisable(Exception):
 
 def _encode_result(value: Any) -> bytes:
     try:
-        return orjson.dumps(value)
+        data = orjson.dumps(value)
     except TypeError as e:
         raise _NotSerialisable(
             f"handler returned a value that is not JSON-serialisable "
             f"({type(value).__name__}): {e}") from None
+    if b"null" in data:            # orjson writes NaN and Infinity as null: look closer
+        where = non_finite_path(value)
+        if where is not None:
+            raise _NotSerialisable(f"handler returned a value that is not JSON-serialisable: "
+                                   f"NaN or Infinity at result{where}")
+    return data
 
 
 def _format(e: BaseException) -> str:

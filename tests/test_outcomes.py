@@ -93,3 +93,20 @@ def test_results_are_compressed_only_above_compress_min_bytes(make_daemon):
         names[size] = new.name
         assert c.result(job)["result"] == "x" * (size - 2)
     assert names[2000].endswith(".json") and names[2001].endswith(".json.z"), names
+
+
+def test_nan_and_infinity_are_not_json_anywhere(make_daemon):
+    d = make_daemon(workers=1, config="[retry]\nmax_retries = 0\n")
+    c = d.client(timeout=30)
+    cases = {("nan", False): "result", ("inf", False): "result", ("-inf", True): "result.a[1]"}
+    for (text, nested), where in cases.items():
+        job = c.wait(c.submit(T + "float_result", args=[text, nested]), timeout=15)
+        assert job.status == "dead_letter" and job.result is None, job
+        assert f"NaN or Infinity at {where}" in job.error, job.error
+    ok = c.wait(c.submit(T + "float_result", args=["1.5", True]), timeout=15)
+    assert ok.status == "completed" and ok.result == {"a": [1, 1.5]}
+    for current, total in (("nan", None), ("1", "inf")):
+        job = c.wait(c.submit(T + "progress_float", args=[current, total]), timeout=15)
+        assert job.status == "dead_letter" and "progress:" in job.error, job.error
+        assert job.progress is None
+    assert c.wait(c.submit(T + "progress_float", args=["1", "2"]), timeout=15).progress["percentage"] == 50

@@ -223,3 +223,17 @@ def wait_file_then_big(path: str, started: str, size: int) -> str:
     """`wait_file`, then return a string of `size` bytes (a result stored as a file)."""
     wait_file(path, started)
     return "x" * size
+
+
+@handler
+def float_result(text: str, nested: bool = False) -> Any:
+    """Return float(text) (e.g. "nan", "inf"), bare or nested inside a structure."""
+    value = float(text)
+    return {"a": [1, value]} if nested else value
+
+
+@handler
+def progress_float(current: str, total: str | None = None) -> str:
+    """Report progress with float(current) / float(total) (e.g. "nan")."""
+    current_job().progress(float(current), None if total is None else float(total))
+    return "reported"
