@@ -308,5 +308,16 @@ def load(path: str | None = None, env: os._Environ[str] | dict[str, str] = os.en
 
 
 def ensure_dir(path: str) -> None:
-    """Create a private directory (0700) if it is missing."""
-    Path(path).mkdir(mode=0o700, parents=True, exist_ok=True)
+    """Create a private directory (0700) if it is missing, and every missing
+    parent 0700 too (`mkdir -p` would give parents the umask's mode, 0777
+    under umask 0). Existing directories are left as they are."""
+    missing = []
+    p = Path(path).absolute()
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)           # the umask can only narrow 0700
+        except FileExistsError:
+            pass

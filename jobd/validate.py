@@ -148,7 +148,7 @@ def handler_option(key: str, value: Any) -> None:
     elif key == "max_retries":
         get_int(opts, key, None, 0, 1000)
     elif key == "max_concurrency":
-        get_int(opts, key, None, 0)
+        get_int(opts, key, None, 1)        # no limit: leave it out (None), never 0
     elif key in ("retry_delay", "max_delay"):
         get_number(opts, key, None)
     elif key == "retry_backoff":

@@ -51,6 +51,8 @@ def problem_lines(out: str) -> list[str]:
     ("[handler.\"x.y\"]\nmax_retries = \"5\"\n", 'handler."x.y".max_retries'),
     ("[handler.\"x.y\"]\npriority = \"urgent\"\n", 'handler."x.y".priority'),
     ("[handler.\"x.y\"]\nmax_concurrency = 1.5\n", 'handler."x.y".max_concurrency'),
+    ("[handler.\"x.y\"]\nmax_concurrency = 0\n", 'handler."x.y".max_concurrency'),
+    ("[queue]\nmax_args_bytes = 0\n", "queue.max_args_bytes"),
     ("[handler.\"x.y\"]\nretry_backoff = 0.5\n", 'handler."x.y".retry_backoff'),
     ("[handler.\"x.y\"]\njitter = 1\n", 'handler."x.y".jitter'),
     ("[handler.\"x.y\"]\nname = \"other\"\n", 'handler."x.y".name'),
@@ -231,6 +233,20 @@ def test_file_modes_by_default(make_daemon):
             assert _mode(p) & 0o077 == 0, (p, oct(_mode(p)))
 
 
+def test_missing_parents_of_the_data_dir_are_created_0700_under_umask_0(make_daemon):
+    d = make_daemon(start=False, workers=0)
+    d.data_dir = str(Path(d.root) / "x" / "y" / "data")
+    existing = _mode(d.root)
+    old = os.umask(0)
+    try:
+        d.start()
+    finally:
+        os.umask(old)
+    for path in (Path(d.root) / "x", Path(d.root) / "x" / "y", Path(d.data_dir)):
+        assert _mode(path) == 0o700, (path, oct(_mode(path)))
+    assert _mode(d.root) == existing                      # an existing directory is left alone
+
+
 def test_socket_mode_from_config(make_daemon):
     d = make_daemon(workers=0, config="[server]\nsocket_mode = 0o600\n")
     assert _mode(d.socket) == 0o600
@@ -257,13 +273,16 @@ def test_handler_overrides_in_the_config_apply_to_that_handlers_jobs(make_daemon
     assert (other.priority, other.timeout, other.max_retries) == (10, None, 3)   # untouched
 
 
-def test_a_handler_module_with_a_bad_option_type_fails_startup_in_one_line(make_daemon, tmp_path):
+@pytest.mark.parametrize("option, key", [("timeout='soon'", "timeout"),
+                                         ("max_concurrency=0", "max_concurrency")])
+def test_a_handler_module_with_a_bad_option_type_fails_startup_in_one_line(make_daemon, tmp_path,
+                                                                            option, key):
     mod = tmp_path / "badopts_handlers.py"
-    mod.write_text("from jobd import handler\n\n@handler(timeout='soon')\ndef f():\n    pass\n")
+    mod.write_text(f"from jobd import handler\n\n@handler({option})\ndef f():\n    pass\n")
     d = make_daemon(start=False, workers=0, handlers="badopts_handlers",
                     env={"PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
     code, out = failed_start(d)
     assert code != 0 and code != EX_CONFIG, out
     lines = problem_lines(out)
-    assert len(lines) == 1 and "timeout" in lines[0], out
+    assert len(lines) == 1 and key in lines[0], out
     assert "Traceback" not in out
