@@ -11,6 +11,7 @@ is collected during a loop turn and written once per turn.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import socket
@@ -23,6 +24,7 @@ import orjson
 
 from jobd import constants as C
 from jobd.errors import OpError
+from jobd.validate import non_finite_path
 
 if TYPE_CHECKING:
     from jobd.ops import Ops
@@ -38,6 +40,25 @@ NL = b"\n"
 def error_reply(req_id: Any, code: str, message: str) -> bytes:
     return _dumps({"id": req_id, "ok": False,
                    "error": {"code": code, "message": message}}) + NL
+
+
+def _undecodable(line: bytes) -> bytes:
+    """The reply to a line orjson refused. A line that is JSON but for NaN,
+    Infinity or a number too large for a double (Python's `json` writes
+    those) is `invalid_argument` naming where; anything else `bad_request`.
+    The error path only: the lenient parse runs on no valid request."""
+    try:
+        req = json.loads(line)
+    except (ValueError, RecursionError):
+        return error_reply(None, C.E_BAD_REQUEST, "request is not valid JSON")
+    where = non_finite_path(req)
+    req_id = req.get("id") if isinstance(req, dict) else None
+    if where is None:       # e.g. a lone surrogate: json accepts what orjson does not
+        return error_reply(None, C.E_BAD_REQUEST, "request is not valid JSON")
+    if isinstance(req_id, (dict, list)) or non_finite_path(req_id) is not None:
+        req_id = None
+    return error_reply(req_id, C.E_INVALID_ARGUMENT,
+                       f"{where.lstrip('.')}: NaN and Infinity are not JSON numbers")
 
 
 class Deferred:
@@ -125,7 +146,7 @@ class Connection(asyncio.Protocol):
         try:
             req = _loads(line)
         except orjson.JSONDecodeError:
-            self._reply(0, error_reply(None, C.E_BAD_REQUEST, "request is not valid JSON"))
+            self._reply(0, _undecodable(line))
             return
         if type(req) is not dict:
             self._reply(0, error_reply(None, C.E_BAD_REQUEST, "request must be a JSON object"))

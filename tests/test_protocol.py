@@ -106,6 +106,20 @@ def test_bad_lines_get_an_error_and_connection_survives(raw, line, code):
     still_usable(conn)
 
 
+@pytest.mark.parametrize("line, field", [
+    (b'{"op":"submit","id":7,"handler":"jobd_testhandlers.echo","args":[1,NaN]}', "args[1]"),
+    (b'{"op":"submit","id":7,"handler":"jobd_testhandlers.echo","kwargs":{"x":1e999}}', "kwargs.x"),
+    (b'{"op":"submit","id":7,"handler":"jobd_testhandlers.echo","tags":{"t":-Infinity}}', "tags.t"),
+])
+def test_nan_and_infinity_in_a_request_are_invalid_arguments_naming_where(raw, line, field):
+    conn = raw()
+    reply = conn.ask(line + b"\n")
+    assert error_code(reply) == "invalid_argument" and reply["id"] == 7, reply
+    assert reply["error"]["message"].startswith(field + ":"), reply
+    assert conn.ask({"op": "metrics", "id": 8})["metrics"]["queue"]["pending"] == 0
+    still_usable(conn)
+
+
 def nested(depth: int) -> list[Any]:
     value: list[Any] = []
     for _ in range(depth - 1):
