@@ -60,19 +60,27 @@ class Connection(asyncio.Protocol):
         self.wbuf: list[bytes] = []
         self.closing = False
         self.close_when_answered = False    # after request_too_large
-        self.allowed = True
         self.cleanup: list[Callable[[], None]] = []
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        # Credentials first: a refused peer must not hold one of the
+        # `max_connections` slots, or it could lock out allowed users.
+        if not self.server.peer_allowed(transport.get_extra_info("socket")):
+            self._refuse(error_reply(None, C.E_PERMISSION_DENIED, "this user may not use jobd"))
+            return
         self.server.connections.add(self)
         if len(self.server.connections) > self.server.cfg.server.max_connections:
-            transport.write(error_reply(None, C.E_UNAVAILABLE, "too many connections"))
-            transport.close()
-            return
-        self.allowed = self.server.peer_allowed(transport.get_extra_info("socket"))
+            self._refuse(error_reply(None, C.E_UNAVAILABLE, "too many connections"))
+
+    def _refuse(self, line: bytes) -> None:
+        """One error line, then close; nothing the peer sent is read."""
+        assert self.transport is not None
+        self.closing = True
+        self.transport.write(line)
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -133,7 +141,7 @@ class Connection(asyncio.Protocol):
         req_id = req.get("id")
         op = req.get("op")
         fn = self.ops.table.get(op) if type(op) is str else None
-        if fn is None or not self.allowed or isinstance(req_id, (dict, list)):
+        if fn is None or isinstance(req_id, (dict, list)):
             self._reply(0, self._refusal(req_id, op))
             return
         try:
@@ -156,8 +164,6 @@ class Connection(asyncio.Protocol):
         """The error reply for a request that names no runnable op."""
         if isinstance(req_id, (dict, list)):
             return error_reply(None, C.E_BAD_REQUEST, "id must be a JSON scalar")
-        if not self.allowed:
-            return error_reply(req_id, C.E_PERMISSION_DENIED, "this user may not use jobd")
         if not isinstance(op, str):
             return error_reply(req_id, C.E_BAD_REQUEST, "request has no op")
         return error_reply(req_id, C.E_UNKNOWN_OP, f"unknown op {op!r}")
