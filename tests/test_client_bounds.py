@@ -6,13 +6,17 @@ import os
 import shutil
 import socket
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 
 import orjson
 import pytest
-from conftest import wait_until
+from conftest import T, wait_until
 
 NOBODY = 65534
+# docs/operations.md ("The /metrics listener"): 8 connections, 5 s each.
+METRICS_SLOTS = 8
+METRICS_IDLE_S = 5.0
 
 
 # --- peers refused by allowed_uids ------------------------------------------------------
@@ -106,4 +110,47 @@ def test_refused_peers_take_no_connection_slots(make_daemon, shared_dir):
         assert c.hello()["protocol"] == 1
     finally:
         for p in refused:
+            p.sock.close()
+
+
+# --- the /metrics HTTP listener ----------------------------------------------------------
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def test_metrics_listener_holds_few_connections_and_drops_idle_ones(make_daemon):
+    port = _free_port()
+    d = make_daemon(config=f'[monitoring]\nmetrics_listen = "127.0.0.1:{port}"\n')
+    c = d.client()
+    assert c.hello()["protocol"] == 1
+    fds_before = _open_fds(d.pid)
+    idle = [_Peer(socket.create_connection(("127.0.0.1", port), timeout=5)) for _ in range(200)]
+    try:
+        # All but a few slots' worth are closed at once, well before the idle timeout.
+        wait_until(lambda: sum(p.poll() for p in idle) >= len(idle) - METRICS_SLOTS,
+                   timeout=METRICS_IDLE_S / 2, what="connections over the limit to be closed")
+        assert _open_fds(d.pid) <= fds_before + METRICS_SLOTS + 2
+        answered = sum(p.data.startswith(b"HTTP/1.1 503 ") for p in idle)
+        assert answered >= len(idle) - METRICS_SLOTS
+        assert c.hello()["protocol"] == 1
+        assert c.wait(c.submit(T + "add", args=[1, 2]), timeout=10).status == "completed"
+        # Those that got a slot but send nothing are closed by the daemon.
+        wait_until(lambda: all(p.poll() for p in idle), timeout=METRICS_IDLE_S + 3,
+                   what="idle metrics connections to be closed")
+        assert _open_fds(d.pid) <= fds_before + 2
+        for _ in range(3 * METRICS_SLOTS):           # answered connections give their slot back
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                assert resp.status == 200
+                assert b"jobd_workers_total" in resp.read()
+    finally:
+        for p in idle:
             p.sock.close()
