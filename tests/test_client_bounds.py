@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import urllib.request
 from collections.abc import Iterator
 
@@ -13,10 +14,93 @@ import orjson
 import pytest
 from conftest import T, wait_until
 
+MiB = 1024 * 1024
 NOBODY = 65534
 # docs/operations.md ("The /metrics listener"): 8 connections, 5 s each.
 METRICS_SLOTS = 8
 METRICS_IDLE_S = 5.0
+
+
+def _vm_bytes(pid: int, field: str) -> int:
+    """A `Vm*` line of /proc/<pid>/status (VmRSS now, VmHWM the peak), in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+# --- replies a client does not read ---------------------------------------------------
+
+def test_unread_pipelined_replies_are_bounded_and_all_arrive(make_daemon):
+    size, count = 5_000_000, 300
+    d = make_daemon(workers=1)
+    c = d.client()
+    job = c.submit(T + "big_result", args=[size])
+    assert c.wait(job, timeout=20).status == "completed"
+    expected = "x" * size
+    assert c.result(job)["result"] == expected        # the daemon has built this reply once
+    baseline = _vm_bytes(d.pid, "VmRSS")
+
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.connect(d.socket)
+    raw.settimeout(30)
+    # ~18 KB of requests asking for ~1.5 GB of replies, none of them read yet.
+    raw.sendall(b"".join(b'{"op":"result","id":%d,"job_id":"%s"}\n' % (i, job.encode())
+                         for i in range(count)))
+    # The requests were in the daemon's socket before this client connected,
+    # so by the time it is answered the daemon has read them.
+    other = d.client()
+    assert other.hello()["protocol"] == 1
+    assert other.result(job)["result"] == expected
+    peak = _vm_bytes(d.pid, "VmHWM")
+    assert peak < baseline + 150 * MiB, f"daemon peaked {(peak - baseline) // MiB} MiB above baseline"
+
+    reader = raw.makefile("rb", buffering=MiB)
+    for i in range(count):
+        reply = orjson.loads(reader.readline())
+        assert reply["id"] == i and reply["ok"] is True, reply.get("error")
+        assert reply["status"] == "completed" and reply["result"] == expected
+    assert other.hello()["protocol"] == 1
+    peak = _vm_bytes(d.pid, "VmHWM")
+    assert peak < baseline + 150 * MiB, f"daemon peaked {(peak - baseline) // MiB} MiB above baseline"
+    reader.close()
+    raw.close()
+
+
+def test_held_connection_keeps_order_through_durability_waits(make_daemon):
+    """A tiny bound holds and resumes the connection many times while some
+    replies wait for an fsync: every reply arrives, in request order."""
+    d = make_daemon(workers=1, config="[server]\nmax_unsent_bytes = 65536\n")
+    rounds = 1000
+    lines = []
+    for i in range(rounds):
+        job_id = f"held-{i}"
+        lines.append(b'{"op":"submit","id":%d,"handler":"%snoop","job_id":"%s"}\n'
+                     % (3 * i, T.encode(), job_id.encode()))
+        lines.append(b'{"op":"status","id":%d,"job_id":"%s"}\n' % (3 * i + 1, job_id.encode()))
+        lines.append(b'{"op":"hello","id":%d}\n' % (3 * i + 2))
+    raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    raw.connect(d.socket)
+    raw.settimeout(30)
+    # Sent from a thread: once held, the daemon stops reading and sendall blocks.
+    sender = threading.Thread(target=raw.sendall, args=(b"".join(lines),))
+    sender.start()
+    reader = raw.makefile("rb")
+    for n in range(3 * rounds):
+        reply = orjson.loads(reader.readline())
+        assert reply["id"] == n and reply["ok"] is True, reply
+    sender.join(10)
+    assert d.client().status(f"held-{rounds - 1}").id == f"held-{rounds - 1}"
+    reader.close()
+    raw.close()
+
+
+def test_max_unsent_bytes_is_validated(make_daemon):
+    d = make_daemon(start=False, config="[server]\nmax_unsent_bytes = 1000\n")
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(20) == 78
+    assert "server.max_unsent_bytes" in d.log()
 
 
 # --- peers refused by allowed_uids ------------------------------------------------------
