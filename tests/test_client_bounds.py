@@ -100,7 +100,7 @@ def test_max_unsent_bytes_is_validated(make_daemon):
     d = make_daemon(start=False, config="[server]\nmax_unsent_bytes = 1000\n")
     d.start(wait=False)
     assert d.proc is not None and d.proc.wait(20) == 78
-    assert "server.max_unsent_bytes" in d.log()
+    assert "config key 'server.max_unsent_bytes': must be >= 65536" in d.log()
 
 
 # --- peers refused by allowed_uids ------------------------------------------------------
