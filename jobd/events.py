@@ -5,13 +5,13 @@ watchers it costs one truth test. Each watcher is a connection with a
 filter; the event's data is encoded once and framed per watcher.
 
 Slow watchers: a watcher whose connection has more than `max_buffered`
-bytes written to its socket and not read (half of `[server]
-max_unsent_bytes`, 4 MiB by default) is sent a final `watch.lagged` event
-and disconnected, so a client that never reads cannot slow the daemon or
-grow its memory (docs/events.md). Requests on a connection that does not
-read wait instead (server.py): a reply can wait for the client, an event
-cannot, as the jobs it reports do not. Events collected in the current turn
-do not count, as the client has had no chance to read them yet.
+bytes written to its socket and not read (half of `max_unsent_bytes` in
+`[server]`, 4 MiB by default) is sent a final `watch.lagged` event and
+disconnected, so a client that never reads cannot slow the daemon or grow
+its memory (docs/events.md). Requests on a connection that does not read
+wait instead (server.py): a reply can wait for the client, an event cannot,
+as the jobs it reports do not. Events collected in the current turn do not
+count: the client has had no chance to read them yet.
 """
 from __future__ import annotations
 
