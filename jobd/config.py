@@ -31,6 +31,7 @@ class ServerConfig:
     allowed_gids: list[int] = field(default_factory=list)
     max_request_bytes: int = 16 * 1024 * 1024
     max_connections: int = 1024
+    max_unsent_bytes: int = 8 * 1024 * 1024   # a connection's unread replies; past it its requests wait
     busy_poll_us: int = 200        # most the loop polls before sleeping (adaptive; 0: off)
 
 
@@ -257,6 +258,7 @@ def validate(cfg: Config) -> None:
         (cfg.queue.max_args_bytes > 0, "queue.max_args_bytes", "> 0"),
         (cfg.server.max_request_bytes >= 1024, "server.max_request_bytes", ">= 1024"),
         (cfg.server.max_connections > 0, "server.max_connections", "> 0"),
+        (cfg.server.max_unsent_bytes >= 65536, "server.max_unsent_bytes", ">= 65536"),
         (0 <= cfg.server.busy_poll_us <= 10_000, "server.busy_poll_us", "between 0 and 10000"),
         (0 <= cfg.server.socket_mode <= 0o777, "server.socket_mode", "a file mode"),
         (cfg.retry.max_retries >= 0, "retry.max_retries", ">= 0"),

@@ -56,7 +56,7 @@ class Daemon:
         self.loop: asyncio.AbstractEventLoop = None  # type: ignore[assignment]
         self.handlers = handlers.registry()
         self.state = State()
-        self.events = EventHub()
+        self.events = EventHub(cfg.server.max_unsent_bytes // 2)
         self.notifier = Notifier(None)
         self.server: Server | None = None
         self.gc = GcPolicy()

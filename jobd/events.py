@@ -4,9 +4,14 @@ Every job and worker event goes through `EventHub.publish`. With no
 watchers it costs one truth test. Each watcher is a connection with a
 filter; the event's data is encoded once and framed per watcher.
 
-Slow watchers: a watcher whose unsent output passes `MAX_BUFFERED` bytes is
-sent a final `watch.lagged` event and disconnected, so a client that never
-reads cannot slow the daemon or grow its memory (docs/events.md).
+Slow watchers: a watcher whose connection has more than `max_buffered`
+bytes written to its socket and not read (half of `max_unsent_bytes` in
+`[server]`, 4 MiB by default) is sent a final `watch.lagged` event and
+disconnected, so a client that never reads cannot slow the daemon or grow
+its memory (docs/events.md). Requests on a connection that does not read
+wait instead (server.py): a reply can wait for the client, an event cannot,
+as the jobs it reports do not. Events collected in the current turn do not
+count: the client has had no chance to read them yet.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import orjson
 from jobd import constants as C
 from jobd.server import NL, Connection
 
-MAX_BUFFERED = 4 * 1024 * 1024
+MAX_BUFFERED = 4 * 1024 * 1024     # the default: half of the default max_unsent_bytes
 LAGGED_ABORT_AFTER = 30.0      # seconds a dropped watcher has to read what is queued
 
 
@@ -68,7 +73,7 @@ class EventHub:
         conn = w.conn
         if conn.closing:
             return
-        if conn.write_buffer_size() > self.max_buffered:
+        if conn.unread_in_transport() > self.max_buffered:
             lagged = {"job_id": None, "timestamp": _now_iso(), "dropped_after": w.sent}
             conn.send_event(w.prefix + C.EV_WATCH_LAGGED.encode() + b'","data":'
                            + orjson.dumps(lagged) + b"}" + NL)

@@ -3,16 +3,25 @@
 A deliberately tiny HTTP/1.0-style responder on the daemon's loop (standard
 library only): one request per connection, GET /metrics or 404. Bind it to
 loopback (the default suggestion) unless the network is trusted.
+
+Anyone who can reach the port can connect, including users the job socket
+refuses, and each connection holds one of the daemon's file descriptors. So
+at most `MAX_CLIENTS` are open at once (more are answered 503 and closed) and
+each is aborted `CLIENT_TIMEOUT` seconds after it was accepted, whether it
+never sent a whole request or never read the answer (docs/operations.md).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import cast
 
 log = logging.getLogger("jobd.http")
 
 MAX_HEADER = 16 * 1024
+MAX_CLIENTS = 8            # open connections; a scraper needs one
+CLIENT_TIMEOUT = 5.0       # seconds from accept to gone, request and answer included
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -25,16 +34,43 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class _Slots:
+    """What the connections of one listener share: how many are open."""
+
+    def __init__(self) -> None:
+        self.open = 0
+
+
 class _MetricsHTTP(asyncio.Protocol):
-    def __init__(self, render: Callable[[], str]) -> None:
+    def __init__(self, render: Callable[[], str], slots: _Slots) -> None:
         self.render = render
+        self.slots = slots
+        self.counted = False
+        self.deadline: asyncio.TimerHandle | None = None
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        if self.slots.open >= MAX_CLIENTS:
+            self._respond(503, "Service Unavailable", "too many connections\n")
+            return
+        self.slots.open += 1
+        self.counted = True
+        self.deadline = asyncio.get_running_loop().call_later(CLIENT_TIMEOUT, transport.abort)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted:
+            self.slots.open -= 1
+            self.counted = False
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.transport = None
 
     def data_received(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return                      # answered already: one request per connection
         self.buf += data
         if b"\r\n\r\n" not in self.buf and b"\n\n" not in self.buf:
             if len(self.buf) > MAX_HEADER:
@@ -61,6 +97,7 @@ class _MetricsHTTP(asyncio.Protocol):
 async def serve(listen: str, render: Callable[[], str]) -> asyncio.AbstractServer:
     host, port = parse_listen(listen)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _MetricsHTTP(render), host, port)
+    slots = _Slots()
+    server = await loop.create_server(lambda: _MetricsHTTP(render, slots), host, port)
     log.info("metrics served over HTTP at http://%s:%d/metrics", host, port)
     return server

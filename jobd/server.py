@@ -7,6 +7,14 @@ the journal says that record is durable; replies behind it wait too. Output
 is collected during a loop turn and written once per turn.
 
 `result`/`wait` with a wait time and `watch` answer later, out of order.
+
+A client that does not read its replies is not read either: `unsent` counts
+the bytes of its replies and events not yet read (held here for durability,
+collected this turn, or in the transport's buffer as of the last look).
+While it is over `[server] max_unsent_bytes`, the lines already received
+wait in `buf` and the socket is not read; they are handled once it drains
+to half of that (docs/protocol.md). Replies can wait, so nothing is lost;
+events cannot, so a watcher that falls behind is dropped instead (events.py).
 """
 from __future__ import annotations
 
@@ -79,21 +87,41 @@ class Connection(asyncio.Protocol):
         self.queue: deque[list[Any]] = deque()   # [seq, bytes] in request order
         self.late: list[tuple[int, bytes]] = []   # deferred replies awaiting durability
         self.wbuf: list[bytes] = []
+        # Bytes queued, late and in wbuf, plus `in_transport`: what the client
+        # has not read. One running count keeps the check per request cheap.
+        self.unsent = 0
+        self.in_transport = 0               # the transport's buffer when last looked at
+        self.max_unsent: int = server.max_unsent
+        self.held = False                   # requests wait until `unsent` drains
         self.closing = False
         self.close_when_answered = False    # after request_too_large
-        self.allowed = True
         self.cleanup: list[Callable[[], None]] = []
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
+        # Credentials first: a refused peer must not hold one of the
+        # `max_connections` slots, or it could lock out allowed users.
+        if not self.server.peer_allowed(transport.get_extra_info("socket")):
+            self._refuse(error_reply(None, C.E_PERMISSION_DENIED, "this user may not use jobd"))
+            return
         self.server.connections.add(self)
         if len(self.server.connections) > self.server.cfg.server.max_connections:
-            transport.write(error_reply(None, C.E_UNAVAILABLE, "too many connections"))
-            transport.close()
+            self._refuse(error_reply(None, C.E_UNAVAILABLE, "too many connections"))
             return
-        self.allowed = self.server.peer_allowed(transport.get_extra_info("socket"))
+        # A held connection whose bytes have all been written needs the
+        # transport to say when they are read: holding more than half the
+        # bound it has called `pause_writing`, so it calls `resume_writing`
+        # once drained; holding less, the connection is already resumable.
+        transport.set_write_buffer_limits(high=self.max_unsent // 2, low=self.max_unsent // 4)
+
+    def _refuse(self, line: bytes) -> None:
+        """One error line, then close; nothing the peer sent is read."""
+        assert self.transport is not None
+        self.closing = True
+        self.transport.write(line)
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -105,10 +133,26 @@ class Connection(asyncio.Protocol):
         self.transport = None       # no protocol <-> transport cycle left for the GC
 
     def data_received(self, data: bytes) -> None:
+        self.buf += data
+        self._handle_lines()
+        self.server.kick()
+
+    def pause_writing(self) -> None:
+        """Nothing to do: `unsent` already counts what the transport holds."""
+
+    def resume_writing(self) -> None:
+        self._look_at_transport()
+        if self.held:
+            self._maybe_resume()
+
+    # --- requests ------------------------------------------------------------------------
+    def _handle_lines(self) -> None:
+        """Handle the complete lines in `buf` in order, until none is left or
+        the client has too much unread (then the rest waits in `buf`)."""
         buf = self.buf
-        buf += data
         start = 0
         limit = self.server.max_request
+        max_unsent = self.max_unsent
         while not self.closing:
             end = buf.find(NL, start)
             if end == -1:
@@ -116,16 +160,41 @@ class Connection(asyncio.Protocol):
             if end - start > limit:
                 self._too_large()
                 return
+            if self.unsent > max_unsent:
+                self._hold()
+                break
             if end > start:
                 self._handle(bytes(buf[start:end]))
             start = end + 1
         if start:
             del buf[:start]
-        if len(buf) > limit and not self.closing:
+        # A held `buf` may hold many complete lines: only an unterminated tail is too large.
+        if len(buf) > limit and not self.closing and not self.held:
             self._too_large()
+
+    def _hold(self) -> None:
+        """Stop reading: what this client has not read is over the bound.
+        Whatever moves its bytes on (a flush, the WAL becoming durable, the
+        transport draining) checks `_maybe_resume`."""
+        self.held = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def _maybe_resume(self) -> None:
+        # Resume below half the bound, so a held client is not woken per reply.
+        # Not from inside a flush (the daemon's turn): in a callback of its own.
+        if self.unsent <= self.max_unsent // 2 and not self.closing:
+            asyncio.get_running_loop().call_soon(self._resume)
+
+    def _resume(self) -> None:
+        if not self.held or self.closing or self.unsent > self.max_unsent // 2:
+            return
+        self.held = False
+        self._handle_lines()
+        if not self.held and not self.closing and self.transport is not None:
+            self.transport.resume_reading()
         self.server.kick()
 
-    # --- requests ------------------------------------------------------------------------
     def _too_large(self) -> None:
         """An oversize line cannot be skipped safely: answer and close, after
         the replies to earlier requests (some may still wait for an fsync)."""
@@ -135,8 +204,9 @@ class Connection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.pause_reading()
         self.close_when_answered = True
-        self.queue.append([0, error_reply(None, C.E_REQUEST_TOO_LARGE,
-                                          f"request exceeds max_request_bytes ({limit})")])
+        line = error_reply(None, C.E_REQUEST_TOO_LARGE, f"request exceeds max_request_bytes ({limit})")
+        self.unsent += len(line)
+        self.queue.append([0, line])
         self.server.waiting.add(self)
         if self.release(self.server.journal_durable()):
             self.server.waiting.discard(self)
@@ -154,7 +224,7 @@ class Connection(asyncio.Protocol):
         req_id = req.get("id")
         op = req.get("op")
         fn = self.ops.table.get(op) if type(op) is str else None
-        if fn is None or not self.allowed or isinstance(req_id, (dict, list)):
+        if fn is None or isinstance(req_id, (dict, list)):
             self._reply(0, self._refusal(req_id, op))
             return
         try:
@@ -177,8 +247,6 @@ class Connection(asyncio.Protocol):
         """The error reply for a request that names no runnable op."""
         if isinstance(req_id, (dict, list)):
             return error_reply(None, C.E_BAD_REQUEST, "id must be a JSON scalar")
-        if not self.allowed:
-            return error_reply(req_id, C.E_PERMISSION_DENIED, "this user may not use jobd")
         if not isinstance(op, str):
             return error_reply(req_id, C.E_BAD_REQUEST, "request has no op")
         return error_reply(req_id, C.E_UNKNOWN_OP, f"unknown op {op!r}")
@@ -186,6 +254,7 @@ class Connection(asyncio.Protocol):
     # --- replies ---------------------------------------------------------------------------
     def _reply(self, seq: int, data: bytes) -> None:
         """Queue a reply that may go out once journal seq `seq` is durable."""
+        self.unsent += len(data)
         if not self.queue and seq <= self.server.journal_durable():
             self._out(data)
         else:
@@ -201,6 +270,7 @@ class Connection(asyncio.Protocol):
         only (with `seq`) for that journal record to be durable."""
         if self.closing:
             return
+        self.unsent += len(data)
         if seq <= self.server.journal_durable():
             self._out(data)
         else:
@@ -213,6 +283,7 @@ class Connection(asyncio.Protocol):
         never sees an event before the ack of its `watch`."""
         if self.closing:
             return
+        self.unsent += len(data)
         if self.queue:
             self.queue.append([0, data])
             self.server.waiting.add(self)
@@ -247,16 +318,34 @@ class Connection(asyncio.Protocol):
         for item in self.queue:
             if first <= item[0] <= last:
                 req_id = _loads(item[1]).get("id")
+                line = error_reply(req_id, C.E_STORAGE_ERROR, why + "; nothing was acknowledged")
+                self.unsent += len(line) - len(item[1])
                 item[0] = 0
-                item[1] = error_reply(req_id, C.E_STORAGE_ERROR, why + "; nothing was acknowledged")
+                item[1] = line
 
     def flush(self) -> None:
-        if self.wbuf and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(self.wbuf))
-        self.wbuf.clear()
+        wbuf = self.wbuf
+        if not wbuf:
+            return
+        data = b"".join(wbuf)
+        wbuf.clear()
+        self.unsent -= len(data)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self._look_at_transport()
+        if self.held:
+            self._maybe_resume()
 
-    def write_buffer_size(self) -> int:
-        return self.transport.get_write_buffer_size() if self.transport else 0
+    def _look_at_transport(self) -> None:
+        """Count the transport's buffer as it is now (it only shrinks between writes)."""
+        size = self.transport.get_write_buffer_size() if self.transport is not None else 0
+        self.unsent += size - self.in_transport
+        self.in_transport = size
+
+    def unread_in_transport(self) -> int:
+        """Bytes written to the socket that the client has not read yet."""
+        self._look_at_transport()
+        return self.in_transport
 
     def close(self, abort_after: float | None = None) -> None:
         """Close after the output drains; with `abort_after`, drop it if the
@@ -278,6 +367,7 @@ class Server:
         self.journal_durable = journal_durable
         self.kick = kick
         self.max_request = cfg.server.max_request_bytes
+        self.max_unsent = cfg.server.max_unsent_bytes
         self.connections: set[Connection] = set()
         self.dirty: set[Connection] = set()
         self.waiting: set[Connection] = set()
