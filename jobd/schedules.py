@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 
 from jobd import constants as C
 from jobd import records as R
-from jobd.config import ConfigError
 from jobd.cron import Cron, CronError, parse
 from jobd.errors import OpError
 from jobd.job import iso
@@ -101,12 +100,9 @@ class Scheduler:
 
     def apply_config(self, entries: list[dict[str, Any]]) -> None:
         """Make the config's schedules so: add or update what changed, remove
-        config schedules no longer listed; leave schedules added over the socket."""
-        try:
-            specs = check_config(entries, self.d.handlers)
-        except ConfigError as e:
-            log.error("schedules not reloaded: %s", e)
-            return
+        config schedules no longer listed; leave schedules added over the socket.
+        An entry that does not check out raises ConfigError and changes nothing."""
+        specs = check_config(entries, self.d.handlers)
         changed = [s for s in specs if not self._unchanged(s)]
         wanted = {s.name for s in specs}
         stale = [name for name, rec in self.state.schedules.items()

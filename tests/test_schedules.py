@@ -349,6 +349,23 @@ handler = "{T}noop"
     assert count_tag(d, R.SCHEDULE_ADD) == 5 and count_tag(d, R.SCHEDULE_REMOVE) == 1
 
 
+def test_sighup_with_refused_schedules_says_they_were_not_reloaded(
+        make_daemon: Callable[..., DaemonProc]) -> None:
+    good = f'[[schedule]]\nname = "keep"\ncron = "{NEVER_SOON}"\nhandler = "{T}noop"\n'
+    d = make_daemon(workers=None, config="[workers]\ncount = 1\n" + good)
+    c = d.client()
+    assert d.config_path is not None and d.proc is not None
+    bad = f'[[schedule]]\nname = "x"\ncron = "@daily"\nhandler = "{T}nope"\n'
+    Path(d.config_path).write_text("[workers]\ncount = 2\n" + bad)
+    d.proc.send_signal(signal.SIGHUP)
+    line = wait_until(lambda: next((ln for ln in d.log().splitlines() if "SIGHUP:" in ln), None),
+                      what="the reload's summary line")
+    assert "schedules not reloaded" in line and "schedule[0].handler" in line, line
+    assert "workers=2" in line and "config reloaded (" not in line, line
+    assert [s["name"] for s in c.schedule_list()] == ["keep"]
+    wait_until(lambda: len(c.workers()) == 2, what="the new worker count to apply")
+
+
 @pytest.mark.parametrize("entries, key", [
     ('[[schedule]]\nname = "a"\ncron = "99 * * * *"\nhandler = "{T}noop"', "schedule[0].cron"),
     ('[[schedule]]\nname = "a"\ncron = "@daily"\nhandler = "{T}noop"\n'
