@@ -7,10 +7,13 @@ accepts. The running side (timer, firing) is `jobd.schedules`.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
+import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,7 @@ SCHEDULE_FIELDS = frozenset({"op", "id", "name", "cron", "handler", "args", "kwa
 DEFINITION_KEYS = ("name", "cron", "timezone", "handler", "args", "kwargs", "options", "source")
 DEFAULT_TIMEZONE = "UTC"
 _ID_SAFE = re.compile(r"^[A-Za-z0-9._:@/+-]{1,105}$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +122,7 @@ def check_config(entries: list[dict[str, Any]],
     specs: list[ScheduleSpec] = []
     seen: set[str] = set()
     for i, entry in enumerate(entries):
+        _check_json(i, entry)
         try:
             spec = parse_schedule(entry, 0.0)
             if handlers is not None:
@@ -137,9 +142,60 @@ def _config_error(index: int, entry: Any, e: OpError) -> ConfigError:
         field, why = "handler", e.message
     else:
         field, _, why = e.message.partition(": ")
+    return _key_error(index, entry, field, why)
+
+
+def _key_error(index: int, entry: Any, field: str, why: str) -> ConfigError:
     name = entry.get("name") if isinstance(entry, dict) else None
     named = f" (schedule {name!r})" if isinstance(name, str) else ""
     return ConfigError(f"config key 'schedule[{index}].{field}'{named}: {why}")
+
+
+def _check_json(index: int, entry: dict[str, Any]) -> None:
+    """Refuse TOML values JSON has no type for. The WAL would give them back
+    as something else (a date as a string, nan as null), so the entry would
+    never again equal its record: every restart would rewrite it, and each
+    rewrite restarts its catch-up clock."""
+    for key, value in entry.items():
+        found = _not_json(value, _toml_key(key))
+        if found is not None:
+            raise _key_error(index, entry, *found)
+
+
+def _not_json(value: Any, key: str) -> tuple[str, str] | None:
+    """(key, why) of the first value in `value` (itself included) that is not JSON."""
+    why = _why_not_json(value)
+    if why is not None:
+        return key, why
+    for sub, item in _children(value, key):
+        found = _not_json(item, sub)
+        if found is not None:
+            return found
+    return None
+
+
+def _why_not_json(value: Any) -> str | None:
+    if isinstance(value, (dt.date, dt.time)):        # a datetime is a date too
+        text = value.isoformat()
+        return f'a TOML date/time ({text}) is not a JSON value; write it as a string: "{text}"'
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a JSON value: numbers must be finite"
+    return None
+
+
+def _children(value: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """(key, value) of each item of a table or an array."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield f"{key}.{_toml_key(name)}", item
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield f"{key}[{i}]", item
+
+
+def _toml_key(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted."""
+    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
 
 
 # --- runs ----------------------------------------------------------------------------

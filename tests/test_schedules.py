@@ -386,6 +386,68 @@ def test_bad_config_schedule_exits_78(make_daemon: Callable[..., DaemonProc], en
     assert key in d.log(), d.log()
 
 
+A_DATE = "a TOML date/time"
+
+
+@pytest.mark.parametrize("entries, key, why", [
+    ('args = [1979-05-27T07:32:00Z]', "schedule[0].args[0]",
+     f'{A_DATE} (1979-05-27T07:32:00+00:00) is not a JSON value; write it as a string: '
+     f'"1979-05-27T07:32:00+00:00"'),
+    ('args = [["a", 1979-05-27T07:32:00]]', "schedule[0].args[0][1]", A_DATE),
+    ('kwargs = { at = 07:32:00 }', "schedule[0].kwargs.at", A_DATE),
+    ('kwargs = { "not bare" = { on = 1979-05-27 } }', 'schedule[0].kwargs."not bare".on', A_DATE),
+    ('tags = { day = 1979-05-27 }', "schedule[0].tags.day", A_DATE),
+    ('args = [nan]', "schedule[0].args[0]", "nan is not a JSON value: numbers must be finite"),
+])
+def test_config_schedule_with_a_toml_date_or_nan_exits_78(
+        make_daemon: Callable[..., DaemonProc], entries: str, key: str, why: str) -> None:
+    """Values JSON cannot hold would come back from the WAL as something else
+    (a string, null), so the entry would never match its record again."""
+    good = f'[[schedule]]\nname = "ok"\ncron = "@daily"\nhandler = "{T}noop"\n'
+    d = make_daemon(start=False, config=good + f'{entries}\n')
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(20) == EXIT_CONFIG, d.log()
+    assert f"config key '{key}' (schedule 'ok'): {why}" in d.log(), d.log()
+
+
+RICH_CONFIG = f"""
+[[schedule]]
+name = "rich"
+cron = "{NEVER_SOON}"
+handler = "{T}echo"
+args = ["ü", 1, 2.5, -0.0, 1e300, true, [], [1, [2, {{}}]], {{ a = {{ b = [1.0] }} }}]
+kwargs = {{ n = 9223372036854775807, f = 0.1, nested = [{{ x = "y" }}], empty = {{}} }}
+priority = 7
+max_retries = 2
+retry_delay = 3
+retry_backoff = 1
+timeout = 60
+tags = {{ team = "ops", n = 1, f = 1.5, on = true }}
+
+[[schedule]]
+name = "bare"
+cron = "{NEVER_SOON}"
+handler = "{T}noop"
+"""
+
+
+def test_unchanged_config_schedules_are_not_rewritten(make_daemon: Callable[..., DaemonProc]) -> None:
+    d = make_daemon(config=RICH_CONFIG)
+    c = d.client()
+    assert {s["name"] for s in c.schedule_list()} == {"bare", "rich"}
+    assert count_tag(d, R.SCHEDULE_ADD) == 2
+    c.close()
+    for _ in range(2):
+        assert d.stop() == 0
+        records = wal_records(d)
+        d.start()
+        c = d.client()
+        assert c.schedule_list()                   # recovered and reconciled
+        assert count_tag(d, R.SCHEDULE_ADD) == 2, [r for r in wal_records(d) if r[0] == "SA"]
+        assert wal_records(d) == records
+        c.close()
+
+
 # --- CLI and clients -------------------------------------------------------------------------------
 
 def test_cli_schedule_commands(daemon: DaemonProc, client: Client,
