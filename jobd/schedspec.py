@@ -53,10 +53,11 @@ class ScheduleSpec:
 
     def record(self, source: str, now: float, previous: Mapping[str, Any] | None) -> dict[str, Any]:
         """The `SA` record body. An upsert keeps the run history (`last_run`,
-        `last_job_id`); `updated_at` restarts the catch-up clock."""
+        `last_due`, `last_job_id`); `updated_at` restarts the catch-up clock."""
         rec = self.definition(source)
         rec["updated_at"] = now
         rec["last_run"] = previous.get("last_run") if previous else None
+        rec["last_due"] = last_due(previous) if previous else None
         rec["last_job_id"] = previous.get("last_job_id") if previous else None
         return rec
 
@@ -200,6 +201,13 @@ def _toml_key(key: str) -> str:
 
 # --- runs ----------------------------------------------------------------------------
 
+def last_due(rec: Mapping[str, Any]) -> float | None:
+    """The due time of the last run (the time its job id names). A record
+    written before jobd kept it apart has only `last_run`, which then held
+    the due time."""
+    return rec["last_due"] if "last_due" in rec else rec.get("last_run")
+
+
 def same_definition(rec: Mapping[str, Any], definition: Mapping[str, Any]) -> bool:
     return all(rec.get(k) == definition[k] for k in DEFINITION_KEYS)
 
@@ -221,12 +229,12 @@ def submit_request(rec: Mapping[str, Any], job_id: str) -> dict[str, Any]:
 
 def view(rec: Mapping[str, Any], next_run: float | None) -> dict[str, Any]:
     """What schedule_add and schedule_list answer (timestamps as in the job view)."""
+    options = rec.get("options") or {}
     out = {"name": rec["name"], "cron": rec["cron"], "timezone": rec["timezone"],
            "handler": rec["handler"], "args": rec["args"], "kwargs": rec["kwargs"],
            "next_run": iso(next_run), "last_run": iso(rec.get("last_run")),
-           "last_job_id": rec.get("last_job_id"), "source": rec.get("source"),
-           "updated_at": iso(rec.get("updated_at"))}
-    options = rec.get("options") or {}
+           "last_due": iso(last_due(rec)), "last_job_id": rec.get("last_job_id"),
+           "source": rec.get("source"), "updated_at": iso(rec.get("updated_at"))}
     for key in OPTION_FIELDS:
         out[key] = options.get(key, {} if key == "tags" else None)
     return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import signal
 import struct
 import time
@@ -80,6 +81,26 @@ def wait_clock(instant: float) -> None:
     """Until the wall clock passes `instant` (the premise of a catch-up test)."""
     wait_until(lambda: time.time() > instant, timeout=30, interval=0.05,
                what=f"the clock to pass {instant}")
+
+
+def burst(after: float, seconds: int) -> tuple[int, int]:
+    """(first, last): `seconds` whole seconds, the first after `after`, in one UTC minute."""
+    first = math.ceil(after)
+    if first % 60 + seconds > 60:
+        first += 60 - first % 60
+    return first, first + seconds - 1
+
+
+def burst_cron(first: int, last: int) -> str:
+    """Every second from `first` to `last` (one UTC minute), then not for a year."""
+    t = time.gmtime(first)
+    return f"{t.tm_sec}-{t.tm_sec + last - first} {t.tm_min} {t.tm_hour} {t.tm_mday} {t.tm_mon} *"
+
+
+def logged_job_ids(d: DaemonProc) -> set[str]:
+    """Ids of the jobs in the WAL (submits and snapshot chunks)."""
+    ids = {rec[1][0] for rec in wal_records(d) if rec[0] == R.SUBMIT}
+    return ids | {job[0] for rec in wal_records(d) if rec[0] == R.JOBS for job in rec[1]}
 
 
 # --- add, list, remove ---------------------------------------------------------------------
@@ -277,6 +298,66 @@ def _cut_before_first_fired(d: DaemonProc, name: str) -> list[Any]:
     with open(path, "r+b") as f:
         f.truncate(offset)
     return rec
+
+
+def test_one_catch_up_run_per_outage_however_many_restarts(
+        make_daemon: Callable[..., DaemonProc]) -> None:
+    """A schedule due every second for a few seconds while jobd is down. The
+    first start makes up one run, the first it missed; quick restarts after it
+    make none, because the schedule last ran after all those due times (not at
+    the due time the catch-up job is named after)."""
+    d = make_daemon(workers=0)
+    c = d.client()
+    first, last = burst(time.time() + 3, 4)
+    c.schedule_add("burst", burst_cron(first, last), T + "noop")
+    c.close()
+    assert d.stop() == 0
+    before = logged_job_ids(d)
+    missed = [t for t in range(first, last + 1) if t > max(map(due_of, before), default=0)]
+    assert len(missed) >= 2, f"premise: jobd stopped after {len(before)} run(s) of the burst"
+    wait_clock(last + 0.2)
+
+    views = []
+    for start in range(3):
+        d.start()
+        c = d.client()
+        made = [j.id for j in runs(c, "burst") if j.id not in before]
+        assert [due_of(i) for i in made] == missed[:1], (start, made)
+        views.append(schedule(c, "burst"))
+        c.close()
+        assert d.stop() == 0
+    view = views[0]
+    assert view is not None and view["last_job_id"] == made[0]
+    # It ran after the burst; it was the run due at the burst's first missed second.
+    assert view["last_run"] > iso_utc(last) and view["last_due"] == iso_utc(missed[0])
+    assert views[1:] == [view, view]
+    assert d.log().count("missed its run") == 1
+
+
+def test_schedule_records_of_the_older_shape_are_read(make_daemon: Callable[..., DaemonProc]) -> None:
+    """A data dir from before runs recorded when they happened: `ST` has no
+    run time and `SA` no `last_due`. The due time stands for both."""
+    d = make_daemon(workers=0)
+    d.client().schedule_add("old", NEVER_SOON, T + "noop")
+    assert d.stop() == 0
+    [path] = wal_files(d)
+    records = wal.scan(path.read_bytes()).records
+    assert [r[1].pop("last_due") for r in records if r[0] == R.SCHEDULE_ADD] == [None]
+    due, job_id = 1_700_000_000.0, "sched:old:20231114T221320Z"
+    records.append([R.SCHEDULE_FIRED, "old", due, job_id])
+    path.write_bytes(b"".join(wal.encode(r) for r in records))
+
+    d.start()
+    c = d.client()
+    view = schedule(c, "old")
+    assert view is not None and view["last_job_id"] == job_id
+    assert view["last_run"] == view["last_due"] == iso_utc(due)
+    upserted = c.schedule_add("old", NEVER_SOON, T + "echo")      # keeps the history
+    assert (upserted["last_run"], upserted["last_due"]) == (view["last_run"], view["last_due"])
+
+
+def iso_utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(ts))
 
 
 # --- config -------------------------------------------------------------------------------------
