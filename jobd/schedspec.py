@@ -234,7 +234,10 @@ def view(rec: Mapping[str, Any], next_run: float | None) -> dict[str, Any]:
            "handler": rec["handler"], "args": rec["args"], "kwargs": rec["kwargs"],
            "next_run": iso(next_run), "last_run": iso(rec.get("last_run")),
            "last_due": iso(last_due(rec)), "last_job_id": rec.get("last_job_id"),
-           "source": rec.get("source"), "updated_at": iso(rec.get("updated_at"))}
+           "source": rec.get("source"), "updated_at": iso(rec.get("updated_at")),
+           # Exactly the options given: a flat field's null cannot tell "no
+           # timeout" (`"timeout": null` here) from "the handler's" (absent).
+           "options": dict(options)}
     for key in OPTION_FIELDS:
         out[key] = options.get(key, {} if key == "tags" else None)
     return out

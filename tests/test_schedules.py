@@ -11,12 +11,14 @@ import calendar
 import json
 import math
 import signal
+import socket
 import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import DaemonProc, T, wait_until
 
@@ -83,6 +85,21 @@ def wait_clock(instant: float) -> None:
                what=f"the clock to pass {instant}")
 
 
+def ask(d: DaemonProc, request: dict[str, Any]) -> dict[str, Any]:
+    """One raw request and its reply (the client drops None-valued fields)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(d.socket)
+        s.sendall(orjson.dumps({"id": 1, **request}) + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed after {data!r}"
+            data += chunk
+    reply: dict[str, Any] = orjson.loads(data)
+    return reply
+
+
 def burst(after: float, seconds: int) -> tuple[int, int]:
     """(first, last): `seconds` whole seconds, the first after `after`, in one UTC minute."""
     first = math.ceil(after)
@@ -130,6 +147,28 @@ def test_add_list_remove(daemon: DaemonProc, client: Client) -> None:
     assert client.schedule_remove("report") is False
     assert [s["name"] for s in client.schedule_list()] == ["alpha"]
     assert count_tag(daemon, R.SCHEDULE_ADD) == 2 and count_tag(daemon, R.SCHEDULE_REMOVE) == 1
+
+
+def test_view_options_tell_no_timeout_from_the_handler_default(daemon: DaemonProc,
+                                                              client: Client) -> None:
+    """`"timeout": null` (no timeout) and no `timeout` (the handler's, 30 s
+    here) both show the flat `timeout` as null; `options` tells them apart."""
+    base = {"op": "schedule_add", "cron": EVERY_SECOND, "handler": "custom_name"}
+    replies = [ask(daemon, {**base, "name": "default"}),
+               ask(daemon, {**base, "name": "unlimited", "timeout": None})]
+    assert all(r["ok"] for r in replies), replies
+    omitted, no_timeout = (r["schedule"] for r in replies)
+    assert omitted["timeout"] is None and no_timeout["timeout"] is None   # unchanged field
+    assert omitted["options"] == {} and no_timeout["options"] == {"timeout": None}
+    full = client.schedule_add("full", NEVER_SOON, T + "noop", priority="high", timeout=5,
+                               retry_delay=2, tags={"k": "v"})
+    assert full["options"] == {"priority": 20, "timeout": 5.0, "retry_delay": 2.0,
+                               "tags": {"k": "v"}}
+    assert {s["name"]: s["options"] for s in client.schedule_list()} == {
+        "default": {}, "unlimited": {"timeout": None}, "full": full["options"]}
+    # What the options say is what the runs get.
+    assert wait_fired(client, "default")[0].timeout == 30.0
+    assert wait_fired(client, "unlimited")[0].timeout is None
 
 
 BAD_ADDS: list[tuple[dict[str, Any], str, str]] = [
