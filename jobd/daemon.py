@@ -416,9 +416,15 @@ class Daemon:
         self.cfg.log_level = fresh.log_level
         if fresh.workers.count != self.pool.target:
             self.pool.scale(fresh.workers.count)
-        self.schedules.apply_config(fresh.schedule)
-        log.info("SIGHUP: config reloaded (workers=%d, log_level=%s)", fresh.workers.count,
-                 fresh.log_level)
+        applied = f"workers={fresh.workers.count}, log_level={fresh.log_level}"
+        try:
+            self.schedules.apply_config(fresh.schedule)
+        except config_mod.ConfigError as e:
+            # The summary line says what was not applied: it is the one people read.
+            log.error("SIGHUP: config partly reloaded (%s); schedules not reloaded, "
+                      "they stay as they were: %s", applied, e)
+            return
+        log.info("SIGHUP: config reloaded (%s)", applied)
 
     async def _shutdown(self) -> None:
         # Keep listening while running jobs finish: a client that connects now

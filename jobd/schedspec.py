@@ -7,10 +7,13 @@ accepts. The running side (timer, firing) is `jobd.schedules`.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
+import json
+import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +32,7 @@ SCHEDULE_FIELDS = frozenset({"op", "id", "name", "cron", "handler", "args", "kwa
 DEFINITION_KEYS = ("name", "cron", "timezone", "handler", "args", "kwargs", "options", "source")
 DEFAULT_TIMEZONE = "UTC"
 _ID_SAFE = re.compile(r"^[A-Za-z0-9._:@/+-]{1,105}$")
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +53,11 @@ class ScheduleSpec:
 
     def record(self, source: str, now: float, previous: Mapping[str, Any] | None) -> dict[str, Any]:
         """The `SA` record body. An upsert keeps the run history (`last_run`,
-        `last_job_id`); `updated_at` restarts the catch-up clock."""
+        `last_due`, `last_job_id`); `updated_at` restarts the catch-up clock."""
         rec = self.definition(source)
         rec["updated_at"] = now
         rec["last_run"] = previous.get("last_run") if previous else None
+        rec["last_due"] = last_due(previous) if previous else None
         rec["last_job_id"] = previous.get("last_job_id") if previous else None
         return rec
 
@@ -118,6 +123,7 @@ def check_config(entries: list[dict[str, Any]],
     specs: list[ScheduleSpec] = []
     seen: set[str] = set()
     for i, entry in enumerate(entries):
+        _check_json(i, entry)
         try:
             spec = parse_schedule(entry, 0.0)
             if handlers is not None:
@@ -137,12 +143,70 @@ def _config_error(index: int, entry: Any, e: OpError) -> ConfigError:
         field, why = "handler", e.message
     else:
         field, _, why = e.message.partition(": ")
+    return _key_error(index, entry, field, why)
+
+
+def _key_error(index: int, entry: Any, field: str, why: str) -> ConfigError:
     name = entry.get("name") if isinstance(entry, dict) else None
     named = f" (schedule {name!r})" if isinstance(name, str) else ""
     return ConfigError(f"config key 'schedule[{index}].{field}'{named}: {why}")
 
 
+def _check_json(index: int, entry: dict[str, Any]) -> None:
+    """Refuse TOML values JSON has no type for. The WAL would give them back
+    as something else (a date as a string, nan as null), so the entry would
+    never again equal its record: every restart would rewrite it, and each
+    rewrite restarts its catch-up clock."""
+    for key, value in entry.items():
+        found = _not_json(value, _toml_key(key))
+        if found is not None:
+            raise _key_error(index, entry, *found)
+
+
+def _not_json(value: Any, key: str) -> tuple[str, str] | None:
+    """(key, why) of the first value in `value` (itself included) that is not JSON."""
+    why = _why_not_json(value)
+    if why is not None:
+        return key, why
+    for sub, item in _children(value, key):
+        found = _not_json(item, sub)
+        if found is not None:
+            return found
+    return None
+
+
+def _why_not_json(value: Any) -> str | None:
+    if isinstance(value, (dt.date, dt.time)):        # a datetime is a date too
+        text = value.isoformat()
+        return f'a TOML date/time ({text}) is not a JSON value; write it as a string: "{text}"'
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a JSON value: numbers must be finite"
+    return None
+
+
+def _children(value: Any, key: str) -> Iterator[tuple[str, Any]]:
+    """(key, value) of each item of a table or an array."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            yield f"{key}.{_toml_key(name)}", item
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield f"{key}[{i}]", item
+
+
+def _toml_key(key: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted."""
+    return key if _BARE_KEY.match(key) else json.dumps(key, ensure_ascii=False)
+
+
 # --- runs ----------------------------------------------------------------------------
+
+def last_due(rec: Mapping[str, Any]) -> float | None:
+    """The due time of the last run (the time its job id names). A record
+    written before jobd kept it apart has only `last_run`, which then held
+    the due time."""
+    return rec["last_due"] if "last_due" in rec else rec.get("last_run")
+
 
 def same_definition(rec: Mapping[str, Any], definition: Mapping[str, Any]) -> bool:
     return all(rec.get(k) == definition[k] for k in DEFINITION_KEYS)
@@ -165,12 +229,15 @@ def submit_request(rec: Mapping[str, Any], job_id: str) -> dict[str, Any]:
 
 def view(rec: Mapping[str, Any], next_run: float | None) -> dict[str, Any]:
     """What schedule_add and schedule_list answer (timestamps as in the job view)."""
+    options = rec.get("options") or {}
     out = {"name": rec["name"], "cron": rec["cron"], "timezone": rec["timezone"],
            "handler": rec["handler"], "args": rec["args"], "kwargs": rec["kwargs"],
            "next_run": iso(next_run), "last_run": iso(rec.get("last_run")),
-           "last_job_id": rec.get("last_job_id"), "source": rec.get("source"),
-           "updated_at": iso(rec.get("updated_at"))}
-    options = rec.get("options") or {}
+           "last_due": iso(last_due(rec)), "last_job_id": rec.get("last_job_id"),
+           "source": rec.get("source"), "updated_at": iso(rec.get("updated_at")),
+           # Exactly the options given: a flat field's null cannot tell "no
+           # timeout" (`"timeout": null` here) from "the handler's" (absent).
+           "options": dict(options)}
     for key in OPTION_FIELDS:
         out[key] = options.get(key, {} if key == "tags" else None)
     return out

@@ -8,9 +8,11 @@ and one loop timer armed for the earliest.
 
 A run is submitted through `JobQueue.submit` (a real job: WAL, metrics,
 events) with a job id derived from (schedule, fire time), then an `ST` record
-notes it. A crash between the two cannot make a second job for the same run:
-the catch-up after the restart submits the same id, which returns the job
-that already exists. See docs/schedules.md.
+notes it: the fire time and when it ran. A crash between the two cannot make
+a second job for the same run: the catch-up after the restart submits the
+same id, which returns the job that already exists. Once noted, the catch-up
+looks only past when it ran, so later restarts make no more runs for the
+same outage. See docs/schedules.md.
 """
 from __future__ import annotations
 
@@ -22,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 from jobd import constants as C
 from jobd import records as R
-from jobd.config import ConfigError
 from jobd.cron import Cron, CronError, parse
 from jobd.errors import OpError
 from jobd.job import iso
@@ -30,6 +31,7 @@ from jobd.schedspec import (
     ScheduleSpec,
     check_config,
     fire_job_id,
+    last_due,
     same_definition,
     submit_request,
     view,
@@ -67,6 +69,9 @@ class Scheduler:
         cron = self._parse(name, rec)
         if cron is None:
             return
+        # `last_run` is when it last ran, not the due time: a catch-up names
+        # its job after the first missed due time, but it also covered the
+        # rest of the outage, which the next start must not make up again.
         since = max(rec.get("last_run") or 0.0, rec.get("updated_at") or 0.0)
         missed = _next_fire(cron, since)
         if missed is not None and missed <= now:
@@ -101,12 +106,9 @@ class Scheduler:
 
     def apply_config(self, entries: list[dict[str, Any]]) -> None:
         """Make the config's schedules so: add or update what changed, remove
-        config schedules no longer listed; leave schedules added over the socket."""
-        try:
-            specs = check_config(entries, self.d.handlers)
-        except ConfigError as e:
-            log.error("schedules not reloaded: %s", e)
-            return
+        config schedules no longer listed; leave schedules added over the socket.
+        An entry that does not check out raises ConfigError and changes nothing."""
+        specs = check_config(entries, self.d.handlers)
         changed = [s for s in specs if not self._unchanged(s)]
         wanted = {s.name for s in specs}
         stale = [name for name, rec in self.state.schedules.items()
@@ -218,8 +220,9 @@ class Scheduler:
     def _fire(self, name: str, due: float) -> None:
         """Submit the run due at `due` and record it (`ST`)."""
         rec = self.state.schedules[name]
+        now = self.d.clock()
         try:
-            spec = parse_submit(submit_request(rec, fire_job_id(name, due)), self.d.clock())
+            spec = parse_submit(submit_request(rec, fire_job_id(name, due)), now)
             job, _ = self.d.queue.submit(spec)
         except OpError as e:
             log.warning("schedule %r: run due at %s not submitted: %s: %s",
@@ -228,8 +231,8 @@ class Scheduler:
         except Exception:  # noqa: BLE001 - one bad schedule must not stop the others
             log.exception("schedule %r: run due at %s failed", name, iso(due))
             return
-        undo = [R.SCHEDULE_FIRED, name, rec.get("last_run"), rec.get("last_job_id")]
-        self._commit([R.SCHEDULE_FIRED, name, due, job.id], undo)
+        undo = [R.SCHEDULE_FIRED, name, last_due(rec), rec.get("last_job_id"), rec.get("last_run")]
+        self._commit([R.SCHEDULE_FIRED, name, due, job.id, now], undo)
         log.debug("schedule %r fired for %s: job %s", name, iso(due), job.id)
 
 

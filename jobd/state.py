@@ -240,8 +240,11 @@ class State:
     def _a_schedule_fired(self, rec: list[Any]) -> None:
         sched = self.schedules.get(rec[1])
         if sched is not None:
-            sched["last_run"] = rec[2]
+            # rec[2]: the due time the job id names; rec[4]: when it ran. Older
+            # records lack rec[4]: their due time is the best guess there is.
+            sched["last_due"] = rec[2]
             sched["last_job_id"] = rec[3]
+            sched["last_run"] = rec[4] if len(rec) > 4 else rec[2]
 
     def _a_format(self, rec: list[Any]) -> None:
         R.check_format(rec[1], "a WAL segment")

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import calendar
 import json
+import math
 import signal
+import socket
 import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from conftest import DaemonProc, T, wait_until
 
@@ -82,6 +85,41 @@ def wait_clock(instant: float) -> None:
                what=f"the clock to pass {instant}")
 
 
+def ask(d: DaemonProc, request: dict[str, Any]) -> dict[str, Any]:
+    """One raw request and its reply (the client drops None-valued fields)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(d.socket)
+        s.sendall(orjson.dumps({"id": 1, **request}) + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed after {data!r}"
+            data += chunk
+    reply: dict[str, Any] = orjson.loads(data)
+    return reply
+
+
+def burst(after: float, seconds: int) -> tuple[int, int]:
+    """(first, last): `seconds` whole seconds, the first after `after`, in one UTC minute."""
+    first = math.ceil(after)
+    if first % 60 + seconds > 60:
+        first += 60 - first % 60
+    return first, first + seconds - 1
+
+
+def burst_cron(first: int, last: int) -> str:
+    """Every second from `first` to `last` (one UTC minute), then not for a year."""
+    t = time.gmtime(first)
+    return f"{t.tm_sec}-{t.tm_sec + last - first} {t.tm_min} {t.tm_hour} {t.tm_mday} {t.tm_mon} *"
+
+
+def logged_job_ids(d: DaemonProc) -> set[str]:
+    """Ids of the jobs in the WAL (submits and snapshot chunks)."""
+    ids = {rec[1][0] for rec in wal_records(d) if rec[0] == R.SUBMIT}
+    return ids | {job[0] for rec in wal_records(d) if rec[0] == R.JOBS for job in rec[1]}
+
+
 # --- add, list, remove ---------------------------------------------------------------------
 
 def test_add_list_remove(daemon: DaemonProc, client: Client) -> None:
@@ -109,6 +147,28 @@ def test_add_list_remove(daemon: DaemonProc, client: Client) -> None:
     assert client.schedule_remove("report") is False
     assert [s["name"] for s in client.schedule_list()] == ["alpha"]
     assert count_tag(daemon, R.SCHEDULE_ADD) == 2 and count_tag(daemon, R.SCHEDULE_REMOVE) == 1
+
+
+def test_view_options_tell_no_timeout_from_the_handler_default(daemon: DaemonProc,
+                                                              client: Client) -> None:
+    """`"timeout": null` (no timeout) and no `timeout` (the handler's, 30 s
+    here) both show the flat `timeout` as null; `options` tells them apart."""
+    base = {"op": "schedule_add", "cron": EVERY_SECOND, "handler": "custom_name"}
+    replies = [ask(daemon, {**base, "name": "default"}),
+               ask(daemon, {**base, "name": "unlimited", "timeout": None})]
+    assert all(r["ok"] for r in replies), replies
+    omitted, no_timeout = (r["schedule"] for r in replies)
+    assert omitted["timeout"] is None and no_timeout["timeout"] is None   # unchanged field
+    assert omitted["options"] == {} and no_timeout["options"] == {"timeout": None}
+    full = client.schedule_add("full", NEVER_SOON, T + "noop", priority="high", timeout=5,
+                               retry_delay=2, tags={"k": "v"})
+    assert full["options"] == {"priority": 20, "timeout": 5.0, "retry_delay": 2.0,
+                               "tags": {"k": "v"}}
+    assert {s["name"]: s["options"] for s in client.schedule_list()} == {
+        "default": {}, "unlimited": {"timeout": None}, "full": full["options"]}
+    # What the options say is what the runs get.
+    assert wait_fired(client, "default")[0].timeout == 30.0
+    assert wait_fired(client, "unlimited")[0].timeout is None
 
 
 BAD_ADDS: list[tuple[dict[str, Any], str, str]] = [
@@ -279,6 +339,66 @@ def _cut_before_first_fired(d: DaemonProc, name: str) -> list[Any]:
     return rec
 
 
+def test_one_catch_up_run_per_outage_however_many_restarts(
+        make_daemon: Callable[..., DaemonProc]) -> None:
+    """A schedule due every second for a few seconds while jobd is down. The
+    first start makes up one run, the first it missed; quick restarts after it
+    make none, because the schedule last ran after all those due times (not at
+    the due time the catch-up job is named after)."""
+    d = make_daemon(workers=0)
+    c = d.client()
+    first, last = burst(time.time() + 3, 4)
+    c.schedule_add("burst", burst_cron(first, last), T + "noop")
+    c.close()
+    assert d.stop() == 0
+    before = logged_job_ids(d)
+    missed = [t for t in range(first, last + 1) if t > max(map(due_of, before), default=0)]
+    assert len(missed) >= 2, f"premise: jobd stopped after {len(before)} run(s) of the burst"
+    wait_clock(last + 0.2)
+
+    views = []
+    for start in range(3):
+        d.start()
+        c = d.client()
+        made = [j.id for j in runs(c, "burst") if j.id not in before]
+        assert [due_of(i) for i in made] == missed[:1], (start, made)
+        views.append(schedule(c, "burst"))
+        c.close()
+        assert d.stop() == 0
+    view = views[0]
+    assert view is not None and view["last_job_id"] == made[0]
+    # It ran after the burst; it was the run due at the burst's first missed second.
+    assert view["last_run"] > iso_utc(last) and view["last_due"] == iso_utc(missed[0])
+    assert views[1:] == [view, view]
+    assert d.log().count("missed its run") == 1
+
+
+def test_schedule_records_of_the_older_shape_are_read(make_daemon: Callable[..., DaemonProc]) -> None:
+    """A data dir from before runs recorded when they happened: `ST` has no
+    run time and `SA` no `last_due`. The due time stands for both."""
+    d = make_daemon(workers=0)
+    d.client().schedule_add("old", NEVER_SOON, T + "noop")
+    assert d.stop() == 0
+    [path] = wal_files(d)
+    records = wal.scan(path.read_bytes()).records
+    assert [r[1].pop("last_due") for r in records if r[0] == R.SCHEDULE_ADD] == [None]
+    due, job_id = 1_700_000_000.0, "sched:old:20231114T221320Z"
+    records.append([R.SCHEDULE_FIRED, "old", due, job_id])
+    path.write_bytes(b"".join(wal.encode(r) for r in records))
+
+    d.start()
+    c = d.client()
+    view = schedule(c, "old")
+    assert view is not None and view["last_job_id"] == job_id
+    assert view["last_run"] == view["last_due"] == iso_utc(due)
+    upserted = c.schedule_add("old", NEVER_SOON, T + "echo")      # keeps the history
+    assert (upserted["last_run"], upserted["last_due"]) == (view["last_run"], view["last_due"])
+
+
+def iso_utc(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000000Z", time.gmtime(ts))
+
+
 # --- config -------------------------------------------------------------------------------------
 
 CONFIG = f"""
@@ -349,6 +469,23 @@ handler = "{T}noop"
     assert count_tag(d, R.SCHEDULE_ADD) == 5 and count_tag(d, R.SCHEDULE_REMOVE) == 1
 
 
+def test_sighup_with_refused_schedules_says_they_were_not_reloaded(
+        make_daemon: Callable[..., DaemonProc]) -> None:
+    good = f'[[schedule]]\nname = "keep"\ncron = "{NEVER_SOON}"\nhandler = "{T}noop"\n'
+    d = make_daemon(workers=None, config="[workers]\ncount = 1\n" + good)
+    c = d.client()
+    assert d.config_path is not None and d.proc is not None
+    bad = f'[[schedule]]\nname = "x"\ncron = "@daily"\nhandler = "{T}nope"\n'
+    Path(d.config_path).write_text("[workers]\ncount = 2\n" + bad)
+    d.proc.send_signal(signal.SIGHUP)
+    line = wait_until(lambda: next((ln for ln in d.log().splitlines() if "SIGHUP:" in ln), None),
+                      what="the reload's summary line")
+    assert "schedules not reloaded" in line and "schedule[0].handler" in line, line
+    assert "workers=2" in line and "config reloaded (" not in line, line
+    assert [s["name"] for s in c.schedule_list()] == ["keep"]
+    wait_until(lambda: len(c.workers()) == 2, what="the new worker count to apply")
+
+
 @pytest.mark.parametrize("entries, key", [
     ('[[schedule]]\nname = "a"\ncron = "99 * * * *"\nhandler = "{T}noop"', "schedule[0].cron"),
     ('[[schedule]]\nname = "a"\ncron = "@daily"\nhandler = "{T}noop"\n'
@@ -367,6 +504,68 @@ def test_bad_config_schedule_exits_78(make_daemon: Callable[..., DaemonProc], en
     d.start(wait=False)
     assert d.proc is not None and d.proc.wait(20) == EXIT_CONFIG, d.log()
     assert key in d.log(), d.log()
+
+
+A_DATE = "a TOML date/time"
+
+
+@pytest.mark.parametrize("entries, key, why", [
+    ('args = [1979-05-27T07:32:00Z]', "schedule[0].args[0]",
+     f'{A_DATE} (1979-05-27T07:32:00+00:00) is not a JSON value; write it as a string: '
+     f'"1979-05-27T07:32:00+00:00"'),
+    ('args = [["a", 1979-05-27T07:32:00]]', "schedule[0].args[0][1]", A_DATE),
+    ('kwargs = { at = 07:32:00 }', "schedule[0].kwargs.at", A_DATE),
+    ('kwargs = { "not bare" = { on = 1979-05-27 } }', 'schedule[0].kwargs."not bare".on', A_DATE),
+    ('tags = { day = 1979-05-27 }', "schedule[0].tags.day", A_DATE),
+    ('args = [nan]', "schedule[0].args[0]", "nan is not a JSON value: numbers must be finite"),
+])
+def test_config_schedule_with_a_toml_date_or_nan_exits_78(
+        make_daemon: Callable[..., DaemonProc], entries: str, key: str, why: str) -> None:
+    """Values JSON cannot hold would come back from the WAL as something else
+    (a string, null), so the entry would never match its record again."""
+    good = f'[[schedule]]\nname = "ok"\ncron = "@daily"\nhandler = "{T}noop"\n'
+    d = make_daemon(start=False, config=good + f'{entries}\n')
+    d.start(wait=False)
+    assert d.proc is not None and d.proc.wait(20) == EXIT_CONFIG, d.log()
+    assert f"config key '{key}' (schedule 'ok'): {why}" in d.log(), d.log()
+
+
+RICH_CONFIG = f"""
+[[schedule]]
+name = "rich"
+cron = "{NEVER_SOON}"
+handler = "{T}echo"
+args = ["ü", 1, 2.5, -0.0, 1e300, true, [], [1, [2, {{}}]], {{ a = {{ b = [1.0] }} }}]
+kwargs = {{ n = 9223372036854775807, f = 0.1, nested = [{{ x = "y" }}], empty = {{}} }}
+priority = 7
+max_retries = 2
+retry_delay = 3
+retry_backoff = 1
+timeout = 60
+tags = {{ team = "ops", n = 1, f = 1.5, on = true }}
+
+[[schedule]]
+name = "bare"
+cron = "{NEVER_SOON}"
+handler = "{T}noop"
+"""
+
+
+def test_unchanged_config_schedules_are_not_rewritten(make_daemon: Callable[..., DaemonProc]) -> None:
+    d = make_daemon(config=RICH_CONFIG)
+    c = d.client()
+    assert {s["name"] for s in c.schedule_list()} == {"bare", "rich"}
+    assert count_tag(d, R.SCHEDULE_ADD) == 2
+    c.close()
+    for _ in range(2):
+        assert d.stop() == 0
+        records = wal_records(d)
+        d.start()
+        c = d.client()
+        assert c.schedule_list()                   # recovered and reconciled
+        assert count_tag(d, R.SCHEDULE_ADD) == 2, [r for r in wal_records(d) if r[0] == "SA"]
+        assert wal_records(d) == records
+        c.close()
 
 
 # --- CLI and clients -------------------------------------------------------------------------------
