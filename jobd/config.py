@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from jobd.errors import OpError
-from jobd.validate import handler_option
+from jobd.server.args import handler_option
 from jobd_client.paths import default_socket_path
 
 
@@ -279,12 +279,12 @@ def validate(cfg: Config) -> None:
         if not ok:
             raise ConfigError(f"config key '{key}': must be {expect}")
     if cfg.monitoring.metrics_listen:
-        from jobd.httpmetrics import parse_listen
+        from jobd.server.http import parse_listen
         try:
             parse_listen(cfg.monitoring.metrics_listen)
         except ValueError as e:
             raise ConfigError(f"config key 'monitoring.metrics_listen': {e}") from None
-    from jobd.schedspec import check_config
+    from jobd.scheduling.specs import check_config
     check_config(cfg.schedule)          # handlers are checked once they are imported
 
 

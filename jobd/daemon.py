@@ -24,22 +24,27 @@ import time
 
 from jobd import config as config_mod
 from jobd import constants as C
-from jobd import forkserver, handlers, httpmetrics, journal, schedspec, worker
-from jobd import records as R
+from jobd import handlers
 from jobd.config import Config
-from jobd.events import EventHub
-from jobd.gcpolicy import GcPolicy
-from jobd.idlepoll import IdlePoller
-from jobd.job import Job
-from jobd.journal import Journal
-from jobd.metrics import Metrics
-from jobd.ops import Ops
-from jobd.pool import Pool
-from jobd.queue import JobQueue
-from jobd.results import ResultStore, file_stem
-from jobd.schedules import Scheduler
-from jobd.server import Server
-from jobd.state import State
+from jobd.core.job import Job
+from jobd.core.state import State
+from jobd.jobs import JobQueue
+from jobd.pool import child as worker
+from jobd.pool import forkserver
+from jobd.pool.arbiter import Pool
+from jobd.runtime.gcpolicy import GcPolicy
+from jobd.runtime.idlepoll import IdlePoller
+from jobd.runtime.metrics import Metrics
+from jobd.scheduling import specs as schedspec
+from jobd.scheduling.scheduler import Scheduler
+from jobd.server import http as httpmetrics
+from jobd.server.connection import Server
+from jobd.server.events import EventHub
+from jobd.server.ops import Ops
+from jobd.storage import records as R
+from jobd.storage import wal as journal
+from jobd.storage.results import ResultStore, file_stem
+from jobd.storage.wal import Journal
 from jobd.systemd import Notifier, listen_unix_socket
 
 log = logging.getLogger("jobd")
@@ -270,11 +275,11 @@ class Daemon:
         elif self.poller is not None:
             self._keep_polling()
 
-    # --- adaptive busy polling ([server] busy_poll_us, jobd/idlepoll.py) ----------------
+    # --- adaptive busy polling ([server] busy_poll_us, jobd/runtime/idlepoll.py) ----------------
     def _keep_polling(self) -> None:
         """The loop is about to sleep: poll instead for the window the poller
         has learnt, unless a job is running: its worker and the client waiting
-        for it need the CPUs more than the loop (jobd/idlepoll.py)."""
+        for it need the CPUs more than the loop (jobd/runtime/idlepoll.py)."""
         if self.state.running:
             self.poller.forget()                                    # type: ignore[union-attr]
             return

@@ -51,7 +51,7 @@ def _register(func: Callable[..., Any], options: dict[str, Any]) -> Callable[...
     if unknown:
         raise TypeError(f"@handler got unknown option(s): {', '.join(sorted(unknown))}")
     from jobd.errors import OpError
-    from jobd.validate import handler_option
+    from jobd.server.args import handler_option
     for key, value in options.items():
         if value is not None:           # None: not set (e.g. timeout=None, no timeout)
             try:

@@ -1,4 +1,4 @@
-"""Adaptive busy polling (`[server] busy_poll_us`, jobd/idlepoll.py), on the
+"""Adaptive busy polling (`[server] busy_poll_us`, jobd/runtime/idlepoll.py), on the
 real daemon: it polls when the next event comes soon, costs nothing when
 requests come slowly, and never outlives its window. CPU time is read from /proc;
 the poller's state from `metrics` (`polling`)."""
@@ -9,7 +9,7 @@ import time
 
 from conftest import T, wait_until
 
-from jobd.idlepoll import FLOOR, GROW_START, IdlePoller
+from jobd.runtime.idlepoll import FLOOR, GROW_START, IdlePoller
 
 WIDE = "[server]\nbusy_poll_us = 10000\n"
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobd.cron import CronError, parse
+from jobd.scheduling.cron import CronError, parse
 
 
 def ts(text: str) -> float:

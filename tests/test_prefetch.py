@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 from conftest import T, wait_until
 
-from jobd import frames as F
-from jobd.worker import Worker
+from jobd.pool import frames as F
+from jobd.pool.child import Worker
 from jobd_client import AsyncClient
 
 

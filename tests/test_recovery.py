@@ -17,8 +17,8 @@ import orjson
 import pytest
 from conftest import DaemonProc, T, wait_until
 
-from jobd import records as R
-from jobd import wal
+from jobd.storage import codec as wal
+from jobd.storage import records as R
 
 NOOP = T + "noop"
 

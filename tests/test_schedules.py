@@ -22,10 +22,10 @@ import orjson
 import pytest
 from conftest import DaemonProc, T, wait_until
 
-from jobd import records as R
-from jobd import wal
 from jobd.cli import main as cli_main
 from jobd.constants import EXIT_CONFIG
+from jobd.storage import codec as wal
+from jobd.storage import records as R
 from jobd_client import AsyncClient, Client, JobdError
 
 EVERY_SECOND = "* * * * * *"

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobd import frames as F
 from jobd.config import Config, ConfigError, default_data_dir, load, validate
+from jobd.core.job import iso, parse_iso, progress_view
+from jobd.core.retry import backoff, should_retry
 from jobd.errors import OpError
-from jobd.job import iso, parse_iso, progress_view
-from jobd.retry import backoff, should_retry
-from jobd.validate import parse_submit, priority_value
+from jobd.pool import frames as F
+from jobd.server.args import parse_submit, priority_value
 from jobd_client.paths import default_socket_path
 
 
@@ -171,7 +171,7 @@ def test_defaults_match_spec():
 def test_gc_policy_freezes_replayed_state_and_collects_on_schedule():
     import gc
 
-    from jobd.gcpolicy import FULL_INTERVAL, THRESHOLDS, GcPolicy
+    from jobd.runtime.gcpolicy import FULL_INTERVAL, THRESHOLDS, GcPolicy
     now = [1000.0]
     old_threshold = gc.get_threshold()
     policy = GcPolicy(clock=lambda: now[0])
@@ -192,7 +192,7 @@ def test_gc_policy_freezes_replayed_state_and_collects_on_schedule():
 
 
 def test_job_ids_are_unique_hex_and_differ_between_starts():
-    from jobd.job import JobIds
+    from jobd.core.job import JobIds
     a, b = JobIds(), JobIds()
     ids = [a.next() for _ in range(1000)]
     assert len(set(ids)) == 1000
@@ -217,7 +217,7 @@ def test_log_records_are_one_line_each_traceback_included():
 def test_result_sweep_spares_files_being_written(tmp_path):
     """A purge or expiry sweep runs while a large result is being stored: the
     file (still `.tmp`, or renamed but not yet referenced) must survive."""
-    from jobd.results import ResultStore, file_stem
+    from jobd.storage.results import ResultStore, file_stem
     store = ResultStore(str(tmp_path), inline_max=10, compress_min=100)
     busy, gone = file_stem("busy-job"), file_stem("gone-job")
     store.storing.add(busy)

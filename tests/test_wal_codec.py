@@ -13,10 +13,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from jobd import constants as C
-from jobd import records as R
-from jobd import wal
-from jobd.job import EMPTY_ARGS, EMPTY_KWARGS, Job, compact_result, progress_view
-from jobd.state import State
+from jobd.core.job import EMPTY_ARGS, EMPTY_KWARGS, Job, compact_result, progress_view
+from jobd.core.state import State
+from jobd.storage import codec as wal
+from jobd.storage import records as R
 
 SETTINGS = settings(max_examples=50, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

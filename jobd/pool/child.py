@@ -1,7 +1,7 @@
 """The worker process: runs one job at a time, sent over a socketpair.
 
 Frames in both directions are `u32 length` + `u8 kind` + body (see
-`jobd/frames.py`). The main thread reads run requests and runs handlers; a
+`jobd/pool/frames.py`). The main thread reads run requests and runs handlers; a
 heartbeat thread writes a heartbeat (with RSS) every `heartbeat_interval`,
 so a worker stopped (SIGSTOP) or stuck in C code holding the GIL goes quiet
 and the daemon kills it. The heartbeat thread also exits the process if the
@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from jobd import frames as F
 from jobd import handlers as H
-from jobd.validate import non_finite_path
+from jobd.pool import frames as F
+from jobd.server.args import non_finite_path
 
 PROGRESS_MIN_INTERVAL = 0.05     # seconds between progress frames for one job
 _PAGE = os.sysconf("SC_PAGE_SIZE")

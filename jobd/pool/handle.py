@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from jobd import constants as C
-from jobd.job import Job, iso
+from jobd.core.job import Job, iso
 
 _SCRATCH = bytearray(256 * 1024)    # the loop reads one channel at a time
 _SCRATCH_VIEW = memoryview(_SCRATCH)

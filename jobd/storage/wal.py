@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from jobd import records as R
-from jobd import wal
+from jobd.storage import codec as wal
+from jobd.storage import records as R
 
 log = logging.getLogger("jobd.wal")
 

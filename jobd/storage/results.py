@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
-from jobd.job import Job
-from jobd.journal import fsync_dir, remove_temp_files
+from jobd.core.job import Job
+from jobd.storage.wal import fsync_dir, remove_temp_files
 
 log = logging.getLogger("jobd.results")
 

@@ -13,11 +13,10 @@ import orjson
 
 from jobd import __version__
 from jobd import constants as C
+from jobd.core.job import Job, iso
 from jobd.errors import OpError, invalid
-from jobd.job import Job, iso
-from jobd.schedspec import get_name, parse_schedule, require_handler
-from jobd.server import DEFERRED, NL, Connection
-from jobd.validate import (
+from jobd.scheduling.specs import get_name, parse_schedule, require_handler
+from jobd.server.args import (
     get_bool,
     get_int,
     get_job_id,
@@ -28,6 +27,7 @@ from jobd.validate import (
     parse_plain,
     parse_submit,
 )
+from jobd.server.connection import DEFERRED, NL, Connection
 
 if TYPE_CHECKING:
     from jobd.daemon import Daemon

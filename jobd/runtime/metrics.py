@@ -273,7 +273,7 @@ def _histograms(out: list[str], name: str, help_text: str, label: str,
 
 
 def _polling(poller: Any) -> dict[str, Any]:
-    """The adaptive busy polling's state (jobd/idlepoll.py); all 0 when it is off."""
+    """The adaptive busy polling's state (jobd/runtime/idlepoll.py); all 0 when it is off."""
     if poller is None:
         return {"max_us": 0, "window_us": 0, "caught": 0, "missed": 0}
     return {"max_us": round(poller.max_window * 1e6), "window_us": round(poller.window * 1e6, 1),

@@ -15,15 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 from jobd import constants as C
-from jobd import records as R
 from jobd.config import Config
+from jobd.core.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, progress_view
+from jobd.core.retry import next_step
+from jobd.core.state import State
 from jobd.errors import OpError, invalid, not_found
 from jobd.handlers import HandlerSpec
-from jobd.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, progress_view
-from jobd.journal import Journal
-from jobd.retry import next_step
-from jobd.state import State
-from jobd.validate import MAX_TIMESTAMP, SubmitSpec
+from jobd.server.args import MAX_TIMESTAMP, SubmitSpec
+from jobd.storage import records as R
+from jobd.storage.wal import Journal
 
 log = logging.getLogger("jobd.queue")
 
@@ -88,7 +88,7 @@ class JobQueue:
         cached = self._defaults.get(handler)
         if cached is not None:
             return cached
-        from jobd.validate import priority_value
+        from jobd.server.args import priority_value
         retry = self.cfg.retry
         merged: dict[str, Any] = {
             "priority": C.DEFAULT_PRIORITY, "max_retries": retry.max_retries,

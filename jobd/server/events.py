@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from jobd import constants as C
-from jobd.server import NL, Connection
+from jobd.server.connection import NL, Connection
 
 MAX_BUFFERED = 4 * 1024 * 1024     # the default: half of the default max_unsent_bytes
 LAGGED_ABORT_AFTER = 30.0      # seconds a dropped watcher has to read what is queued
@@ -86,5 +86,5 @@ class EventHub:
 
 
 def _now_iso() -> str:
-    from jobd.job import iso
+    from jobd.core.job import iso
     return iso(time.time()) or ""

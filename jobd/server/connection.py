@@ -32,10 +32,10 @@ import orjson
 
 from jobd import constants as C
 from jobd.errors import OpError
-from jobd.validate import non_finite_path
+from jobd.server.args import non_finite_path
 
 if TYPE_CHECKING:
-    from jobd.ops import Ops
+    from jobd.server.ops import Ops
 
 log = logging.getLogger("jobd.server")
 

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 
 from jobd import constants as C
+from jobd.core.job import EMPTY_ARGS, EMPTY_DICT, EMPTY_KWARGS, EMPTY_LIST, parse_iso
 from jobd.errors import invalid
-from jobd.job import EMPTY_ARGS, EMPTY_DICT, EMPTY_KWARGS, EMPTY_LIST, parse_iso
 
 JOB_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@/+-]{0,127}\Z")   # \Z: no trailing newline
 MAX_NAME = 256
@@ -42,7 +42,7 @@ _dumps = orjson.dumps
 
 def compact_json(field: str, value: list[Any] | dict[str, Any]) -> bytes:
     """`value` as compact JSON text, the form a job keeps its args and kwargs
-    in (jobd/job.py). Refused (`invalid_argument` naming the field): values
+    in (jobd/core/job.py). Refused (`invalid_argument` naming the field): values
     nested too deeply for the daemon to write back inside its own records,
     and NaN or Infinity (which JSON cannot carry; TOML config can)."""
     items = value.values() if isinstance(value, dict) else value

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from jobd import constants as C
-from jobd import records as R
-from jobd.job import Job, compact_result
+from jobd.core.job import Job, compact_result
+from jobd.storage import records as R
 
 ChangeHook = Callable[[Job, str], None]
 _from_record = Job.from_record

@@ -23,11 +23,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from jobd import constants as C
-from jobd import records as R
-from jobd.cron import Cron, CronError, parse
+from jobd.core.job import iso
 from jobd.errors import OpError
-from jobd.job import iso
-from jobd.schedspec import (
+from jobd.scheduling.cron import Cron, CronError, parse
+from jobd.scheduling.specs import (
     ScheduleSpec,
     check_config,
     fire_job_id,
@@ -36,7 +35,8 @@ from jobd.schedspec import (
     submit_request,
     view,
 )
-from jobd.validate import parse_submit
+from jobd.server.args import parse_submit
+from jobd.storage import records as R
 
 if TYPE_CHECKING:
     from jobd.daemon import Daemon

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING
 import orjson
 
 from jobd import constants as C
-from jobd import frames as F
-from jobd.job import Job
-from jobd.workerproc import WorkerProc
+from jobd.core.job import Job
+from jobd.pool import frames as F
+from jobd.pool.handle import WorkerProc
 
 if TYPE_CHECKING:
     from jobd.daemon import Daemon
-    from jobd.pool import Pool
+    from jobd.pool.arbiter import Pool
 
 log = logging.getLogger("jobd.dispatch")
 

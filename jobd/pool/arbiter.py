@@ -4,7 +4,7 @@ The pool deals with processes: it asks the fork server for workers
 (`spawn_worker`), hears when they exit (`reap_worker`), kills the ones that
 hang (`murder_stale`), recycles and scales them, and carries the frames
 between the daemon and each worker. Which job goes to which worker (priority,
-limits, jobs sent ahead) is the `Dispatcher`'s (jobd/dispatch.py). Job
+limits, jobs sent ahead) is the `Dispatcher`'s (jobd/pool/dispatch.py). Job
 outcomes go to the `JobQueue`, the one owner of job state. Each worker runs
 one job at a time. Worker ids are never reused.
 """
@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from jobd import constants as C
-from jobd import frames as F
-from jobd.dispatch import Dispatcher
-from jobd.forkserver import ForkServerClient
-from jobd.job import Job
-from jobd.workerproc import WorkerProc
+from jobd.core.job import Job
+from jobd.pool import frames as F
+from jobd.pool.dispatch import Dispatcher
+from jobd.pool.forkserver import ForkServerClient
+from jobd.pool.handle import WorkerProc
 
 if TYPE_CHECKING:
     from jobd.daemon import Daemon
@@ -149,7 +149,7 @@ class Pool:
         return True
 
     def dispatch(self) -> None:
-        """Give pending jobs to workers (jobd/dispatch.py), unless shutting down."""
+        """Give pending jobs to workers (jobd/pool/dispatch.py), unless shutting down."""
         if self.dispatching:
             self.dispatcher.dispatch()
 

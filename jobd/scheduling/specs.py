@@ -19,10 +19,10 @@ from typing import Any
 
 from jobd import constants as C
 from jobd.config import ConfigError
-from jobd.cron import Cron, CronError, load_zone, parse
+from jobd.core.job import iso
 from jobd.errors import OpError, invalid
-from jobd.job import iso
-from jobd.validate import MAX_NAME, SubmitSpec, parse_submit
+from jobd.scheduling.cron import Cron, CronError, load_zone, parse
+from jobd.server.args import MAX_NAME, SubmitSpec, parse_submit
 
 # The submit options a schedule passes on to every job it submits.
 OPTION_FIELDS = ("priority", "max_retries", "retry_delay", "retry_backoff", "timeout", "tags")

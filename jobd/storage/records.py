@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from jobd.wal import CorruptLog
+from jobd.storage.codec import CorruptLog
 
 SUBMIT: Final = "S"        # ["S", job_record]          also used by snapshots
 START: Final = "B"         # ["B", id, ts, worker_id]
