@@ -1,76 +1,64 @@
-"""Every name jobd shares with the outside world, in one place.
+"""Every name jobd uses with a fixed meaning, in one place.
 
-Statuses, error codes, event names, priorities, exit codes and protocol
-constants are defined here and nowhere else (SPEC §4, §5).
+The wire names (ops, statuses, priorities, error codes, event names, the
+protocol version) are defined once, in `jobd_client.protocol`, and re-exported
+here so daemon code reads them as `C.PENDING`; the daemon's own names (exit
+codes, the worker state no client sees, schedule id prefixes) follow.
 """
 from __future__ import annotations
 
 from typing import Final
 
-PROTOCOL_VERSION: Final = 1
-
-# --- job statuses (SPEC §4) ---------------------------------------------
-SCHEDULED: Final = "scheduled"
-WAITING: Final = "waiting"
-PENDING: Final = "pending"
-RUNNING: Final = "running"
-RETRYING: Final = "retrying"
-COMPLETED: Final = "completed"
-FAILED: Final = "failed"
-CANCELLED: Final = "cancelled"
-DEAD_LETTER: Final = "dead_letter"
-
-STATUSES: Final = (
-    SCHEDULED, WAITING, PENDING, RUNNING, RETRYING,
-    COMPLETED, FAILED, CANCELLED, DEAD_LETTER,
+from jobd_client.protocol import (  # noqa: F401 - re-exported: the daemon reads them as C.*
+    CANCELLED,
+    COMPLETED,
+    DEAD_LETTER,
+    DEFAULT_PRIORITY,
+    E_BAD_REQUEST,
+    E_CONFLICT,
+    E_INTERNAL,
+    E_INVALID_ARGUMENT,
+    E_NOT_FOUND,
+    E_PERMISSION_DENIED,
+    E_QUEUE_FULL,
+    E_REQUEST_TOO_LARGE,
+    E_STORAGE_ERROR,
+    E_UNAVAILABLE,
+    E_UNKNOWN_HANDLER,
+    E_UNKNOWN_OP,
+    ERROR_CODES,
+    EV_CANCELLED,
+    EV_COMPLETED,
+    EV_DEAD_LETTER,
+    EV_FAILED,
+    EV_PROGRESS,
+    EV_STARTED,
+    EV_SUBMITTED,
+    EV_WATCH_LAGGED,
+    EV_WORKER_EXITED,
+    EV_WORKER_STARTED,
+    EVENTS,
+    FAILED,
+    OPS,
+    PENDING,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    PRIORITY_NAMES,
+    PROTOCOL_VERSION,
+    QUEUED,
+    RETRYING,
+    RUNNING,
+    SCHEDULED,
+    STATUSES,
+    TERMINAL,
+    UNSUCCESSFUL,
+    W_BUSY,
+    W_IDLE,
+    W_STOPPING,
+    WAITING,
 )
-TERMINAL: Final = frozenset((COMPLETED, FAILED, CANCELLED, DEAD_LETTER))
-# Statuses that count against queue.max_size (everything not running or done).
-QUEUED: Final = frozenset((SCHEDULED, WAITING, PENDING, RETRYING))
-# A dependency that ends in one of these fails its dependents.
-UNSUCCESSFUL: Final = frozenset((FAILED, CANCELLED, DEAD_LETTER))
 
-# --- priorities ------------------------------------------------------------
-PRIORITY_NAMES: Final = {"low": 0, "normal": 10, "high": 20, "critical": 30}
-PRIORITY_MIN: Final = 0
-PRIORITY_MAX: Final = 1000
-DEFAULT_PRIORITY: Final = PRIORITY_NAMES["normal"]
-
-# --- protocol error codes (SPEC §5) -----------------------------------------
-E_BAD_REQUEST: Final = "bad_request"
-E_UNKNOWN_OP: Final = "unknown_op"
-E_INVALID_ARGUMENT: Final = "invalid_argument"
-E_UNKNOWN_HANDLER: Final = "unknown_handler"
-E_NOT_FOUND: Final = "not_found"
-E_CONFLICT: Final = "conflict"
-E_QUEUE_FULL: Final = "queue_full"
-E_REQUEST_TOO_LARGE: Final = "request_too_large"
-E_UNAVAILABLE: Final = "unavailable"
-E_STORAGE_ERROR: Final = "storage_error"
-E_PERMISSION_DENIED: Final = "permission_denied"
-E_INTERNAL: Final = "internal"
-
-# --- events (SPEC §5) ---------------------------------------------------------
-EV_SUBMITTED: Final = "job.submitted"
-EV_STARTED: Final = "job.started"
-EV_PROGRESS: Final = "job.progress"
-EV_COMPLETED: Final = "job.completed"
-EV_FAILED: Final = "job.failed"
-EV_DEAD_LETTER: Final = "job.dead_letter"
-EV_CANCELLED: Final = "job.cancelled"
-EV_WORKER_STARTED: Final = "worker.started"
-EV_WORKER_EXITED: Final = "worker.exited"
-# Sent to a watcher that fell too far behind, just before it is disconnected.
-EV_WATCH_LAGGED: Final = "watch.lagged"
-EVENTS: Final = frozenset((
-    EV_SUBMITTED, EV_STARTED, EV_PROGRESS, EV_COMPLETED, EV_FAILED,
-    EV_DEAD_LETTER, EV_CANCELLED, EV_WORKER_STARTED, EV_WORKER_EXITED,
-))
-
-# --- worker states -------------------------------------------------------------
-W_IDLE: Final = "idle"
-W_BUSY: Final = "busy"
-W_STOPPING: Final = "stopping"
+# --- worker states the daemon keeps to itself (shown as idle) ------------------------
 W_STARTING: Final = "starting"
 
 # --- process exit codes ----------------------------------------------------------
@@ -78,9 +66,6 @@ EXIT_OK: Final = 0
 EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_CONFIG: Final = 78          # EX_CONFIG from sysexits.h
-# A worker whose handler modules fail to import exits with this; the pool
-# stops respawning instead of fork-looping.
-EXIT_WORKER_BOOT_ERROR: Final = 70
 
 # CLI exit codes (SPEC §8).
 CLI_OK: Final = 0

@@ -13,6 +13,7 @@ from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+from . import protocol as P
 from .errors import error_from_reply
 from .models import TERMINAL, Event, Job, Page
 
@@ -45,8 +46,9 @@ WaitSteps = Generator[Call[Any], Any, Job]
 # cancel, retry, purge, restart_worker and schedule_remove are not: a repeat
 # would answer differently or act twice.
 RESENDABLE = frozenset({
-    "hello", "submit", "submit_many", "status", "progress", "result", "wait", "list",
-    "dead_letters", "metrics", "workers", "scale", "schedule_add", "schedule_list",
+    P.OP_HELLO, P.OP_SUBMIT, P.OP_SUBMIT_MANY, P.OP_STATUS, P.OP_PROGRESS, P.OP_RESULT,
+    P.OP_WAIT, P.OP_LIST, P.OP_DEAD_LETTERS, P.OP_METRICS, P.OP_WORKERS, P.OP_SCALE,
+    P.OP_SCHEDULE_ADD, P.OP_SCHEDULE_LIST,
 })
 
 
@@ -106,7 +108,7 @@ def generic(op: str, args: dict[str, Any]) -> Call[Reply]:
 
 
 def hello() -> Call[Reply]:
-    return Call("hello", {}, body)
+    return Call(P.OP_HELLO, {}, body)
 
 
 def submit_args(handler: str, args: list[Any] | None = None,
@@ -119,68 +121,68 @@ def submit_args(handler: str, args: list[Any] | None = None,
 
 def submit(handler: str, args: list[Any] | None, kwargs: dict[str, Any] | None,
            options: dict[str, Any]) -> Call[str]:
-    return Call("submit", submit_args(handler, args, kwargs, **options), pick("job_id"))
+    return Call(P.OP_SUBMIT, submit_args(handler, args, kwargs, **options), pick("job_id"))
 
 
 def submit_many(jobs: list[dict[str, Any]]) -> Call[list[str]]:
     filled = [submit_args(**job) for job in jobs]
-    return Call("submit_many", {"jobs": filled}, pick("job_ids"))
+    return Call(P.OP_SUBMIT_MANY, {"jobs": filled}, pick("job_ids"))
 
 
 def status(job_id: str) -> Call[Job]:
-    return Call("status", {"job_id": job_id}, lambda r: Job.from_dict(r.get("job") or {}))
+    return Call(P.OP_STATUS, {"job_id": job_id}, lambda r: Job.from_dict(r.get("job") or {}))
 
 
 def progress(job_id: str) -> Call[dict[str, Any] | None]:
-    return Call("progress", {"job_id": job_id}, pick("progress"))
+    return Call(P.OP_PROGRESS, {"job_id": job_id}, pick("progress"))
 
 
 def result(job_id: str, wait: float | None = None) -> Call[Reply]:
-    return Call("result", compact(job_id=job_id, wait=wait), body, float(wait or 0.0))
+    return Call(P.OP_RESULT, compact(job_id=job_id, wait=wait), body, float(wait or 0.0))
 
 
 def cancel(job_id: str, force: bool = False) -> Call[bool]:
-    return Call("cancel", {"job_id": job_id, "force": force}, lambda r: bool(r.get("cancelled")))
+    return Call(P.OP_CANCEL, {"job_id": job_id, "force": force}, lambda r: bool(r.get("cancelled")))
 
 
 def list_jobs(status: str | None, handler: str | None, tag: str | None,
               limit: int, offset: int) -> Call[Page]:
     args = compact(status=status, handler=handler, tag=tag, limit=limit, offset=offset)
-    return Call("list", args, Page.from_reply)
+    return Call(P.OP_LIST, args, Page.from_reply)
 
 
 def dead_letters(limit: int, offset: int) -> Call[Page]:
-    return Call("dead_letters", {"limit": limit, "offset": offset}, Page.from_reply)
+    return Call(P.OP_DEAD_LETTERS, {"limit": limit, "offset": offset}, Page.from_reply)
 
 
 def retry(job_id: str) -> Call[str]:
-    return Call("retry", {"job_id": job_id}, pick("status"))
+    return Call(P.OP_RETRY, {"job_id": job_id}, pick("status"))
 
 
 def purge(status: str | None, older_than: float | None) -> Call[int]:
     args = compact(status=status, older_than=older_than)
-    return Call("purge", args, lambda r: int(r.get("purged", 0)))
+    return Call(P.OP_PURGE, args, lambda r: int(r.get("purged", 0)))
 
 
 def metrics(format: str = "json") -> Call[Any]:
     field = "text" if format == "prometheus" else "metrics"
-    return Call("metrics", {"format": format}, pick(field))
+    return Call(P.OP_METRICS, {"format": format}, pick(field))
 
 
 def workers() -> Call[list[dict[str, Any]]]:
-    return Call("workers", {}, pick("workers"))
+    return Call(P.OP_WORKERS, {}, pick("workers"))
 
 
 def scale(count: int) -> Call[Reply]:
-    return Call("scale", {"count": count}, body)
+    return Call(P.OP_SCALE, {"count": count}, body)
 
 
 def restart_worker(worker_id: Any) -> Call[bool]:
-    return Call("restart_worker", {"worker_id": worker_id}, lambda r: bool(r.get("restarted")))
+    return Call(P.OP_RESTART_WORKER, {"worker_id": worker_id}, lambda r: bool(r.get("restarted")))
 
 
 def watch(job_id: str | None, events: list[str] | None) -> Call[Reply]:
-    return Call("watch", compact(job_id=job_id, events=events), body)
+    return Call(P.OP_WATCH, compact(job_id=job_id, events=events), body)
 
 
 def schedule_add(name: str, cron: str, handler: str, args: list[Any] | None,
@@ -188,15 +190,15 @@ def schedule_add(name: str, cron: str, handler: str, args: list[Any] | None,
                  options: dict[str, Any]) -> Call[dict[str, Any]]:
     fields = compact(name=name, cron=cron, handler=handler, args=args, kwargs=kwargs,
                      timezone=timezone, **options)
-    return Call("schedule_add", fields, pick("schedule"))
+    return Call(P.OP_SCHEDULE_ADD, fields, pick("schedule"))
 
 
 def schedule_list() -> Call[list[dict[str, Any]]]:
-    return Call("schedule_list", {}, pick("schedules"))
+    return Call(P.OP_SCHEDULE_LIST, {}, pick("schedules"))
 
 
 def schedule_remove(name: str) -> Call[bool]:
-    return Call("schedule_remove", {"name": name}, lambda r: bool(r.get("removed")))
+    return Call(P.OP_SCHEDULE_REMOVE, {"name": name}, lambda r: bool(r.get("removed")))
 
 
 # --- wait: result(wait=...) until terminal or timed out, then status ---------------
@@ -219,7 +221,7 @@ def wait_steps(job_id: str, timeout: float | None) -> WaitSteps:
 def status_steps(job_id: str) -> WaitSteps:
     """The calls of `status`: the job view, and for a completed job its result."""
     job: Job = yield status(job_id)
-    if job.status != "completed":
+    if job.status != P.COMPLETED:
         return job
     res: Reply = yield result(job_id)
     return replace(job, result=res.get("result"))

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from . import protocol as P
+
 
 class JobdError(Exception):
     """Base of every error the daemon answers, or the client meets talking to it."""
@@ -26,73 +28,73 @@ class JobdError(Exception):
 class BadRequest(JobdError):
     """The request was not JSON, not an object, or had no op."""
 
-    code = "bad_request"
+    code = P.E_BAD_REQUEST
 
 
 class UnknownOp(JobdError):
     """The op name is not one the daemon knows."""
 
-    code = "unknown_op"
+    code = P.E_UNKNOWN_OP
 
 
 class InvalidArgument(JobdError):
     """An argument has a wrong value or type; the message names the field."""
 
-    code = "invalid_argument"
+    code = P.E_INVALID_ARGUMENT
 
 
 class UnknownHandler(JobdError):
     """The handler name is not registered; nothing was queued."""
 
-    code = "unknown_handler"
+    code = P.E_UNKNOWN_HANDLER
 
 
 class NotFound(JobdError):
     """No job, worker or schedule with that id or name."""
 
-    code = "not_found"
+    code = P.E_NOT_FOUND
 
 
 class Conflict(JobdError):
     """The op does not apply to the object's current state."""
 
-    code = "conflict"
+    code = P.E_CONFLICT
 
 
 class QueueFull(JobdError):
     """queue.max_size is reached; try again later."""
 
-    code = "queue_full"
+    code = P.E_QUEUE_FULL
 
 
 class RequestTooLarge(JobdError):
     """The request line exceeded max_request_bytes; the daemon closes the connection."""
 
-    code = "request_too_large"
+    code = P.E_REQUEST_TOO_LARGE
 
 
 class Unavailable(JobdError):
     """The daemon is shutting down and takes no new work."""
 
-    code = "unavailable"
+    code = P.E_UNAVAILABLE
 
 
 class StorageError(JobdError):
     """The WAL could not be written: nothing was acknowledged."""
 
-    code = "storage_error"
+    code = P.E_STORAGE_ERROR
 
 
 class PermissionDenied(JobdError):
     """The peer's uid/gid is not allowed to use the socket."""
 
-    code = "permission_denied"
+    code = P.E_PERMISSION_DENIED
 
 
 class InternalError(JobdError):
     """A bug in the daemon; the connection stays usable."""
 
-    code = "internal"
+    code = P.E_INTERNAL
 
 
 class DaemonUnavailable(JobdError):
@@ -122,8 +124,8 @@ ERRORS: dict[str, type[JobdError]] = {
 def error_from_reply(error: Any) -> JobdError:
     """Build the exception for a reply's `error` object; unknown codes stay JobdError."""
     if not isinstance(error, dict):
-        return JobdError(str(error), "internal")
-    code = str(error.get("code", "internal"))
+        return JobdError(str(error), P.E_INTERNAL)
+    code = str(error.get("code", P.E_INTERNAL))
     message = str(error.get("message", ""))
     cls = ERRORS.get(code)
     return cls(message) if cls else JobdError(message, code)

@@ -8,10 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-# Terminal statuses (SPEC §4). Kept here, not imported from the daemon: the
-# client package never imports `jobd`.
-COMPLETED = "completed"
-TERMINAL = frozenset((COMPLETED, "failed", "cancelled", "dead_letter"))
+from .protocol import COMPLETED, TERMINAL
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from jobd import constants as C
+from jobd_client import protocol as P
 
 from .context import Context
 from .progress import BarDisplay, Display, LineDisplay, NullDisplay, follow
@@ -64,7 +65,7 @@ def submit_fields(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call("submit", **submit_fields(args))
+    body = ctx.client.call(P.OP_SUBMIT, **submit_fields(args))
     if not args.wait:
         ctx.emit(body) if ctx.json else ctx.say(str(body.get("job_id")))
         return C.CLI_OK
@@ -103,7 +104,7 @@ def _display(ctx: Context) -> Display:
 # --- one job -----------------------------------------------------------------------------------
 
 def cmd_status(ctx: Context, args: argparse.Namespace) -> int:
-    job = ctx.client.call("status", job_id=args.job_id).get("job") or {}
+    job = ctx.client.call(P.OP_STATUS, job_id=args.job_id).get("job") or {}
     if ctx.json:
         ctx.emit(job)
     else:
@@ -157,7 +158,7 @@ def cmd_result(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call("cancel", job_id=args.job_id, force=args.force)
+    body = ctx.client.call(P.OP_CANCEL, job_id=args.job_id, force=args.force)
     if ctx.json:
         ctx.emit(body)
     elif body.get("cancelled"):
@@ -171,7 +172,7 @@ def cmd_cancel(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call("retry", job_id=args.job_id)
+    body = ctx.client.call(P.OP_RETRY, job_id=args.job_id)
     ctx.emit(body) if ctx.json else ctx.say(f"{body.get('job_id')} is {body.get('status')} again")
     return C.CLI_OK
 
@@ -179,13 +180,13 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
 # --- many jobs -----------------------------------------------------------------------------------
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call("list", status=args.status, handler=args.handler, tag=args.tag,
+    body = ctx.client.call(P.OP_LIST, status=args.status, handler=args.handler, tag=args.tag,
                            limit=args.limit, offset=args.offset)
     return _print_page(ctx, body, args.offset or 0, job_table)
 
 
 def cmd_dead(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call("dead_letters", limit=args.limit, offset=args.offset)
+    body = ctx.client.call(P.OP_DEAD_LETTERS, limit=args.limit, offset=args.offset)
     return _print_page(ctx, body, args.offset or 0, dead_table)
 
 
@@ -230,7 +231,7 @@ def dead_table(jobs: list[dict[str, Any]], width: int, mark: str = "~") -> list[
 
 
 def cmd_purge(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call("purge", status=args.status, older_than=args.older_than)
+    body = ctx.client.call(P.OP_PURGE, status=args.status, older_than=args.older_than)
     ctx.emit(body) if ctx.json else ctx.say(f"purged {body.get('purged', 0)} job(s)")
     return C.CLI_OK
 
@@ -242,7 +243,7 @@ def cmd_metrics(ctx: Context, args: argparse.Namespace) -> int:
         text = ctx.client.metrics("prometheus") or ""
         ctx.emit({"text": text}) if ctx.json else ctx.out.write(text if text.endswith("\n") else text + "\n")
         return C.CLI_OK
-    body = ctx.client.call("metrics", format="json")
+    body = ctx.client.call(P.OP_METRICS, format="json")
     ctx.emit(body) if ctx.json else ctx.lines(metrics_summary(body.get("metrics") or {}))
     return C.CLI_OK
 

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from jobd import constants as C
 from jobd_client import Client, JobdError
+from jobd_client import protocol as P
 
 from .commands import worker_table
 from .context import Context
@@ -67,7 +68,7 @@ def recent_failures(client: Client, queue: dict[str, Any]) -> list[dict[str, Any
         total = int(queue.get(status) or 0)
         if total:
             offset = max(0, total - RECENT_FAILURES)
-            jobs += client.call("list", status=status, limit=RECENT_FAILURES, offset=offset)["jobs"]
+            jobs += client.call(P.OP_LIST, status=status, limit=RECENT_FAILURES, offset=offset)["jobs"]
     jobs.sort(key=lambda j: j.get("completed_at") or "", reverse=True)
     return jobs[:RECENT_FAILURES]
 

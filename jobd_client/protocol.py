@@ -1,0 +1,108 @@
+"""The wire names of jobd's protocol, in one place (docs/protocol.md).
+
+Op names, job statuses, priorities, error codes, event names and the protocol
+version are defined here and nowhere else: the client uses them, and the
+daemon imports them (`jobd.constants` re-exports them beside its own). Pure
+data; the client package never imports `jobd`.
+"""
+from __future__ import annotations
+
+from typing import Final
+
+PROTOCOL_VERSION: Final = 1
+
+# --- ops ------------------------------------------------------------------------------
+OP_HELLO: Final = "hello"
+OP_SUBMIT: Final = "submit"
+OP_SUBMIT_MANY: Final = "submit_many"
+OP_STATUS: Final = "status"
+OP_PROGRESS: Final = "progress"
+OP_RESULT: Final = "result"
+OP_WAIT: Final = "wait"
+OP_CANCEL: Final = "cancel"
+OP_LIST: Final = "list"
+OP_DEAD_LETTERS: Final = "dead_letters"
+OP_RETRY: Final = "retry"
+OP_PURGE: Final = "purge"
+OP_METRICS: Final = "metrics"
+OP_WORKERS: Final = "workers"
+OP_SCALE: Final = "scale"
+OP_RESTART_WORKER: Final = "restart_worker"
+OP_WATCH: Final = "watch"
+OP_SCHEDULE_ADD: Final = "schedule_add"
+OP_SCHEDULE_LIST: Final = "schedule_list"
+OP_SCHEDULE_REMOVE: Final = "schedule_remove"
+OPS: Final = frozenset((
+    OP_HELLO, OP_SUBMIT, OP_SUBMIT_MANY, OP_STATUS, OP_PROGRESS, OP_RESULT, OP_WAIT,
+    OP_CANCEL, OP_LIST, OP_DEAD_LETTERS, OP_RETRY, OP_PURGE, OP_METRICS, OP_WORKERS,
+    OP_SCALE, OP_RESTART_WORKER, OP_WATCH, OP_SCHEDULE_ADD, OP_SCHEDULE_LIST,
+    OP_SCHEDULE_REMOVE,
+))
+
+# --- job statuses -----------------------------------------------------------------------
+SCHEDULED: Final = "scheduled"
+WAITING: Final = "waiting"
+PENDING: Final = "pending"
+RUNNING: Final = "running"
+RETRYING: Final = "retrying"
+COMPLETED: Final = "completed"
+FAILED: Final = "failed"
+CANCELLED: Final = "cancelled"
+DEAD_LETTER: Final = "dead_letter"
+
+STATUSES: Final = (
+    SCHEDULED, WAITING, PENDING, RUNNING, RETRYING,
+    COMPLETED, FAILED, CANCELLED, DEAD_LETTER,
+)
+TERMINAL: Final = frozenset((COMPLETED, FAILED, CANCELLED, DEAD_LETTER))
+# Statuses that count against queue.max_size (everything not running or done).
+QUEUED: Final = frozenset((SCHEDULED, WAITING, PENDING, RETRYING))
+# A dependency that ends in one of these fails its dependents.
+UNSUCCESSFUL: Final = frozenset((FAILED, CANCELLED, DEAD_LETTER))
+
+# --- priorities ---------------------------------------------------------------------------
+PRIORITY_NAMES: Final = {"low": 0, "normal": 10, "high": 20, "critical": 30}
+PRIORITY_MIN: Final = 0
+PRIORITY_MAX: Final = 1000
+DEFAULT_PRIORITY: Final = PRIORITY_NAMES["normal"]
+
+# --- error codes ---------------------------------------------------------------------------
+E_BAD_REQUEST: Final = "bad_request"
+E_UNKNOWN_OP: Final = "unknown_op"
+E_INVALID_ARGUMENT: Final = "invalid_argument"
+E_UNKNOWN_HANDLER: Final = "unknown_handler"
+E_NOT_FOUND: Final = "not_found"
+E_CONFLICT: Final = "conflict"
+E_QUEUE_FULL: Final = "queue_full"
+E_REQUEST_TOO_LARGE: Final = "request_too_large"
+E_UNAVAILABLE: Final = "unavailable"
+E_STORAGE_ERROR: Final = "storage_error"
+E_PERMISSION_DENIED: Final = "permission_denied"
+E_INTERNAL: Final = "internal"
+ERROR_CODES: Final = frozenset((
+    E_BAD_REQUEST, E_UNKNOWN_OP, E_INVALID_ARGUMENT, E_UNKNOWN_HANDLER, E_NOT_FOUND,
+    E_CONFLICT, E_QUEUE_FULL, E_REQUEST_TOO_LARGE, E_UNAVAILABLE, E_STORAGE_ERROR,
+    E_PERMISSION_DENIED, E_INTERNAL,
+))
+
+# --- events ----------------------------------------------------------------------------------
+EV_SUBMITTED: Final = "job.submitted"
+EV_STARTED: Final = "job.started"
+EV_PROGRESS: Final = "job.progress"
+EV_COMPLETED: Final = "job.completed"
+EV_FAILED: Final = "job.failed"
+EV_DEAD_LETTER: Final = "job.dead_letter"
+EV_CANCELLED: Final = "job.cancelled"
+EV_WORKER_STARTED: Final = "worker.started"
+EV_WORKER_EXITED: Final = "worker.exited"
+# Sent to a watcher that fell too far behind, just before it is disconnected.
+EV_WATCH_LAGGED: Final = "watch.lagged"
+EVENTS: Final = frozenset((
+    EV_SUBMITTED, EV_STARTED, EV_PROGRESS, EV_COMPLETED, EV_FAILED,
+    EV_DEAD_LETTER, EV_CANCELLED, EV_WORKER_STARTED, EV_WORKER_EXITED,
+))
+
+# --- worker states (the `workers` view) ------------------------------------------------------
+W_IDLE: Final = "idle"
+W_BUSY: Final = "busy"
+W_STOPPING: Final = "stopping"
