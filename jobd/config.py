@@ -13,13 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
-from jobd.errors import OpError
-from jobd.server.args import handler_option
+from jobd.core.values import handler_option
+from jobd.errors import ConfigError, OpError
 from jobd_client.paths import default_socket_path
-
-
-class ConfigError(Exception):
-    """A bad config file, key or value. The message names the key."""
 
 
 @dataclass

@@ -1,7 +1,17 @@
-"""The error an op answers with: a protocol code and a message (SPEC §5)."""
+"""The errors jobd raises with a meaning: an op's error (a protocol code and
+a message) and a config error (exit status 78)."""
 from __future__ import annotations
 
 from jobd import constants as C
+
+
+class ConfigError(Exception):
+    """A bad config file, key or value. The message names the key; `jobd
+    serve` exits with status 78 (EX_CONFIG)."""
+
+
+class StartupError(Exception):
+    """A clear, one-line reason the daemon cannot start (exit status 1)."""
 
 
 class OpError(Exception):

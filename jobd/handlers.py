@@ -50,8 +50,8 @@ def _register(func: Callable[..., Any], options: dict[str, Any]) -> Callable[...
     unknown = set(options) - OPTION_NAMES
     if unknown:
         raise TypeError(f"@handler got unknown option(s): {', '.join(sorted(unknown))}")
+    from jobd.core.values import handler_option
     from jobd.errors import OpError
-    from jobd.server.args import handler_option
     for key, value in options.items():
         if value is not None:           # None: not set (e.g. timeout=None, no timeout)
             try:

@@ -1,9 +1,15 @@
-"""The queue's operations: every state change is a WAL record applied to State.
+"""Jobs: every change a client or a worker makes to a job, over a `Store`.
 
-`JobQueue` is the one owner of job state. Each mutation builds a record,
-appends it to the journal (with an undo for client-originated changes, in
-case the write fails) and applies it. The server waits for the journal to
-make the record durable before it acknowledges.
+`Jobs` is where requests and outcomes become state records: submit, cancel,
+retry, purge, expiry; a job started, its progress, its result, a failed
+attempt (the retry policy: jobd/core/lifecycle.py), a job put back. Each
+change is one record committed to the store (written to the log, then
+applied); the reply that acknowledges it waits for that record to be
+durable. It also holds the result waiters (`result`/`wait` with a wait
+time), told through the store's listener list when a job ends.
+
+`Jobs` is the `Outcomes` the pool reports to, and a cancel reaches the job's
+worker through the `Runner` port the pool implements.
 """
 from __future__ import annotations
 
@@ -12,24 +18,49 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
+
+import orjson
 
 from jobd import constants as C
 from jobd.config import Config
-from jobd.core.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, progress_view
-from jobd.core.retry import next_step
-from jobd.core.state import State
+from jobd.core import records as R
+from jobd.core.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, SubmitSpec, progress_view
+from jobd.core.lifecycle import RETRYABLE, next_step
+from jobd.core.values import MAX_TIMESTAMP, priority_value
 from jobd.errors import OpError, invalid, not_found
 from jobd.handlers import HandlerSpec
-from jobd.server.args import MAX_TIMESTAMP, SubmitSpec
-from jobd.storage import records as R
-from jobd.storage.wal import Journal
+from jobd.storage.results import ResultStore, file_stem
+from jobd.storage.store import Store
 
-log = logging.getLogger("jobd.queue")
+log = logging.getLogger("jobd.jobs")
 
 Waiter = Callable[[Job], None]
 EVICTION_LOG_S = 1.0        # at most one "dead-letter queue full" line this often
 _DEFAULT_KEYS = ("max_retries", "retry_delay", "retry_backoff", "timeout", "jitter", "max_delay")
+
+
+
+
+class JobStats(Protocol):
+    """What `Jobs` reports that no status change shows (jobd/runtime/metrics.py)."""
+
+    def observe_result_size(self, handler: str, size: int) -> None: ...
+    def observe_retry_delay(self, handler: str, seconds: float) -> None: ...
+    def count_evicted(self, n: int) -> None: ...
+
+
+class Runner(Protocol):
+    """How a cancel reaches a job's worker (the pool implements it)."""
+
+    def take_back(self, job: Job) -> None:
+        """`job` (pending, now cancelled) may have been sent ahead to a worker: drop it there."""
+
+    def request_cancel(self, job: Job) -> None:
+        """Tell the running `job` that its cancel was requested."""
+
+    def kill(self, job: Job) -> None:
+        """Stop the running `job` now (it is recorded cancelled already)."""
 
 
 def _override(defaults: tuple[Any, ...], spec: SubmitSpec) -> tuple[Any, ...]:
@@ -41,44 +72,135 @@ def _override(defaults: tuple[Any, ...], spec: SubmitSpec) -> tuple[Any, ...]:
             spec.timeout if spec.has_timeout else timeout, jitter, max_delay)
 
 
-class JobQueue:
-    def __init__(self, cfg: Config, state: State, journal: Journal,
-                 handlers: dict[str, HandlerSpec], clock: Callable[[], float] = time.time) -> None:
+class Jobs:
+    def __init__(self, cfg: Config, store: Store, handlers: dict[str, HandlerSpec],
+                 results: ResultStore, stats: JobStats, wake: Callable[[], None],
+                 clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
-        self.state = state
-        self.journal = journal
+        self.store = store
+        self.table = store.table
         self.handlers = handlers
+        self.results = results
+        self.stats = stats
+        self.wake = wake                   # a job became pending: dispatch this turn
         self.clock = clock
         self.waiters: dict[str, list[Waiter]] = {}
         self.accepting = True
-        self._defaults: dict[str, tuple[int, tuple[Any, ...]]] = {}
-        self.on_pending: Callable[[], None] = lambda: None
-        self.on_retry_delay: Callable[[str, float], None] = lambda handler, delay: None
-        self.on_evicted: Callable[[int], None] = lambda n: None
-        self._evictions_logged = -EVICTION_LOG_S
-        self._evictions_unlogged = 0
         self.rng = random.Random()
         self.ids = JobIds()
-
-    # --- recording ----------------------------------------------------------------
-    def commit(self, rec: list[Any]) -> int:
-        seq = self.journal.append(rec)
-        self.state.apply(rec)
-        return seq
+        self._defaults: dict[str, tuple[int, tuple[Any, ...]]] = {}
+        self._evictions_logged = -EVICTION_LOG_S
+        self._evictions_unlogged = 0
+        store.listen(self._on_change)
 
     def get(self, job_id: Any) -> Job:
-        job = self.state.jobs.get(job_id) if isinstance(job_id, str) else None
+        job = self.table.jobs.get(job_id) if isinstance(job_id, str) else None
         if job is None:
             raise not_found(job_id)
         return job
 
-    # --- submit ---------------------------------------------------------------------
-    def _check_admit(self, spec: SubmitSpec, batch: dict[str, Job]) -> None:
+    def close(self) -> None:
+        """A graceful stop began: new submits are refused (`unavailable`)."""
+        self.accepting = False
+
+    # --- submit ------------------------------------------------------------------------
+    # One path: `submit` for a full spec, `submit_plain` for the common submit
+    # of only handler/args/kwargs/job_id (no spec object, defaults merged once
+    # per handler); both take the same checks and `_admit` the job the same way.
+    def submit(self, spec: SubmitSpec) -> tuple[Job, int]:
+        """Admit one job; returns (job, journal seq to wait for)."""
+        self._check_open()
+        held = self._existing(spec.job_id)
+        if held is not None:
+            return held, held.wal_seq
+        self._check_admit(spec, {})
+        self._check_room(1, len(spec.args_json) + len(spec.kwargs_json))
+        now = self.clock()
+        job = self.build(spec, now)
+        self.store.place(job, spec.run_at, now)
+        return job, self._admit(job)
+
+    def submit_plain(self, handler: str, args: bytes, kwargs: bytes,
+                     job_id: str | None) -> tuple[Job, int]:
+        """`submit` of a job with only handler, args, kwargs and maybe job_id
+        (most submits): pending at once, every option from the defaults."""
+        if not self.accepting:
+            self._check_open()
+        if job_id is None:
+            job_id = self.ids.next()
+        else:
+            held = self._existing(job_id)
+            if held is not None:
+                return held, held.wal_seq
+        defaults = self._defaults.get(handler) or self.defaults(handler)
+        table = self.table
+        if table.queued >= self.cfg.queue.max_size or \
+                table.args_bytes + len(args) + len(kwargs) > self.cfg.queue.max_args_bytes:
+            self._check_room(1, len(args) + len(kwargs))      # raises, naming the limit
+        job = Job.new(job_id, handler, defaults[0], self.store.next_seq(), self.clock(),
+                      defaults[1], None, args, kwargs, EMPTY_DICT, EMPTY_LIST)
+        return job, self._admit(job)
+
+    def submit_many(self, specs: list[SubmitSpec]) -> tuple[list[str], int]:
+        """All or nothing: validate every job and the dependency graph first."""
+        self._check_open()
+        new_id, known = self.ids.next, self.table.jobs
+        for spec in specs:
+            if spec.job_id is None:
+                spec.job_id = new_id()
+        fresh = [s for s in specs if s.job_id not in known]
+        # Resubmitted jobs: the reply also waits for their original submits.
+        seq = max((known[s.job_id].wal_seq for s in specs if s.job_id in known), default=0)
+        ids: dict[str, None] = dict.fromkeys(s.job_id or "" for s in fresh)
+        if len(ids) != len(fresh):
+            raise invalid("jobs", "duplicate job_id in the batch")
+        for spec in fresh:
+            self._check_admit(spec, ids)
+        linked = any(s.depends_on for s in fresh)
+        if linked:
+            _check_acyclic(fresh)
+        self._check_room(len(fresh), sum(len(s.args_json) + len(s.kwargs_json) for s in fresh))
+        now = self.clock()
+        batch: dict[str, Job] = {}
+        for spec in _dependency_order(fresh) if linked else fresh:
+            job = self.build(spec, now)
+            self.store.place(job, spec.run_at, now, batch)
+            batch[job.id] = job
+            seq = self._admit(job)
+        return [s.job_id or "" for s in specs], seq
+
+    def _admit(self, job: Job) -> int:
+        """Record a new job (its submit is undone if the write fails)."""
+        seq = self.store.insert(job)
+        if job.status == C.PENDING:
+            self.wake()
+        return seq
+
+    def _existing(self, job_id: str | None) -> Job | None:
+        """A resubmit of an existing id returns that job (answered once its
+        submit is durable), never a duplicate."""
+        return None if job_id is None else self.table.jobs.get(job_id)
+
+    def _check_open(self) -> None:
+        if not self.accepting:
+            raise OpError(C.E_UNAVAILABLE, "jobd is shutting down")
+
+    def _check_admit(self, spec: SubmitSpec, batch: dict[str, Any]) -> None:
         if spec.handler not in self.handlers:
-            raise OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {spec.handler!r}")
+            raise _unknown_handler(spec.handler)
         for dep in spec.depends_on:
-            if dep not in self.state.jobs and dep not in batch:
+            if dep not in self.table.jobs and dep not in batch:
                 raise OpError(C.E_NOT_FOUND, f"depends_on: no job with id {dep!r}")
+
+    def _check_room(self, jobs: int, args_bytes: int) -> None:
+        """`queue_full` unless `jobs` more jobs holding `args_bytes` of args
+        and kwargs fit within [queue] max_size and max_args_bytes."""
+        q, table = self.cfg.queue, self.table
+        if table.queued + jobs > q.max_size:
+            raise OpError(C.E_QUEUE_FULL, f"queue is full ({q.max_size} jobs)")
+        if table.args_bytes + args_bytes > q.max_args_bytes:
+            raise OpError(C.E_QUEUE_FULL, f"queue is full: jobs hold {table.args_bytes} bytes of "
+                                          f"args and kwargs (max_args_bytes {q.max_args_bytes})")
 
     def defaults(self, handler: str) -> tuple[int, tuple[Any, ...]]:
         """A handler's job defaults, merged once:
@@ -88,7 +210,8 @@ class JobQueue:
         cached = self._defaults.get(handler)
         if cached is not None:
             return cached
-        from jobd.server.args import priority_value
+        if handler not in self.handlers:
+            raise _unknown_handler(handler)
         retry = self.cfg.retry
         merged: dict[str, Any] = {
             "priority": C.DEFAULT_PRIORITY, "max_retries": retry.max_retries,
@@ -116,182 +239,136 @@ class JobQueue:
             if spec.priority is not None:
                 priority = spec.priority
         return Job.new(spec.job_id or self.ids.next(), spec.handler, priority,
-                       self.state.next_seq(), now, defaults, spec.name, spec.args_json,
+                       self.store.next_seq(), now, defaults, spec.name, spec.args_json,
                        spec.kwargs_json, spec.tags, spec.depends_on)
 
-    def place(self, job: Job, run_at: float | None, now: float,
-              batch: dict[str, Job] | None = None) -> None:
-        """Choose the initial status: failed (a dependency already ended
-        unsuccessfully, with or without a delay), scheduled, waiting or pending."""
-        deps = self._deps_state(job, batch or {}) if job.depends_on else C.COMPLETED
-        if deps == C.FAILED:
-            job.status = C.FAILED
-            job.error = f"dependency {self.state.failed_dep(job)} ended unsuccessfully"
-            job.completed_at = now
-            return
-        if run_at is not None:
-            job.scheduled_for = run_at
-            if run_at > now:
-                job.status = C.SCHEDULED
-                return
-        job.status = C.PENDING if deps == C.COMPLETED else C.WAITING
-
-    def _deps_state(self, job: Job, batch: dict[str, Job]) -> str:
-        if any(d in batch and batch[d].status not in C.TERMINAL for d in job.depends_on):
-            return C.WAITING          # a sibling in the same batch cannot be done yet
-        return self.state.deps_state(job)
-
-    def _check_room(self, jobs: int, args_bytes: int) -> None:
-        """`queue_full` unless `jobs` more jobs holding `args_bytes` of args
-        and kwargs fit within [queue] max_size and max_args_bytes."""
-        q, state = self.cfg.queue, self.state
-        if state.queued + jobs > q.max_size:
-            raise OpError(C.E_QUEUE_FULL, f"queue is full ({q.max_size} jobs)")
-        if state.args_bytes + args_bytes > q.max_args_bytes:
-            raise OpError(C.E_QUEUE_FULL, f"queue is full: jobs hold {state.args_bytes} bytes of "
-                                          f"args and kwargs (max_args_bytes {q.max_args_bytes})")
-
-    def submit(self, spec: SubmitSpec) -> tuple[Job, int]:
-        """Admit one job; returns (job, journal seq to wait for)."""
-        self._check_open()
-        if spec.job_id is not None and spec.job_id in self.state.jobs:
-            job = self.state.jobs[spec.job_id]
-            return job, job.wal_seq        # a resubmit: answered once the original is durable
-        self._check_admit(spec, {})
-        self._check_room(1, len(spec.args_json) + len(spec.kwargs_json))
-        now = self.clock()
-        job = self.build(spec, now)
-        self.place(job, spec.run_at, now)
-        return job, self._insert(job)
-
-    def submit_plain(self, handler: str, args: bytes, kwargs: bytes,
-                     job_id: str | None) -> tuple[Job, int]:
-        """`submit` for a job with only handler, args, kwargs and maybe job_id:
-        the same checks and records in one short path (most submits)."""
-        if not self.accepting:
-            self._check_open()
-        state = self.state
-        if job_id is None:
-            job_id = self.ids.next()
-        elif job_id in state.jobs:
-            job = state.jobs[job_id]
-            return job, job.wal_seq        # a resubmit: answered once the original is durable
-        defaults = self._defaults.get(handler)
-        if defaults is None:
-            if handler not in self.handlers:
-                raise OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {handler!r}")
-            defaults = self.defaults(handler)
-        if state.queued >= self.cfg.queue.max_size or \
-                state.args_bytes + len(args) + len(kwargs) > self.cfg.queue.max_args_bytes:
-            self._check_room(1, len(args) + len(kwargs))      # raises, naming the limit
-        job = Job.new(job_id, handler, defaults[0], state.next_seq(), self.clock(), defaults[1],
-                      None, args, kwargs, EMPTY_DICT, EMPTY_LIST)
-        seq = self.journal.append([R.SUBMIT, job.new_record()], self._undo_submit, job_id)
-        job.wal_seq = seq
-        state.insert(job)
-        self.on_pending()
-        return job, seq
-
-    def _insert(self, job: Job) -> int:
-        seq = self.journal.append([R.SUBMIT, job.to_record()], self._undo_submit, job.id)
-        job.wal_seq = seq
-        self.state.insert(job)
-        if job.status == C.PENDING:
-            self.on_pending()
-        return seq
-
-    def _undo_submit(self, job_id: str) -> None:
-        job = self.state.jobs.get(job_id)
-        if job is not None and job.status != C.RUNNING:
-            self.state.apply([R.DELETE, [job_id]])
-
-    def submit_many(self, specs: list[SubmitSpec]) -> tuple[list[str], int]:
-        """All or nothing: validate every job and the dependency graph first."""
-        self._check_open()
-        new_id, known = self.ids.next, self.state.jobs
-        for spec in specs:
-            if spec.job_id is None:
-                spec.job_id = new_id()
-        fresh = [s for s in specs if s.job_id not in known]
-        # Resubmitted jobs: the reply also waits for their original submits.
-        seq = max((known[s.job_id].wal_seq for s in specs if s.job_id in known), default=0)
-        ids = dict.fromkeys(s.job_id for s in fresh)
-        if len(ids) != len(fresh):
-            raise invalid("jobs", "duplicate job_id in the batch")
-        for spec in fresh:
-            self._check_admit(spec, ids)  # type: ignore[arg-type]
-        linked = any(s.depends_on for s in fresh)
-        if linked:
-            _check_acyclic(fresh)
-        self._check_room(len(fresh), sum(len(s.args_json) + len(s.kwargs_json) for s in fresh))
-        now = self.clock()
-        batch: dict[str, Job] = {}
-        for spec in _dependency_order(fresh) if linked else fresh:
-            job = self.build(spec, now)
-            self.place(job, spec.run_at, now, batch)
-            batch[job.id] = job
-            seq = self._insert(job)
-        return [s.job_id or "" for s in specs], seq
-
-    def _check_open(self) -> None:
-        if not self.accepting:
-            raise OpError(C.E_UNAVAILABLE, "jobd is shutting down")
-
-    # --- client-driven changes -----------------------------------------------------
-    def cancel(self, job: Job, force: bool) -> tuple[bool, int]:
-        """(cancelled now?, seq). Running jobs: request, or kill with force."""
+    # --- client-driven changes -------------------------------------------------------------
+    def cancel(self, job: Job, force: bool, runner: Runner) -> tuple[bool, int]:
+        """(cancelled now?, seq). A job not yet running is cancelled at once
+        (and taken back from a worker it was sent ahead to); a running one is
+        asked to stop, or with `force` its worker is killed."""
         if job.terminal:
             return False, 0
         if job.status != C.RUNNING:
-            return True, self.commit([R.CANCEL, job.id, self.clock()])
+            seq = self.store.commit([R.CANCEL, job.id, self.clock()])
+            runner.take_back(job)
+            return True, seq
         if force:
-            return True, 0       # the pool kills the worker and records the cancel
+            seq = self.cancelled_by_force(job)
+            runner.kill(job)
+            return True, seq
         if job.cancel_requested:
             return False, 0
-        return False, self.commit([R.CANCEL_REQUEST, job.id])
+        seq = self.store.commit([R.CANCEL_REQUEST, job.id])
+        runner.request_cancel(job)
+        return False, seq
 
     def retry(self, job: Job) -> int:
-        if job.status not in (C.DEAD_LETTER, C.FAILED, C.CANCELLED):
+        if job.status not in RETRYABLE:
             raise OpError(C.E_CONFLICT, f"job {job.id} is {job.status}; only dead_letter, "
                                         "failed or cancelled jobs can be retried")
-        seq = self.commit([R.RETRY, job.id, self.clock()])
-        self.on_pending()
+        seq = self.store.commit([R.RETRY, job.id, self.clock()])
+        self.wake()
         return seq
 
     def purge(self, status: str | None, older_than: float | None) -> tuple[int, int]:
         statuses = (status,) if status else tuple(C.TERMINAL)
         cutoff = self.clock() - older_than if older_than is not None else None
-        ids = [j.id for j in self.state.jobs.values()
+        ids = [j.id for j in self.store.scan()
                if j.status in statuses and (cutoff is None or (j.completed_at or 0) <= cutoff)]
         if not ids:
             return 0, 0
-        return len(ids), self.commit([R.DELETE, ids])
+        seq = self.store.commit([R.DELETE, ids])
+        self.sweep_results()
+        return len(ids), seq
 
-    # --- worker-driven changes -----------------------------------------------------
+    def cancel_interrupted(self, jobs: list[Job]) -> None:
+        """After a crash: a requeued job whose cancel had been requested is not run again."""
+        for job in jobs:
+            if job.cancel_requested:
+                self.store.commit([R.CANCEL, job.id, self.clock()])
+
+    # --- outcomes: what the pool reports ----------------------------------------------------
     def start(self, job: Job, worker_id: int) -> None:
-        self.commit(R.start(job.id, self.clock(), worker_id))
+        self.store.commit(R.start(job.id, self.clock(), worker_id))
 
     def progress(self, job: Job, current: float, total: float | None, message: str) -> None:
         prog = progress_view(current, total, message, self.clock())
-        self.commit([R.PROGRESS, job.id, prog])
+        self.store.commit([R.PROGRESS, job.id, prog])
 
-    def complete(self, job: Job, result: Any, ref: Any = None) -> None:
-        self.commit(R.complete(job.id, self.clock(), result, ref))
+    def complete(self, job: Job, raw: bytes) -> None:
+        """The job's result, as the raw JSON the worker sent: inline in the
+        log, or (larger) in a file written off the loop, recorded when written."""
+        self.stats.observe_result_size(job.handler, len(raw))
+        if self.results.is_inline(raw):
+            self.store.commit(R.complete(job.id, self.clock(), orjson.Fragment(raw), None))
+            return
 
-    def fail_attempt(self, job: Job, error: str, next_status: str, due: float | None) -> None:
-        self.commit(R.fail(job.id, self.clock(), error, next_status, due))
-        if next_status == C.DEAD_LETTER:
+        def stored(ref: list[Any] | None, error: str | None) -> None:
+            if job.status != C.RUNNING:
+                return
+            if ref is None:
+                self.attempt_failed(job, error or "result could not be stored", 0, 0.0)
+            else:
+                self.store.commit(R.complete(job.id, self.clock(), None, ref))
+            self.wake()
+        self.results.store(job.id, raw, stored)
+
+    def attempt_failed(self, job: Job, error: str, kind: int, after: float) -> None:
+        """Apply the retry policy to a failed attempt. The daemon's tick
+        re-arms its timer for a retry's due time."""
+        log.info("job %s (%s) attempt %d failed: %s", job.id, job.handler, job.attempts,
+                 error.splitlines()[0] if error else "")
+        r = self.cfg.retry
+        status, delay = next_step(
+            job.attempts, job.max_retries, kind, after, job.cancel_requested,
+            job.retry_delay, job.retry_backoff,
+            r.max_delay if job.max_delay is None else job.max_delay,
+            r.jitter if job.jitter is None else job.jitter, self.rng)
+        now = self.clock()
+        due = None
+        if delay is not None:
+            self.stats.observe_retry_delay(job.handler, delay)
+            # Retry(after=1e15) or a huge max_delay: still a time the view can show.
+            due = min(now + delay, MAX_TIMESTAMP)
+        self.store.commit(R.fail(job.id, now, error, status, due))
+        if status == C.DEAD_LETTER:
             self.evict_dead_letters()
+
+    def cancelled_by_force(self, job: Job) -> int:
+        return self.store.commit([R.CANCEL, job.id, self.clock()])
+
+    def requeue(self, job: Job, uncount: bool) -> None:
+        self.store.commit([R.REQUEUE, job.id, uncount])
+        self.wake()
+
+    # --- expiry --------------------------------------------------------------------------------
+    def expire(self) -> int:
+        """Keep the dead-letter queue within its size; drop finished jobs past
+        results.ttl and dead letters past retention_days."""
+        self.evict_dead_letters()           # e.g. max_size lowered since the last start
+        dl = self.cfg.dead_letter
+        ids = self.table.expired(self.clock(), self.cfg.results.ttl, dl.retention_days * 86400.0)
+        if ids:
+            self.store.commit([R.DELETE, ids])
+            self.sweep_results()
+            self.wake()
+        return len(ids)
+
+    def sweep_results(self) -> None:
+        """Delete result files whose job is gone (purged, expired)."""
+        live = {file_stem(j.id) for j in self.store.scan() if j.result_ref}
+        self.results.forget_missing(lambda stem: stem in live)
 
     def evict_dead_letters(self) -> None:
         """Keep the dead-letter queue within `[dead_letter] max_size` the
         moment a job enters it: the oldest are deleted (a `D` record),
         counted and logged."""
-        evicted = self.state.dead_overflow(self.cfg.dead_letter.max_size)
+        evicted = self.table.dead_overflow(self.cfg.dead_letter.max_size)
         if not evicted:
             return
-        self.commit([R.DELETE, [j.id for j in evicted]])
-        self.on_evicted(len(evicted))
+        self.store.commit([R.DELETE, [j.id for j in evicted]])
+        self.stats.count_evicted(len(evicted))
         self._log_evictions(evicted)
 
     def _log_evictions(self, evicted: list[Job]) -> None:
@@ -308,32 +385,7 @@ class JobQueue:
                     self.cfg.dead_letter.max_size, job.id, job.handler,
                     f" and {more} more since the last such line" if more else "")
 
-    def attempt_failed(self, job: Job, error: str, kind: int, after: float) -> None:
-        """Apply the retry policy to a failed attempt (SPEC §4). The daemon's
-        tick re-arms its timer for a retry's due time."""
-        log.info("job %s (%s) attempt %d failed: %s", job.id, job.handler, job.attempts,
-                 error.splitlines()[0] if error else "")
-        r = self.cfg.retry
-        status, delay = next_step(
-            job.attempts, job.max_retries, kind, after, job.cancel_requested,
-            job.retry_delay, job.retry_backoff,
-            r.max_delay if job.max_delay is None else job.max_delay,
-            r.jitter if job.jitter is None else job.jitter, self.rng)
-        due = None
-        if delay is not None:
-            self.on_retry_delay(job.handler, delay)
-            # Retry(after=1e15) or a huge max_delay: still a time the view can show.
-            due = min(self.clock() + delay, MAX_TIMESTAMP)
-        self.fail_attempt(job, error, status, due)
-
-    def cancelled_by_force(self, job: Job) -> int:
-        return self.commit([R.CANCEL, job.id, self.clock()])
-
-    def requeue(self, job: Job, uncount: bool) -> None:
-        self.commit([R.REQUEUE, job.id, uncount])
-        self.on_pending()
-
-    # --- waiting for results ----------------------------------------------------------
+    # --- waiting for results ---------------------------------------------------------------------
     def add_waiter(self, job_id: str, fn: Waiter) -> None:
         self.waiters.setdefault(job_id, []).append(fn)
 
@@ -344,9 +396,14 @@ class JobQueue:
             if not fns:
                 del self.waiters[job_id]
 
-    def notify_terminal(self, job: Job) -> None:
-        for fn in self.waiters.pop(job.id, ()):
-            fn(job)
+    def _on_change(self, job: Job, old: str) -> None:
+        if job.status in C.TERMINAL and self.waiters and job.id in self.waiters:
+            for fn in self.waiters.pop(job.id, ()):
+                fn(job)
+
+
+def _unknown_handler(name: str) -> OpError:
+    return OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {name!r}")
 
 
 def _check_acyclic(specs: list[SubmitSpec]) -> None:

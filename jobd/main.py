@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -9,7 +10,8 @@ from typing import Any
 
 from jobd import __version__
 from jobd import constants as C
-from jobd.config import FSYNC_MODES, LOG_LEVELS, Config, ConfigError, load
+from jobd.config import FSYNC_MODES, LOG_LEVELS, Config, load
+from jobd.errors import ConfigError, StartupError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,22 +77,25 @@ def load_config(args: argparse.Namespace) -> Config:
 def serve(cfg: Config) -> int:
     import uvloop
 
-    from jobd.daemon import Daemon, StartupError
-    daemon = Daemon(cfg)
+    from jobd.boot import abandon, prepare
+    from jobd.daemon import Daemon
     try:
-        daemon.prepare()
+        boot = prepare(cfg)
     except StartupError as e:
         logging.getLogger("jobd").critical("%s", e)
         return C.EXIT_FAILURE
     except ConfigError as e:            # a [[schedule]] naming an unknown handler
         print(f"jobd: {e}", file=sys.stderr)
         return C.EXIT_CONFIG
+
+    async def run() -> int:
+        return await Daemon(cfg, boot, asyncio.get_running_loop()).run()
     try:
-        return uvloop.run(daemon.main())
+        return uvloop.run(run())
     except Exception as e:  # noqa: BLE001 - one clear line, not a traceback, for operators
         logging.getLogger("jobd").critical("jobd failed: %s: %s", type(e).__name__, e)
         logging.getLogger("jobd").debug("traceback", exc_info=True)
-        daemon.abandon()
+        abandon(cfg, boot)
         return C.EXIT_FAILURE
 
 

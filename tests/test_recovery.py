@@ -17,8 +17,9 @@ import orjson
 import pytest
 from conftest import DaemonProc, T, wait_until
 
-from jobd.storage import codec as wal
-from jobd.storage import records as R
+from jobd.core import records as R
+from jobd.storage import codec
+from jobd.storage import wal as W
 
 NOOP = T + "noop"
 
@@ -186,7 +187,7 @@ def test_a_record_about_a_job_the_log_never_admitted_is_skipped(make_daemon):
     recovery skips it with a warning instead of refusing to start."""
     d, ids = stopped_daemon_with_jobs(make_daemon, 3)
     buf = bytearray()
-    wal.encode_into(buf, [R.CANCEL, "never-admitted", 1.0])
+    codec.encode_into(buf, [R.CANCEL, "never-admitted", 1.0])
     with open(segments(d)[-1], "ab") as f:
         f.write(buf)
     d.start()
@@ -343,12 +344,12 @@ def test_a_missing_or_incomplete_snapshot_refuses_to_start(make_daemon, damage):
     if damage == "empty":
         data = b""
     elif damage == "cut at a record boundary":
-        cut = wal.next_good_record(data, len(data) // 2)   # a whole-record prefix
+        cut = codec.next_good_record(data, len(data) // 2)   # a whole-record prefix
         assert cut is not None
         data = data[:cut]
     else:
         end = bytearray()
-        wal.encode_into(end, [R.SNAPSHOT_END, wal.scan(data).count - 1])
+        codec.encode_into(end, [W.SNAPSHOT_END, codec.scan(data).count - 1])
         assert data.endswith(end)
         data = data[:-len(end)]
     snap.write_bytes(data)
@@ -364,7 +365,7 @@ def test_a_snapshot_of_the_first_format_is_still_read(make_daemon):
     assert d.stop() == 0
     snap = snapshots(d)[-1]
     old = bytearray()
-    wal.scan(snap.read_bytes(), lambda rec: rec[0] in ("V", "E") or wal.encode_into(old, rec))
+    codec.scan(snap.read_bytes(), lambda rec: rec[0] in ("V", "E") or codec.encode_into(old, rec))
     assert 0 < len(old) < snap.stat().st_size
     snap.write_bytes(bytes(old))
     d.start()
@@ -375,11 +376,11 @@ def test_every_segment_starts_with_its_format_and_a_newer_format_is_refused(make
     d, _ids = stopped_daemon_with_jobs(make_daemon, 2)
     firsts: list[Any] = []
     for seg in segments(d):
-        wal.scan(seg.read_bytes(), lambda rec: firsts.append(rec) if len(firsts) == 0 else None)
-        assert firsts and firsts[0] == [R.FORMAT, R.WAL_FORMAT], (seg.name, firsts)
+        codec.scan(seg.read_bytes(), lambda rec: firsts.append(rec) if len(firsts) == 0 else None)
+        assert firsts and firsts[0] == [W.FORMAT, W.WAL_FORMAT], (seg.name, firsts)
         firsts.clear()
     buf = bytearray()
-    wal.encode_into(buf, [R.FORMAT, R.WAL_FORMAT + 1])
+    codec.encode_into(buf, [W.FORMAT, W.WAL_FORMAT + 1])
     with open(segments(d)[-1], "ab") as f:
         f.write(buf)
     _refuses_to_start(d, "newer jobd")

@@ -24,8 +24,8 @@ from conftest import DaemonProc, T, wait_until
 
 from jobd.cli import main as cli_main
 from jobd.constants import EXIT_CONFIG
-from jobd.storage import codec as wal
-from jobd.storage import records as R
+from jobd.core import records as R
+from jobd.storage import codec
 from jobd_client import AsyncClient, Client, JobdError
 
 EVERY_SECOND = "* * * * * *"
@@ -56,7 +56,7 @@ def wal_files(d: DaemonProc) -> list[Path]:
 def wal_records(d: DaemonProc) -> list[Any]:
     out: list[Any] = []
     for path in wal_files(d):
-        out += wal.scan(path.read_bytes()).records
+        out += codec.scan(path.read_bytes()).records
     return out
 
 
@@ -69,8 +69,8 @@ def record_offsets(data: bytes) -> list[tuple[int, Any]]:
     out, off = [], 0
     while off < len(data):
         _, n, _ = struct.unpack_from("<HII", data, off)
-        out.append((off, json.loads(data[off + wal.HEADER_SIZE: off + wal.HEADER_SIZE + n])))
-        off += wal.HEADER_SIZE + n
+        out.append((off, json.loads(data[off + codec.HEADER_SIZE: off + codec.HEADER_SIZE + n])))
+        off += codec.HEADER_SIZE + n
     return out
 
 
@@ -380,11 +380,11 @@ def test_schedule_records_of_the_older_shape_are_read(make_daemon: Callable[...,
     d.client().schedule_add("old", NEVER_SOON, T + "noop")
     assert d.stop() == 0
     [path] = wal_files(d)
-    records = wal.scan(path.read_bytes()).records
+    records = codec.scan(path.read_bytes()).records
     assert [r[1].pop("last_due") for r in records if r[0] == R.SCHEDULE_ADD] == [None]
     due, job_id = 1_700_000_000.0, "sched:old:20231114T221320Z"
     records.append([R.SCHEDULE_FIRED, "old", due, job_id])
-    path.write_bytes(b"".join(wal.encode(r) for r in records))
+    path.write_bytes(b"".join(codec.encode(r) for r in records))
 
     d.start()
     c = d.client()

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 
 from jobd.config import Config, ConfigError, default_data_dir, load, validate
 from jobd.core.job import iso, parse_iso, progress_view
-from jobd.core.retry import backoff, should_retry
+from jobd.core.lifecycle import backoff, should_retry
+from jobd.core.values import priority_value
 from jobd.errors import OpError
 from jobd.pool import frames as F
-from jobd.server.args import parse_submit, priority_value
+from jobd.server.args import parse_submit
 from jobd_client.paths import default_socket_path
 
 

@@ -1,10 +1,9 @@
 """Property tests of the WAL (pure; no daemon): the record codec, scanning
 of any prefix of a log, and replay of any prefix of a valid history of job
-state changes into a fresh `State` (docs/wal.md).
+state changes into a fresh `Lifecycle` (docs/wal.md).
 """
 from __future__ import annotations
 
-import heapq
 import math
 from typing import Any
 
@@ -13,10 +12,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from jobd import constants as C
+from jobd.core import records as R
 from jobd.core.job import EMPTY_ARGS, EMPTY_KWARGS, Job, compact_result, progress_view
-from jobd.core.state import State
-from jobd.storage import codec as wal
-from jobd.storage import records as R
+from jobd.core.lifecycle import Lifecycle as State
+from jobd.storage import codec
 
 SETTINGS = settings(max_examples=50, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -58,7 +57,7 @@ def encode_log(recs: list[Any]) -> tuple[bytes, list[int]]:
     buf = bytearray()
     ends = []
     for rec in recs:
-        wal.encode_into(buf, rec)
+        codec.encode_into(buf, rec)
         ends.append(len(buf))
     return bytes(buf), ends
 
@@ -67,15 +66,15 @@ def encode_log(recs: list[Any]) -> tuple[bytes, list[int]]:
 @given(st.lists(records, max_size=10))
 def test_codec_round_trips_any_json_records(recs):
     data, ends = encode_log(recs)
-    assert data == b"".join(wal.encode(r) for r in recs)
-    found = wal.scan(data)
+    assert data == b"".join(codec.encode(r) for r in recs)
+    found = codec.scan(data)
     assert found.damage is None and found.good_end == len(data) == found.size
     assert found.tail_bytes == 0
     assert len(found.records) == len(recs)
     assert all(same(a, b) for a, b in zip(found.records, recs))
     # with a sink, records are handed over in order and not collected
     seen: list[Any] = []
-    assert wal.scan(data, seen.append).records == []
+    assert codec.scan(data, seen.append).records == []
     assert all(same(a, b) for a, b in zip(seen, recs)) and len(seen) == len(recs)
 
 
@@ -84,7 +83,7 @@ def test_codec_round_trips_any_json_records(recs):
 def test_scan_of_any_prefix_yields_exactly_the_whole_records_in_it(recs, data):
     log, ends = encode_log(recs)
     cut = data.draw(st.integers(min_value=0, max_value=len(log)), label="cut")
-    found = wal.scan(log[:cut])
+    found = codec.scan(log[:cut])
     whole = sum(1 for e in ends if e <= cut)
     assert len(found.records) == whole
     assert all(same(a, b) for a, b in zip(found.records, recs))
@@ -92,7 +91,7 @@ def test_scan_of_any_prefix_yields_exactly_the_whole_records_in_it(recs, data):
     assert found.tail_bytes == cut - found.good_end
     assert (found.damage is None) == (cut == found.good_end)
     # nothing valid follows a torn tail: recovery may cut it
-    assert wal.next_good_record(log[:cut], found.good_end) is None
+    assert codec.next_good_record(log[:cut], found.good_end) is None
 
 
 @SETTINGS
@@ -106,11 +105,11 @@ def test_a_damaged_record_stops_the_scan_and_later_records_are_found(recs, data)
     flip = data.draw(st.integers(min_value=1, max_value=255), label="flip")
     damaged = bytearray(log)
     damaged[pos] ^= flip
-    found = wal.scan(bytes(damaged))
+    found = codec.scan(bytes(damaged))
     assert found.damage is not None
     assert len(found.records) == victim
     assert all(same(a, b) for a, b in zip(found.records, recs))
-    later = wal.next_good_record(bytes(damaged), found.good_end)
+    later = codec.next_good_record(bytes(damaged), found.good_end)
     assert later is not None and later <= starts[victim + 1]
 
 
@@ -180,7 +179,7 @@ def json_fields(job: Job) -> dict[str, Any]:
 @given(jobs())
 def test_job_record_round_trips_through_the_wal(job):
     rec = [R.SUBMIT, job.to_record()]
-    back = wal.scan(wal.encode(rec)).records[0]
+    back = codec.scan(codec.encode(rec)).records[0]
     again = Job.from_record(back[1])
     # args, kwargs and result are JSON text (orjson Fragments compare by identity)
     assert same(json_fields(again), json_fields(job)) or json_fields(again) == json_fields(job)
@@ -211,7 +210,7 @@ class History:
         self.live.apply(rec)
 
     def jobs_in(self, *statuses: str) -> list[Job]:
-        return [j for j in self.live.jobs.values() if j.status in statuses]
+        return [j for j in self.live.table.jobs.values() if j.status in statuses]
 
     def pick(self, *statuses: str) -> Job | None:
         cands = self.jobs_in(*statuses)
@@ -228,18 +227,18 @@ class History:
         args = draw(st.lists(small_json, max_size=2), label="args")
         job.args = orjson.dumps(args) if args else EMPTY_ARGS
         job.created_at = self.clock()
-        job.seq = live.next_seq()
-        open_jobs = [j.id for j in live.jobs.values() if j.status not in C.TERMINAL]
-        all_ids = list(live.jobs)
+        job.seq = live.table.next_seq()
+        open_jobs = [j.id for j in live.table.jobs.values() if j.status not in C.TERMINAL]
+        all_ids = list(live.table.jobs)
         if all_ids and draw(st.booleans(), label="has deps"):
             pool = open_jobs if open_jobs and draw(st.integers(0, 3)) else all_ids
             job.depends_on = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=3,
                                            unique=True), label="deps")
         # what JobQueue.place does
-        deps = live.deps_state(job) if job.depends_on else C.COMPLETED
+        deps = live.table.deps_state(job) if job.depends_on else C.COMPLETED
         if deps == C.FAILED:
             job.status = C.FAILED
-            job.error = f"dependency {live.failed_dep(job)} ended unsuccessfully"
+            job.error = f"dependency {live.table.failed_dep(job)} ended unsuccessfully"
             job.completed_at = job.created_at
         elif draw(st.booleans(), label="delayed"):
             job.scheduled_for = job.created_at + draw(st.floats(1, 1000), label="delay")
@@ -254,7 +253,7 @@ class History:
         open job: failing or cancelling its root cascades thousands deep
         (deeper than the interpreter's recursion limit)."""
         draw, live = self.draw, self.live
-        roots = [j.id for j in live.jobs.values() if j.status in (C.PENDING, C.RUNNING,
+        roots = [j.id for j in live.table.jobs.values() if j.status in (C.PENDING, C.RUNNING,
                                                                    C.SCHEDULED, C.WAITING)]
         if not roots:
             return
@@ -265,7 +264,7 @@ class History:
             self.n += 1
             job.handler = "h.c"
             job.created_at = self.now
-            job.seq = live.next_seq()
+            job.seq = live.table.next_seq()
             job.depends_on = [prev]
             job.status = C.WAITING
             self.records.append([R.SUBMIT, job.to_record()])
@@ -273,7 +272,7 @@ class History:
             prev = job.id
 
     def start(self) -> None:
-        job = self.live.pop_pending()
+        job = self.live.ready.pop()
         if job is not None:
             self.commit(R.start(job.id, self.clock(), self.draw(st.integers(1, 4))))
 
@@ -347,38 +346,29 @@ def replay(recs: list[Any]) -> State:
 
 
 def pending_order(s: State) -> list[str]:
-    """Drain a copy of the heap: the ids pop_pending would hand out, in order.
-
-    A job may have two valid heap entries after replay (its submit entry is
-    never popped when a start record is replayed, and a requeue pushes it
-    again with the same seq). That is harmless, since the dispatcher starts
-    whatever it pops, so the second entry is stale by the time it comes up;
-    the order of first appearance is what matters.
-    """
-    saved = list(s.heap)
-    out: dict[str, None] = {}
-    while (job := s.pop_pending()) is not None:
-        out.setdefault(job.id)
-    s.heap[:] = saved
-    heapq.heapify(s.heap)
-    return list(out)
+    """The ids the ready queue would hand out, in order (each once: a job may
+    have two valid entries after replay, since its submit entry is never
+    popped when a start record is replayed and a requeue pushes it again with
+    the same seq; the dispatcher starts whatever it pops, so the second is
+    stale by the time it comes up)."""
+    return [job.id for job in s.ready.order()]
 
 
 def check_consistent(s: State) -> None:
     by_status: dict[str, list[Job]] = {k: [] for k in C.STATUSES}
-    for jid, job in s.jobs.items():
+    for jid, job in s.table.jobs.items():
         assert job.id == jid
         by_status[job.status].append(job)
         assert job.attempts >= 0
-        assert job.seq <= s.seq
+        assert job.seq <= s.table.seq
         if job.terminal:
             assert job.completed_at is not None, job.view()
     for status, members in by_status.items():
-        assert s.counts[status] == len(members), (status, s.counts, len(members))
-    assert sum(s.counts.values()) == len(s.jobs)
-    assert s.queued == sum(len(by_status[x]) for x in C.QUEUED)
+        assert s.table.counts[status] == len(members), (status, s.table.counts, len(members))
+    assert sum(s.table.counts.values()) == len(s.table.jobs)
+    assert s.table.queued == sum(len(by_status[x]) for x in C.QUEUED)
     # running jobs are exactly those in the running table
-    assert set(s.running) == {j.id for j in by_status[C.RUNNING]}
+    assert set(s.table.running) == {j.id for j in by_status[C.RUNNING]}
     # every pending job is reachable through the heap, once, in priority/FIFO order
     order = pending_order(s)
     pending = by_status[C.PENDING]
@@ -386,23 +376,23 @@ def check_consistent(s: State) -> None:
     expected = sorted(pending, key=lambda j: (-j.priority, j.seq))
     assert order == [j.id for j in expected]
     # every scheduled or retrying job has a live timer
-    timed = {job.id for due, _, job in s.timers if job.scheduled_for == due}
+    timed = {job.id for due, _, job in s.timers.entries() if job.scheduled_for == due}
     for job in by_status[C.SCHEDULED] + by_status[C.RETRYING]:
         assert job.scheduled_for is not None and job.id in timed, job.view()
     # a waiting job still waits on something, and will hear about it
     for job in by_status[C.WAITING]:
-        assert s.deps_state(job) == C.WAITING, (job.view(), [
-            (d, s.jobs[d].status if d in s.jobs else None) for d in job.depends_on])
+        assert s.table.deps_state(job) == C.WAITING, (job.view(), [
+            (d, s.table.jobs[d].status if d in s.table.jobs else None) for d in job.depends_on])
         open_deps = [d for d in job.depends_on
-                     if d in s.jobs and s.jobs[d].status != C.COMPLETED]
-        assert any(job in s.dependents.get(d, ()) for d in open_deps), job.view()
+                     if d in s.table.jobs and s.table.jobs[d].status != C.COMPLETED]
+        assert any(job in s.table.dependents.get(d, ()) for d in open_deps), job.view()
 
 
 def fingerprint(s: State) -> dict[str, Any]:
     return {
         "views": {j.id: (orjson.dumps(j.view()), j.seq, j.cancel_requested, orjson.dumps(j.result))
-                  for j in s.jobs.values()},
-        "order": list(s.jobs), "counts": dict(s.counts), "pending": pending_order(s),
+                  for j in s.table.jobs.values()},
+        "order": list(s.table.jobs), "counts": dict(s.table.counts), "pending": pending_order(s),
     }
 
 
@@ -413,16 +403,16 @@ def test_replay_of_any_prefix_of_a_valid_log_is_consistent(h, data):
     # the whole log, through the codec, rebuilds exactly the live state
     log, ends = encode_log(h.records)
     full = State()
-    found = wal.scan(log, full.apply)
+    found = codec.scan(log, full.apply)
     assert found.damage is None
     check_consistent(full)
     assert fingerprint(full) == fingerprint(h.live)
-    assert full.seq == h.live.seq
+    assert full.table.seq == h.live.table.seq
     # any byte prefix (a crash at any moment) replays to a consistent state
     # equal to replaying the whole records in it
     cut = data.draw(st.integers(0, len(log)), label="cut")
     part = State()
-    found = wal.scan(log[:cut], part.apply)
+    found = codec.scan(log[:cut], part.apply)
     whole = sum(1 for e in ends if e <= cut)
     check_consistent(part)
     assert fingerprint(part) == fingerprint(replay(h.records[:whole]))
@@ -431,7 +421,8 @@ def test_replay_of_any_prefix_of_a_valid_log_is_consistent(h, data):
     check_consistent(part)
     part.promote_due(h.now + 10_000)
     check_consistent(part)
-    assert part.counts[C.SCHEDULED] == part.counts[C.RETRYING] == part.counts[C.RUNNING] == 0
+    counts = part.table.counts
+    assert counts[C.SCHEDULED] == counts[C.RETRYING] == counts[C.RUNNING] == 0
 
 
 @HISTORY_SETTINGS
@@ -442,7 +433,7 @@ def test_a_snapshot_replays_to_the_same_state(h, data):
     restored = replay(snap)
     check_consistent(restored)
     assert fingerprint(restored) == fingerprint(h.live)
-    assert restored.seq == h.live.seq
+    assert restored.table.seq == h.live.table.seq
     # keep going on both: the same further records lead to the same state
     more = History(data.draw)
     more.live, more.now, more.n = h.live, h.now, h.n
@@ -460,12 +451,12 @@ def test_a_purged_completed_dependency_does_not_strand_its_dependents():
     for job_id, deps, status in (("B", [], C.PENDING), ("C", [], C.PENDING),
                                  ("A", ["B", "C"], C.WAITING)):
         job = Job()
-        job.id, job.handler, job.seq, job.created_at = job_id, "h", s.next_seq(), 1.0
+        job.id, job.handler, job.seq, job.created_at = job_id, "h", s.table.next_seq(), 1.0
         job.depends_on, job.status = deps, status
         s.apply([R.SUBMIT, job.to_record()])
     for rec in (R.start("B", 2.0, 1), R.complete("B", 3.0, None, None), [R.DELETE, ["B"]],
                 R.start("C", 4.0, 1), R.complete("C", 5.0, None, None)):
         s.apply(rec)
         check_consistent(s)
-    assert s.jobs["A"].status == C.PENDING
+    assert s.table.jobs["A"].status == C.PENDING
     assert pending_order(s) == ["A"]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,6 +67,30 @@ def parse_iso(text: str) -> float:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=_UTC)
     return dt.timestamp()
+
+
+@dataclass(slots=True)
+class SubmitSpec:
+    """A validated submit, not yet admitted. `args`/`kwargs` are the decoded
+    values (a schedule keeps them), `args_json`/`kwargs_json` the compact text
+    a job keeps (`compact_json`)."""
+    job_id: str | None
+    handler: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    args_json: bytes
+    kwargs_json: bytes
+    priority: int | None
+    max_retries: int | None
+    retry_delay: float | None
+    retry_backoff: float | None
+    timeout: float | None
+    tags: dict[str, Any]
+    name: str | None
+    depends_on: list[str]
+    run_at: float | None       # absolute epoch seconds, from delay or run_at
+    has_timeout: bool
+    plain: bool = False        # only handler/args/kwargs/job_id: every option from defaults
 
 
 class JobIds:

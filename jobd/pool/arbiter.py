@@ -1,12 +1,13 @@
-"""The worker pool: the arbiter side of the prefork model.
+"""The arbiter: the processes side of the prefork model.
 
-The pool deals with processes: it asks the fork server for workers
+The arbiter deals with processes: it asks the fork server for workers
 (`spawn_worker`), hears when they exit (`reap_worker`), kills the ones that
 hang (`murder_stale`), recycles and scales them, and carries the frames
 between the daemon and each worker. Which job goes to which worker (priority,
-limits, jobs sent ahead) is the `Dispatcher`'s (jobd/pool/dispatch.py). Job
-outcomes go to the `JobQueue`, the one owner of job state. Each worker runs
-one job at a time. Worker ids are never reused.
+limits, jobs sent ahead) is the `Dispatcher`'s (jobd/pool/dispatch.py); what
+happens to a job is reported to the `Outcomes` (`Jobs`, jobd/jobs.py), the
+one owner of job state. It is also the `Runner` a cancel reaches a job's
+worker through. Each worker runs one job at a time; ids are never reused.
 """
 from __future__ import annotations
 
@@ -17,49 +18,59 @@ import random
 import signal
 import socket
 import time
-from collections import deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import orjson
 
 from jobd import constants as C
+from jobd.config import WorkersConfig
 from jobd.core.job import Job
+from jobd.core.lifecycle import FAIL_ERROR
 from jobd.pool import frames as F
-from jobd.pool.dispatch import Dispatcher
+from jobd.pool.dispatch import Dispatcher, Outcomes
 from jobd.pool.forkserver import ForkServerClient
-from jobd.pool.handle import WorkerProc
-
-if TYPE_CHECKING:
-    from jobd.daemon import Daemon
+from jobd.pool.handle import WorkerHandle, Workers
 
 log = logging.getLogger("jobd.pool")
 
 KILL_GRACE = 2.0          # seconds between SIGTERM and SIGKILL for a timed-out job
 BOOT_FAILURES_MAX = 5     # workers dying before READY in a row → stop respawning
 
-# Why the pool killed a worker; decides what happens to its job.
+# Why the arbiter killed a worker; decides what happens to its job.
 K_TIMEOUT = "timeout"
 K_HEARTBEAT = "heartbeat"
 K_CANCEL = "cancel"
 K_SHUTDOWN = "shutdown"
 
+class Events(Protocol):
+    """Where worker and progress events go (jobd/server/events.py `EventHub`)."""
 
-class Pool:
-    def __init__(self, daemon: Daemon, forkserver: ForkServerClient, target: int) -> None:
-        self.d = daemon
-        self.cfg = daemon.cfg.workers
+    watchers: list[Any]       # event data is built only when someone watches
+
+    def publish(self, name: str, job_id: str | None, data: dict[str, Any]) -> None: ...
+
+
+class Arbiter:
+    def __init__(self, *, forkserver: ForkServerClient, cfg: WorkersConfig,
+                 loop: asyncio.AbstractEventLoop, outcomes: Outcomes, dispatcher: Dispatcher,
+                 workers: Workers, events: Events, wake: Callable[[], None],
+                 fatal: Callable[[str], None]) -> None:
         self.fs = forkserver
-        self.loop = daemon.loop
-        self.target = target
-        self.workers: dict[int, WorkerProc] = {}
-        self.idle: deque[WorkerProc] = deque()
-        self.dirty: set[WorkerProc] = set()
+        self.cfg = cfg
+        self.loop = loop
+        self.outcomes = outcomes
+        self.dispatcher = dispatcher
+        self.workers = workers
+        self.events = events
+        self.wake = wake                # something happened: run the daemon's turn
+        self.fatal = fatal              # the fork server is gone: the daemon must stop
+        self.target = cfg.count
         self.next_id = 1
         self.boot_failures = 0
         self.dispatching = True
         self.rng = random.Random()      # recycling jitter
         self.exited = asyncio.Event()
-        self.dispatcher = Dispatcher(self, daemon)
         self._check: asyncio.TimerHandle | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -69,7 +80,7 @@ class Pool:
         self._check = self.loop.call_later(self.cfg.heartbeat_interval, self._periodic)
 
     def counts(self) -> dict[str, int]:
-        live = list(self.workers.values())
+        live = list(self.workers.all.values())
         busy = sum(1 for w in live if w.busy)
         healthy = sum(1 for w in live if w.view(self.cfg.heartbeat_timeout)["healthy"])
         return {"total": len(live), "idle": len(live) - busy, "busy": busy,
@@ -77,11 +88,11 @@ class Pool:
 
     def describe(self) -> list[dict[str, Any]]:
         timeout = self.cfg.heartbeat_timeout
-        return [w.view(timeout) for w in sorted(self.workers.values(), key=lambda w: w.id)]
+        return [w.view(timeout) for w in sorted(self.workers.all.values(), key=lambda w: w.id)]
 
     def _active(self) -> int:
         """Workers that count towards the target (not on their way out)."""
-        return sum(1 for w in self.workers.values() if not w.stop_sent and w.kill_reason is None)
+        return sum(1 for w in self.workers.all.values() if not w.stop_sent and w.kill_reason is None)
 
     def manage_workers(self) -> None:
         """Spawn up to the target; ask extras to stop, idle ones first."""
@@ -91,57 +102,53 @@ class Pool:
             self.spawn_worker()
         extra = self._active() - self.target
         if extra > 0:
-            keep = sorted((w for w in self.workers.values() if not w.stop_sent
+            keep = sorted((w for w in self.workers.all.values() if not w.stop_sent
                            and w.kill_reason is None), key=lambda w: (w.busy, -w.id))
             for w in keep[:extra]:
                 self.stop_worker(w)
 
-    def spawn_worker(self) -> WorkerProc:
+    def spawn_worker(self) -> WorkerHandle:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
-        w = WorkerProc(self.next_id, ours)
+        w = WorkerHandle(self.next_id, ours, self.loop.call_later, self.timed_out)
         self.next_id += 1
         max_jobs = self.cfg.max_jobs_per_worker
         if max_jobs:
             w.recycle_after = max_jobs + self.rng.randint(0, max(0, max_jobs // 10))
-        self.workers[w.id] = w
+        self.workers.all[w.id] = w
         self.fs.spawn(w.id, theirs)
         theirs.close()
         self.loop.add_reader(w.fd, self._on_readable, w)
         return w
 
-    def stop_worker(self, w: WorkerProc) -> None:
+    def stop_worker(self, w: WorkerHandle) -> None:
         """Finish the current job (and any sent ahead), then exit."""
         if w.stop_sent:
             return
         w.stop_sent = True
         w.status = C.W_STOPPING
-        self._not_idle(w)
+        self.workers.not_idle(w)
         self.dispatcher.take_back_all(w)     # jobs sent ahead stay in the queue for others
         self.send(w, F.frame(F.STOP, b""))
 
-    def kill_worker(self, w: WorkerProc, reason: str, sig: int = signal.SIGKILL) -> None:
+    def kill_worker(self, w: WorkerHandle, reason: str, sig: int = signal.SIGKILL) -> None:
         w.kill_reason = w.kill_reason or reason
         w.status = C.W_STOPPING
-        self._not_idle(w)
+        self.workers.not_idle(w)
         if w.pid is not None:
             try:
                 os.kill(w.pid, sig)
             except ProcessLookupError:
                 pass
 
-    def _not_idle(self, w: WorkerProc) -> None:
-        if w in self.idle:
-            self.idle.remove(w)
-
     def scale(self, count: int) -> None:
         self.target = count
         self.boot_failures = 0
         self.manage_workers()
-        self.d.kick()
+        self.wake()
 
     def restart(self, wid: int) -> bool:
-        w = self.workers.get(wid)
+        w = self.workers.all.get(wid)
         if w is None or w.stop_sent or w.kill_reason:
             return False
         self.stop_worker(w)
@@ -153,46 +160,49 @@ class Pool:
         if self.dispatching:
             self.dispatcher.dispatch()
 
+    # --- the Runner port (jobd/jobs.py): how a cancel reaches a worker ---------------------
+    def take_back(self, job: Job) -> None:
+        """A pending job was cancelled: drop it where it was sent ahead."""
+        self.dispatcher.take_back(job)
+
     def request_cancel(self, job: Job) -> None:
-        w = self.workers.get(job.worker_id or -1)
-        if w is not None and w.job is job:
+        w = self._running(job)
+        if w is not None:
             self.send(w, F.frame(F.CANCEL, job.id.encode()))
 
-    def force_cancel(self, job: Job) -> int:
-        """Stop a running `job` now: kill its worker."""
-        w = self.workers.get(job.worker_id or -1)
-        seq = self.d.queue.cancelled_by_force(job)
-        if w is not None and w.job is job:
+    def kill(self, job: Job) -> None:
+        """Stop a running `job` now (it is recorded cancelled): kill its worker."""
+        w = self._running(job)
+        if w is not None:
             self.kill_worker(w, K_CANCEL)
             self._release(w)
-        return seq
+
+    def _running(self, job: Job) -> WorkerHandle | None:
+        w = self.workers.all.get(job.worker_id or -1)
+        return w if w is not None and w.job is job else None
 
     # --- the channel -----------------------------------------------------------------------
-    def send(self, w: WorkerProc, data: bytes) -> None:
-        """Buffer a frame; every buffer is written once at the end of the turn."""
-        if not w.closed:
-            w.wbuf += data
-            self.dirty.add(w)
+    def send(self, w: WorkerHandle, data: bytes) -> None:
+        self.workers.send(w, data)
 
     def flush(self) -> None:
-        dirty = self.dirty
-        while dirty:
-            dirty.pop().flush(self.loop, self._channel_closed)
+        """Write every frame buffered this turn (one send per worker)."""
+        self.workers.flush(self._channel_closed)
 
-    def _on_readable(self, w: WorkerProc) -> None:
+    def _on_readable(self, w: WorkerHandle) -> None:
         data = w.recv()
         if data is None:
             self._channel_closed(w)
             return
         self._take(w, data)
-        self.d.kick()
+        self.wake()
 
     def collect(self) -> bool:
         """Read, without waiting, what busy workers have sent; True if anything
         came. Called after the loop was blocked (an fsync), so a job that
         finished meanwhile is handled in the same turn."""
         got = False
-        for w in [w for w in self.workers.values() if w.busy and not w.closed]:
+        for w in [w for w in self.workers.all.values() if w.busy and not w.closed]:
             data = w.recv()
             if data is None:
                 self._channel_closed(w)
@@ -201,7 +211,7 @@ class Pool:
                 got = True
         return got
 
-    def _take(self, w: WorkerProc, data: bytes | memoryview) -> None:
+    def _take(self, w: WorkerHandle, data: bytes | memoryview) -> None:
         w.rbuf += data
         frames, used = F.parse(w.rbuf)
         if used:
@@ -209,7 +219,7 @@ class Pool:
         for kind, body in frames:
             self._on_frame(w, kind, body)
 
-    def _drain(self, w: WorkerProc) -> None:
+    def _drain(self, w: WorkerHandle) -> None:
         """Read what the worker wrote before it exited: its exit report can
         reach us before its last frames (a DONE must not become a lost job)."""
         while not w.closed:
@@ -218,7 +228,7 @@ class Pool:
                 return
             self._take(w, data)
 
-    def _channel_closed(self, w: WorkerProc) -> None:
+    def _channel_closed(self, w: WorkerHandle) -> None:
         """The worker's end is gone; its exit report from the fork server follows."""
         if w.closed:
             return
@@ -226,10 +236,10 @@ class Pool:
         self.loop.remove_reader(w.fd)
         if w.writing:
             self.loop.remove_writer(w.fd)
-        self._not_idle(w)
+        self.workers.not_idle(w)
 
     # --- frames from workers --------------------------------------------------------------
-    def _on_frame(self, w: WorkerProc, kind: int, body: bytes) -> None:
+    def _on_frame(self, w: WorkerHandle, kind: int, body: bytes) -> None:
         if kind == F.DONE:
             self._on_done(w, *F.unpack_done(body))
         elif kind == F.FAIL:
@@ -243,7 +253,7 @@ class Pool:
         elif kind == F.READY:
             self._on_ready(w, orjson.loads(body))
 
-    def _on_ready(self, w: WorkerProc, body: list[Any]) -> None:
+    def _on_ready(self, w: WorkerHandle, body: list[Any]) -> None:
         w.pid = w.pid or body[0]        # READY may overtake the fork server's report
         w.rss = body[1]
         w.status = C.W_IDLE
@@ -251,11 +261,11 @@ class Pool:
         w.last_heartbeat_wall = time.time()
         self.boot_failures = 0
         if w.accepting:
-            self.idle.append(w)
-        self.d.events.publish(C.EV_WORKER_STARTED, None, {"worker_id": w.id, "pid": w.pid})
+            self.workers.idle.append(w)
+        self.events.publish(C.EV_WORKER_STARTED, None, {"worker_id": w.id, "pid": w.pid})
         log.debug("worker %d ready (pid %s)", w.id, w.pid)
 
-    def _on_dropped(self, w: WorkerProc, body: list[Any]) -> None:
+    def _on_dropped(self, w: WorkerHandle, body: list[Any]) -> None:
         """The worker answered a DROP. Until every DROP is answered it may be
         running a job it started just before the DROP came, so it gets
         nothing new (a job's timeout must not start while it waits)."""
@@ -264,25 +274,25 @@ class Pool:
         self.dispatcher.dropped(w, job_id, bool(ran))
         if not w.drops and w.job is None:
             self._next_or_settle(w)
-        self.d.kick()
+        self.wake()
 
-    def _on_heartbeat(self, w: WorkerProc, body: list[Any]) -> None:
+    def _on_heartbeat(self, w: WorkerHandle, body: list[Any]) -> None:
         w.last_heartbeat = time.monotonic()
         w.last_heartbeat_wall = time.time()
         w.rss = body[0]
 
-    def _on_progress(self, w: WorkerProc, body: list[Any]) -> None:
+    def _on_progress(self, w: WorkerHandle, body: list[Any]) -> None:
         job_id, current, total, message = body
         job = w.job
         if job is None or job.id != job_id:
             return
-        self.d.queue.progress(job, current, total, message)
-        if self.d.events.watchers:
+        self.outcomes.progress(job, current, total, message)
+        if self.events.watchers:
             prog = dict(job.progress or {})
             prog.pop("updated_at", None)
-            self.d.events.publish(C.EV_PROGRESS, job.id, prog)
+            self.events.publish(C.EV_PROGRESS, job.id, prog)
 
-    def _current(self, w: WorkerProc, job_id: str) -> Job | None:
+    def _current(self, w: WorkerHandle, job_id: str) -> Job | None:
         job = w.job
         if job is None:
             job = self.dispatcher.started_unannounced(w, job_id)
@@ -290,46 +300,29 @@ class Pool:
             return None
         return job
 
-    def _on_done(self, w: WorkerProc, job_id: str, raw: bytes) -> None:
+    def _on_done(self, w: WorkerHandle, job_id: str, raw: bytes) -> None:
         job = self._current(w, job_id)
         if job is None:
             return
         w.jobs_completed += 1
-        self.d.metrics.observe_result_size(job.handler, len(raw))
-        if self.d.results.is_inline(raw):
-            self.d.queue.complete(job, orjson.Fragment(raw))
-            self._finished(w, job)
-            return
-        self._release(w)      # the worker may take the next job meanwhile
+        self.outcomes.complete(job, raw)     # a large result is stored meanwhile
+        self._release(w)
 
-        def stored(ref: list[Any] | None, error: str | None) -> None:
-            if job.status != C.RUNNING:
-                return
-            if ref is None:
-                self.d.queue.attempt_failed(job, error or "result could not be stored", F.FAIL_ERROR, 0.0)
-            else:
-                self.d.queue.complete(job, None, ref)
-            self.d.kick()
-        self.d.results.store(job.id, raw, stored)
-
-    def _on_fail(self, w: WorkerProc, body: list[Any]) -> None:
+    def _on_fail(self, w: WorkerHandle, body: list[Any]) -> None:
         job_id, kind, error, after = body
         job = self._current(w, job_id)
         if job is None:
             return
         w.jobs_failed += 1
-        self.d.queue.attempt_failed(job, error, kind, after)
-        self._finished(w, job)
+        self.outcomes.attempt_failed(job, error, kind, after)
+        self._release(w)
 
-    def _release(self, w: WorkerProc) -> None:
+    def _release(self, w: WorkerHandle) -> None:
         """The current job is over: start the next one sent ahead, or go idle."""
-        if w.timer is not None:
-            w.timer.cancel()
-            w.timer = None
-        w.job = None
+        w.end()
         self._next_or_settle(w)
 
-    def _next_or_settle(self, w: WorkerProc) -> None:
+    def _next_or_settle(self, w: WorkerHandle) -> None:
         """The worker has no current job: it runs the next job sent ahead, or
         settles. While a DROP is unanswered, which job it runs next is not
         known (it may have started the one being taken back): wait."""
@@ -338,7 +331,7 @@ class Pool:
             return
         self._settle(w)
 
-    def _settle(self, w: WorkerProc) -> None:
+    def _settle(self, w: WorkerHandle) -> None:
         """The worker has no job: recycle it or make it idle, once every job
         taken back from it is confirmed not started."""
         if not w.accepting:
@@ -351,13 +344,9 @@ class Pool:
             self.manage_workers()
             return
         w.status = C.W_IDLE
-        self.idle.append(w)
+        self.workers.idle.append(w)
 
-    def _finished(self, w: WorkerProc, job: Job) -> None:
-        self._release(w)
-        self.d.slow_job_check(job)
-
-    def _should_recycle(self, w: WorkerProc) -> bool:
+    def _should_recycle(self, w: WorkerHandle) -> bool:
         if w.recycle_after and w.jobs_completed + w.jobs_failed >= w.recycle_after:
             log.info("recycling worker %d after %d jobs", w.id, w.jobs_completed + w.jobs_failed)
             return True
@@ -368,15 +357,15 @@ class Pool:
         return False
 
     # --- watching over workers --------------------------------------------------------------
-    def timed_out(self, w: WorkerProc, job: Job) -> None:
+    def timed_out(self, w: WorkerHandle, job: Job) -> None:
         if w.job is not job:
             return
         log.warning("job %s ran past its timeout (%ss); stopping worker %d", job.id, job.timeout, w.id)
         self.kill_worker(w, K_TIMEOUT, signal.SIGTERM)
         self.loop.call_later(KILL_GRACE, self._kill_if_alive, w)
 
-    def _kill_if_alive(self, w: WorkerProc) -> None:
-        if w.id in self.workers and w.pid is not None:
+    def _kill_if_alive(self, w: WorkerHandle) -> None:
+        if w.id in self.workers.all and w.pid is not None:
             try:
                 os.kill(w.pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -390,7 +379,7 @@ class Pool:
         """Kill workers whose heartbeats stopped (stuck in C code, stopped, ...)."""
         limit = self.cfg.heartbeat_timeout
         now = time.monotonic()
-        for w in list(self.workers.values()):
+        for w in list(self.workers.all.values()):
             if w.kill_reason is None and now - w.last_heartbeat > limit:
                 what = "never became ready" if w.status == C.W_STARTING else "sent no heartbeat"
                 log.error("worker %d (pid %s) %s for %.1fs; killing it", w.id, w.pid, what,
@@ -403,30 +392,29 @@ class Pool:
         if msgs is None:
             self.loop.remove_reader(self.fs.sock.fileno())
             self._orphaned()
-            self.d.fatal("the fork server exited; jobd cannot start workers")
+            self.fatal("the fork server exited; jobd cannot start workers")
             return
         for msg in msgs:
             if "spawned" in msg:
-                w = self.workers.get(msg["spawned"])
+                w = self.workers.all.get(msg["spawned"])
                 if w is not None:
                     w.pid = msg["pid"]
                     if w.kill_reason is not None:
                         self.kill_worker(w, w.kill_reason)
             elif "exited" in msg:
                 self.reap_worker(msg["exited"], msg["pid"], msg["code"], msg["signal"])
-        self.d.kick()
+        self.wake()
 
     def reap_worker(self, wid: int, pid: int, code: int | None, sig: str | None) -> None:
-        w = self.workers.get(wid)
+        w = self.workers.all.get(wid)
         if w is None:
             return
         self._drain(w)
-        del self.workers[wid]
+        del self.workers.all[wid]
         self._channel_closed(w)
-        self.dirty.discard(w)
-        w.sock.close()
-        if w.timer is not None:
-            w.timer.cancel()
+        self.workers.dirty.discard(w)
+        if w.sock is not None:
+            w.sock.close()
         if w.status == C.W_STARTING and w.kill_reason is None:
             self.boot_failures += 1
             if self.boot_failures >= BOOT_FAILURES_MAX:
@@ -438,22 +426,22 @@ class Pool:
         level = logging.WARNING if unexpected else logging.DEBUG
         running = f" while running job {job.id}" if job is not None else ""
         log.log(level, "worker %d (pid %d) exited%s: %s", wid, pid, running, _exit_text(code, sig))
-        self.d.events.publish(C.EV_WORKER_EXITED, None, {"worker_id": wid, "pid": pid,
+        self.events.publish(C.EV_WORKER_EXITED, None, {"worker_id": wid, "pid": pid,
                                                          "exit_code": code, "signal": sig})
         self.manage_workers()
-        if not self.workers:
+        if not self.workers.all:
             self.exited.set()
 
-    def _jobs_lost(self, w: WorkerProc, code: int | None, sig: str | None) -> None:
+    def _jobs_lost(self, w: WorkerHandle, code: int | None, sig: str | None) -> None:
         """The worker died: its current job's attempt is decided by why it
         died; jobs sent ahead never started and go back to pending."""
-        job, w.job = w.job, None
+        job = w.end()
         self.dispatcher.release_dropping(w)
         if job is None or job.status != C.RUNNING or job.worker_id != w.id:
             return
         reason = w.kill_reason
         if reason == K_SHUTDOWN:
-            self.d.queue.requeue(job, uncount=True)
+            self.outcomes.requeue(job, uncount=True)
             return
         if reason == K_TIMEOUT:
             error = C.ERROR_TIMEOUT
@@ -463,41 +451,41 @@ class Pool:
         else:
             error = f"worker {w.id} (pid {w.pid}) died while running the job: {_exit_text(code, sig)}"
         w.jobs_failed += 1
-        self.d.queue.attempt_failed(job, error, F.FAIL_ERROR, 0.0)
+        self.outcomes.attempt_failed(job, error, FAIL_ERROR, 0.0)
 
     def _orphaned(self) -> None:
         """The fork server is gone, so no exit reports will come: kill the
         workers ourselves and put their jobs back without a counted attempt."""
         self.dispatching = False
-        for w in list(self.workers.values()):
+        for w in list(self.workers.all.values()):
             self.kill_worker(w, K_SHUTDOWN)
             self._jobs_lost(w, None, None)
             self._channel_closed(w)
-            del self.workers[w.id]
+            del self.workers.all[w.id]
         self.exited.set()
 
     # --- shutdown -------------------------------------------------------------------------
     async def shutdown(self, timeout: float) -> None:
         """Stop dispatching; let running jobs finish up to `timeout`; kill the rest."""
         self.dispatching = False
-        for w in list(self.workers.values()):
+        for w in list(self.workers.all.values()):
             self.stop_worker(w)
         self.flush()
-        if self.workers:
+        if self.workers.all:
             self.exited.clear()
             try:
                 await asyncio.wait_for(self.exited.wait(), timeout)
             except TimeoutError:
                 pass
-        for w in list(self.workers.values()):
+        for w in list(self.workers.all.values()):
             self.kill_worker(w, K_SHUTDOWN)
-        if self.workers:
+        if self.workers.all:
             self.exited.clear()
             try:
                 await asyncio.wait_for(self.exited.wait(), 5.0)
             except TimeoutError:
                 log.error("%d worker(s) did not exit after SIGKILL", len(self.workers))
-        for w in list(self.workers.values()):       # requeue whatever is still unreported
+        for w in list(self.workers.all.values()):       # requeue whatever is still unreported
             self._jobs_lost(w, None, None)
         if self._check is not None:
             self._check.cancel()

@@ -21,8 +21,8 @@ from typing import Any
 import orjson
 
 from jobd import handlers as H
+from jobd.core.values import non_finite_path
 from jobd.pool import frames as F
-from jobd.server.args import non_finite_path
 
 PROGRESS_MIN_INTERVAL = 0.05     # seconds between progress frames for one job
 _PAGE = os.sysconf("SC_PAGE_SIZE")

@@ -23,7 +23,7 @@ DONE = ord("D")         # see pack_done
 FAIL = ord("F")         # [job_id, kind, error, retry_after]
 DROPPED = ord("x")      # [job_id, ran]: answer to DROP; ran = it had started before the DROP came
 
-from jobd.core.retry import FAIL_ERROR, FAIL_PERMANENT, FAIL_RETRY  # noqa: E402,F401 - re-exported
+from jobd.core.lifecycle import FAIL_ERROR, FAIL_PERMANENT, FAIL_RETRY  # noqa: E402,F401 - re-exported
 
 _LEN = struct.Struct("<IB")
 HEADER = _LEN.size

@@ -1,4 +1,6 @@
-"""One worker process as the daemon sees it: its state, its jobs, its channel.
+"""The daemon's view of its workers: one `WorkerHandle` per process (its
+state, its jobs, its channel) and `Workers`, the registry the arbiter and the
+dispatcher share (every handle, the idle ones, frames waiting to be written).
 
 Frames to a worker are collected during a loop turn and written with one
 `send()` at the end of the turn (`flush`); a worker that cannot take them all
@@ -10,7 +12,7 @@ import asyncio
 import socket
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jobd import constants as C
@@ -20,15 +22,26 @@ _SCRATCH = bytearray(256 * 1024)    # the loop reads one channel at a time
 _SCRATCH_VIEW = memoryview(_SCRATCH)
 
 
-class WorkerProc:
-    def __init__(self, wid: int, sock: socket.socket) -> None:
+CallLater = Callable[..., asyncio.TimerHandle]
+OnTimeout = Callable[["WorkerHandle", Job], None]
+
+
+class WorkerHandle:
+    """One worker process. `sock` is None only in unit tests (no channel)."""
+
+    def __init__(self, wid: int, sock: socket.socket | None, call_later: CallLater,
+                 on_timeout: OnTimeout) -> None:
         self.id = wid
         self.sock = sock
-        self.fd = sock.fileno()
+        self.fd = sock.fileno() if sock is not None else -1
+        self.call_later = call_later
+        self.on_timeout = on_timeout
         self.pid: int | None = None
         self.status = C.W_STARTING
         self.job: Job | None = None              # the job it is running
-        self.queued: deque[Job] = deque()        # sent ahead, runs after `job` (prefetch)
+        # Sent ahead, run after `job` (prefetch): each with its queue `seq` then,
+        # so a job that was given a new place since (a retry) is told apart.
+        self.queued: deque[tuple[Job, int]] = deque()
         self.drops = 0                           # DROPs sent, not yet answered (DROPPED)
         self.dropping: dict[str, tuple[Job, int]] = {}   # of those, jobs (and their queue
         #   seq then) that wait for the answer
@@ -58,6 +71,21 @@ class WorkerProc:
         return not (self.stop_sent or self.kill_reason is not None or self.closed
                     or self.status == C.W_STARTING)
 
+    def begin(self, job: Job) -> None:
+        """`job` is the worker's current job now: arm its timeout."""
+        self.job = job
+        self.status = C.W_BUSY
+        if job.timeout is not None:
+            self.timer = self.call_later(job.timeout, self.on_timeout, self, job)
+
+    def end(self) -> Job | None:
+        """The current job is over (or taken away): disarm its timeout."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        job, self.job = self.job, None
+        return job
+
     def view(self, healthy_within: float) -> dict[str, Any]:
         fresh = time.monotonic() - self.last_heartbeat < healthy_within
         return {
@@ -72,9 +100,9 @@ class WorkerProc:
         }
 
     # --- the channel -----------------------------------------------------------------
-    def flush(self, loop: asyncio.AbstractEventLoop, broken: Callable[[WorkerProc], None]) -> None:
+    def flush(self, loop: asyncio.AbstractEventLoop, broken: Callable[[WorkerHandle], None]) -> None:
         """Write what is buffered; leave the rest to a writer callback."""
-        if self.closed or not self.wbuf or self.writing:
+        if self.closed or not self.wbuf or self.writing or self.sock is None:
             return
         try:
             n = self.sock.send(self.wbuf)
@@ -89,7 +117,8 @@ class WorkerProc:
             loop.add_writer(self.fd, self._on_writable, loop, broken)
 
     def _on_writable(self, loop: asyncio.AbstractEventLoop,
-                     broken: Callable[[WorkerProc], None]) -> None:
+                     broken: Callable[[WorkerHandle], None]) -> None:
+        assert self.sock is not None
         try:
             n = self.sock.send(self.wbuf)
         except (BlockingIOError, InterruptedError):
@@ -107,6 +136,8 @@ class WorkerProc:
         worker), b"" if none yet, None at end of stream. Reads into a reused
         buffer: `recv(1 MiB)` would allocate (mmap) and free a megabyte per
         read, a measurable share of a short job's cost."""
+        if self.sock is None:
+            return None
         try:
             n = self.sock.recv_into(_SCRATCH)
         except (BlockingIOError, InterruptedError):
@@ -114,3 +145,36 @@ class WorkerProc:
         except OSError:
             return None
         return _SCRATCH_VIEW[:n] if n else None
+
+
+class Workers:
+    """Every worker handle, the idle ones in the order they became idle, and
+    the frames buffered for them this turn (written once, by `flush`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.all: dict[int, WorkerHandle] = {}
+        self.idle: deque[WorkerHandle] = deque()
+        self.dirty: set[WorkerHandle] = set()
+
+    def send(self, w: WorkerHandle, data: bytes) -> None:
+        """Buffer a frame; every buffer is written once at the end of the turn."""
+        if not w.closed:
+            w.wbuf += data
+            self.dirty.add(w)
+
+    def flush(self, broken: Callable[[WorkerHandle], None]) -> None:
+        """Write every buffer; `broken(w)` for a worker whose channel failed."""
+        dirty, loop = self.dirty, self.loop
+        while dirty:
+            dirty.pop().flush(loop, broken)
+
+    def not_idle(self, w: WorkerHandle) -> None:
+        if w in self.idle:
+            self.idle.remove(w)
+
+    def __iter__(self) -> Iterator[WorkerHandle]:
+        return iter(self.all.values())
+
+    def __len__(self) -> int:
+        return len(self.all)

@@ -1,21 +1,25 @@
-"""Counters, gauges and histograms; JSON and Prometheus text (SPEC §5).
+"""Counters, gauges and histograms; JSON and Prometheus text.
 
-Counters are updated from the state's change hook (one dict increment per
-status change). Gauges are read from the live state when asked. The
-Prometheus text follows the exposition format 0.0.4.
+`Recorder` keeps the counters and histograms: it listens to every status
+change (one dict increment or two per change) and takes the few
+observations no status change shows (result sizes, evictions). Gauges are
+read from the live parts when asked, through `Sources`. The Prometheus text
+follows the exposition format 0.0.4.
 """
 from __future__ import annotations
 
 import bisect
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from jobd import constants as C
+from jobd.core.job import Job
 
-if TYPE_CHECKING:
-    from jobd.daemon import Daemon
+log = logging.getLogger("jobd")
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
@@ -74,9 +78,32 @@ class Rate:
         return round(total / elapsed, 3)
 
 
-class Metrics:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+class WalStats(Protocol):
+    mode: str
+    fsyncs: int
+    bytes_written: int
+
+    def disk_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Sources:
+    """Where the gauges are read when metrics are asked for (built by the daemon)."""
+
+    counts: dict[str, int]                        # jobs per status (the job table's)
+    pool: Callable[[], dict[str, int]]            # workers: total, idle, busy, healthy, ...
+    wal: WalStats
+    poller: Any                                   # jobd/runtime/idlepoll.py, or None
+    connections: Callable[[], int]
+    parks: Callable[[], int]                      # jobs held back by max_concurrency so far
+
+
+class Recorder:
+    """Counters and histograms, fed by status changes (`on_change`, a store
+    listener) and by `Jobs` (the `JobStats` it reports to)."""
+
+    def __init__(self, slow_job_threshold: float = 0.0) -> None:
+        self.slow_job_threshold = slow_job_threshold
         self.started = time.monotonic()
         self.submitted: dict[tuple[str, int], int] = defaultdict(int)
         self.completed: dict[tuple[str, str], int] = defaultdict(int)
@@ -92,7 +119,7 @@ class Metrics:
         self.rate = Rate()
 
     # --- updates (hot path) -------------------------------------------------------
-    def on_change(self, job: Any, old: str) -> None:
+    def on_change(self, job: Job, old: str) -> None:
         new = job.status
         if old == C.PENDING:
             self.pending_by_priority[job.priority] -= 1
@@ -104,6 +131,8 @@ class Metrics:
             self.pending_by_priority[job.priority] += 1
         elif new == C.RUNNING:
             self.running_by_handler[job.handler] += 1
+            if old == C.PENDING:
+                self._started(job)
         if old == "":
             self.submitted[(job.handler, job.priority)] += 1
         if new in C.TERMINAL:
@@ -115,13 +144,25 @@ class Metrics:
         elif new == C.RETRYING:
             self.retried[job.handler] += 1
 
-    def _attempt_ended(self, job: Any, new: str) -> None:
+    def _attempt_ended(self, job: Job, new: str) -> None:
         """Every ended attempt is observed once, here, whatever ended it: a
         result (inline or as a file), an exception, a timeout, a worker's
         death, a forced cancel."""
         end = job.completed_at if new in C.TERMINAL else job.finished_attempt_at
-        if end is not None and job.started_at is not None:
-            self.observe_duration(job.handler, max(0.0, end - job.started_at))
+        if end is None or job.started_at is None:
+            return
+        took = max(0.0, end - job.started_at)
+        self.observe_duration(job.handler, took)
+        limit = self.slow_job_threshold
+        if limit and took > limit:
+            log.warning("slow job %s (%s) took %.3fs (threshold %gs)", job.id, job.handler,
+                        took, limit)
+
+    def _started(self, job: Job) -> None:
+        """Time in the queue: from submit (or the due time of a delayed first
+        attempt) to the start."""
+        ready_at = job.scheduled_for if job.attempts == 1 and job.scheduled_for else job.created_at
+        self.observe_queue_time(job.priority, (job.started_at or 0.0) - ready_at)
 
     def count_evicted(self, n: int) -> None:
         self.dead_letter_evicted += n
@@ -150,79 +191,81 @@ class Metrics:
             elif job.status == C.RUNNING:
                 self.running_by_handler[job.handler] += 1
 
-    # --- JSON ------------------------------------------------------------------------
-    def snapshot(self) -> dict[str, Any]:
-        counts = self.d.state.counts
-        queue: dict[str, Any] = {s: counts[s] for s in C.STATUSES}
-        queue["by_priority"] = {str(p): n for p, n in sorted(self.pending_by_priority.items()) if n}
-        pool = self.d.pool.counts()
-        journal = self.d.journal
-        return {
-            "queue": queue,
-            "workers": pool,
-            "throughput": {"1m": self.rate.per_second(60), "5m": self.rate.per_second(300),
-                           "15m": self.rate.per_second(900)},
-            "wal": {"bytes": journal.disk_bytes(), "fsyncs": journal.fsyncs,
-                    "bytes_written": journal.bytes_written, "fsync_mode": journal.mode},
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "polling": _polling(self.d.poller),
-            # jobs held back by a handler's max_concurrency, counted each time
-            "limits": {"parks_total": self.d.pool.dispatcher.parks},
-            "totals": {
-                "submitted": sum(self.submitted.values()),
-                "completed": sum(n for (_, s), n in self.completed.items() if s == C.COMPLETED),
-                "failed": sum(n for (_, s), n in self.completed.items() if s == C.FAILED),
-                "dead_letter": sum(self.dead_lettered.values()),
-                "dead_letter_evicted": self.dead_letter_evicted,
-                "retried": sum(self.retried.values()),
-            },
-            "connections": len(self.d.server.connections) if self.d.server else 0,
-        }
+def snapshot(rec: Recorder, src: Sources) -> dict[str, Any]:
+    """The `metrics` op's JSON."""
+    counts = src.counts
+    queue: dict[str, Any] = {s: counts[s] for s in C.STATUSES}
+    queue["by_priority"] = {str(p): n for p, n in sorted(rec.pending_by_priority.items()) if n}
+    pool = src.pool()
+    journal = src.wal
+    return {
+        "queue": queue,
+        "workers": pool,
+        "throughput": {"1m": rec.rate.per_second(60), "5m": rec.rate.per_second(300),
+                       "15m": rec.rate.per_second(900)},
+        "wal": {"bytes": journal.disk_bytes(), "fsyncs": journal.fsyncs,
+                "bytes_written": journal.bytes_written, "fsync_mode": journal.mode},
+        "uptime_s": round(time.monotonic() - rec.started, 3),
+        "polling": _polling(src.poller),
+        # jobs held back by a handler's max_concurrency, counted each time
+        "limits": {"parks_total": src.parks()},
+        "totals": {
+            "submitted": sum(rec.submitted.values()),
+            "completed": sum(n for (_, s), n in rec.completed.items() if s == C.COMPLETED),
+            "failed": sum(n for (_, s), n in rec.completed.items() if s == C.FAILED),
+            "dead_letter": sum(rec.dead_lettered.values()),
+            "dead_letter_evicted": rec.dead_letter_evicted,
+            "retried": sum(rec.retried.values()),
+        },
+        "connections": src.connections(),
+    }
 
-    # --- Prometheus ------------------------------------------------------------------
-    def prometheus(self) -> str:
-        out: list[str] = []
-        counts = self.d.state.counts
-        pool = self.d.pool.counts()
-        _family(out, "jobd_jobs_submitted_total", "counter", "Jobs submitted.",
-                [({"handler": h, "priority": str(p)}, n) for (h, p), n in self.submitted.items()])
-        _family(out, "jobd_jobs_completed_total", "counter",
-                "Jobs that reached a terminal status, by that status.",
-                [({"handler": h, "status": s}, n) for (h, s), n in self.completed.items()])
-        _family(out, "jobd_jobs_retried_total", "counter", "Failed attempts scheduled for retry.",
-                [({"handler": h}, n) for h, n in self.retried.items()])
-        _family(out, "jobd_jobs_dead_letter_total", "counter", "Jobs moved to the dead-letter queue.",
-                [({"handler": h}, n) for h, n in self.dead_lettered.items()])
-        _family(out, "jobd_jobs_pending", "gauge", "Pending jobs by priority.",
-                [({"priority": str(p)}, n) for p, n in sorted(self.pending_by_priority.items()) if n])
-        _family(out, "jobd_jobs_running", "gauge", "Running jobs by handler.",
-                [({"handler": h}, n) for h, n in sorted(self.running_by_handler.items()) if n])
-        _family(out, "jobd_dead_letter_jobs", "gauge", "Jobs now in the dead-letter queue.",
-                [({}, counts[C.DEAD_LETTER])])
-        _family(out, "jobd_dead_letter_evicted_total", "counter",
-                "Dead letters deleted because the queue was at dead_letter.max_size.",
-                [({}, self.dead_letter_evicted)])
-        _family(out, "jobd_workers_total", "gauge", "Worker processes.", [({}, pool["total"])])
-        _family(out, "jobd_workers_idle", "gauge", "Idle workers.", [({}, pool["idle"])])
-        _family(out, "jobd_workers_busy", "gauge", "Busy workers.", [({}, pool["busy"])])
-        _histograms(out, "jobd_job_duration_seconds", "Job run time.", "handler", self.duration)
-        _histograms(out, "jobd_job_queue_time_seconds", "Time from ready to started.",
-                    "priority", self.queue_time)
-        _histograms(out, "jobd_job_retry_delay_seconds", "Delay before a retry.",
-                    "handler", self.retry_delay)
-        out.append("# HELP jobd_job_result_size_bytes Size of job results.")
-        out.append("# TYPE jobd_job_result_size_bytes summary")
-        for h, (n, total) in sorted(self.result_size.items()):
-            lab = _labels({"handler": h})
-            out.append(f"jobd_job_result_size_bytes_sum{lab} {_num(total)}")
-            out.append(f"jobd_job_result_size_bytes_count{lab} {int(n)}")
-        _family(out, "jobd_queue_jobs", "gauge", "Jobs by status.",
-                [({"status": s}, counts[s]) for s in C.STATUSES])
-        _family(out, "jobd_wal_fsyncs_total", "counter", "WAL fsyncs.", [({}, self.d.journal.fsyncs)])
-        _family(out, "jobd_wal_bytes", "gauge", "WAL bytes on disk.", [({}, self.d.journal.disk_bytes())])
-        _family(out, "jobd_uptime_seconds", "gauge", "Seconds since start.",
-                [({}, round(time.monotonic() - self.started, 3))])
-        return "\n".join(out) + "\n"
+def prometheus(rec: Recorder, src: Sources) -> str:
+    """The same numbers as Prometheus text (exposition format 0.0.4)."""
+    out: list[str] = []
+    counts = src.counts
+    pool = src.pool()
+    _family(out, "jobd_jobs_submitted_total", "counter", "Jobs submitted.",
+            [({"handler": h, "priority": str(p)}, n) for (h, p), n in rec.submitted.items()])
+    _family(out, "jobd_jobs_completed_total", "counter",
+            "Jobs that reached a terminal status, by that status.",
+            [({"handler": h, "status": s}, n) for (h, s), n in rec.completed.items()])
+    _family(out, "jobd_jobs_retried_total", "counter", "Failed attempts scheduled for retry.",
+            [({"handler": h}, n) for h, n in rec.retried.items()])
+    _family(out, "jobd_jobs_dead_letter_total", "counter", "Jobs moved to the dead-letter queue.",
+            [({"handler": h}, n) for h, n in rec.dead_lettered.items()])
+    _family(out, "jobd_jobs_pending", "gauge", "Pending jobs by priority.",
+            [({"priority": str(p)}, n) for p, n in sorted(rec.pending_by_priority.items()) if n])
+    _family(out, "jobd_jobs_running", "gauge", "Running jobs by handler.",
+            [({"handler": h}, n) for h, n in sorted(rec.running_by_handler.items()) if n])
+    _family(out, "jobd_dead_letter_jobs", "gauge", "Jobs now in the dead-letter queue.",
+            [({}, counts[C.DEAD_LETTER])])
+    _family(out, "jobd_dead_letter_evicted_total", "counter",
+            "Dead letters deleted because the queue was at dead_letter.max_size.",
+            [({}, rec.dead_letter_evicted)])
+    _family(out, "jobd_workers_total", "gauge", "Worker processes.", [({}, pool["total"])])
+    _family(out, "jobd_workers_idle", "gauge", "Idle workers.", [({}, pool["idle"])])
+    _family(out, "jobd_workers_busy", "gauge", "Busy workers.", [({}, pool["busy"])])
+    _histograms(out, "jobd_job_duration_seconds", "Job run time.", "handler", rec.duration)
+    _histograms(out, "jobd_job_queue_time_seconds", "Time from ready to started.",
+                "priority", rec.queue_time)
+    _histograms(out, "jobd_job_retry_delay_seconds", "Delay before a retry.",
+                "handler", rec.retry_delay)
+    out.append("# HELP jobd_job_result_size_bytes Size of job results.")
+    out.append("# TYPE jobd_job_result_size_bytes summary")
+    for h, (n, total) in sorted(rec.result_size.items()):
+        lab = _labels({"handler": h})
+        out.append(f"jobd_job_result_size_bytes_sum{lab} {_num(total)}")
+        out.append(f"jobd_job_result_size_bytes_count{lab} {int(n)}")
+    _family(out, "jobd_queue_jobs", "gauge", "Jobs by status.",
+            [({"status": s}, counts[s]) for s in C.STATUSES])
+    _family(out, "jobd_wal_fsyncs_total", "counter", "WAL fsyncs.", [({}, src.wal.fsyncs)])
+    _family(out, "jobd_wal_bytes", "gauge", "WAL bytes on disk.", [({}, src.wal.disk_bytes())])
+    _family(out, "jobd_uptime_seconds", "gauge", "Seconds since start.",
+            [({}, round(time.monotonic() - rec.started, 3))])
+    return "\n".join(out) + "\n"
+
+
 
 
 def _hist(table: dict[Any, Histogram], key: Any, bounds: tuple[float, ...]) -> Histogram:

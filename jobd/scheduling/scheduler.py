@@ -1,12 +1,12 @@
 """Cron schedules in the running daemon: one timer, firing, add/remove, config.
 
-Definitions live in `State.schedules`, changed only through WAL records
+Definitions live in the job table's `schedules`, changed only through records
 (`SA` add/replace, `SR` remove, `ST` fired) like every other state, so a
 restart rebuilds them. This class keeps what follows from them and the
 clock: each schedule's parsed expression and next run, a heap of next runs,
 and one loop timer armed for the earliest.
 
-A run is submitted through `JobQueue.submit` (a real job: WAL, metrics,
+A run is submitted through `Jobs.submit` (a real job: WAL, metrics,
 events) with a job id derived from (schedule, fire time), then an `ST` record
 notes it: the fire time and when it ran. A crash between the two cannot make
 a second job for the same run: the catch-up after the restart submits the
@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from jobd import constants as C
+from jobd.core import records as R
 from jobd.core.job import iso
 from jobd.errors import OpError
+from jobd.jobs import Jobs
 from jobd.scheduling.cron import Cron, CronError, parse
 from jobd.scheduling.specs import (
     ScheduleSpec,
@@ -36,18 +38,22 @@ from jobd.scheduling.specs import (
     view,
 )
 from jobd.server.args import parse_submit
-from jobd.storage import records as R
-
-if TYPE_CHECKING:
-    from jobd.daemon import Daemon
+from jobd.storage.store import Store
 
 log = logging.getLogger("jobd.schedules")
 
 
 class Scheduler:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
-        self.state = daemon.state
+    def __init__(self, *, store: Store, jobs: Jobs, handlers: Mapping[str, Any],
+                 loop: asyncio.AbstractEventLoop, wake: Callable[[], None],
+                 clock: Callable[[], float]) -> None:
+        self.store = store
+        self.schedules = store.table.schedules     # read here, changed by records only
+        self.jobs = jobs
+        self.handlers = handlers
+        self.loop = loop
+        self.wake = wake            # records to write outside a request: run the daemon's turn
+        self.clock = clock
         self._cron: dict[str, Cron] = {}
         self._next: dict[str, float | None] = {}
         self._heap: list[tuple[float, str]] = []     # lazy: valid while _next agrees
@@ -55,17 +61,17 @@ class Scheduler:
         self._timer_due: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, entries: list[dict[str, Any]]) -> None:
         """After recovery, before serving: reconcile the config entries, fire at
         most one catch-up run per schedule that missed runs, arm the timer."""
-        self.apply_config(self.d.cfg.schedule)
-        now = self.d.clock()
-        for name in sorted(self.state.schedules):
+        self.apply_config(entries)
+        now = self.clock()
+        for name in sorted(self.schedules):
             self._catch_up(name, now)
         self._arm()
 
     def _catch_up(self, name: str, now: float) -> None:
-        rec = self.state.schedules[name]
+        rec = self.schedules[name]
         cron = self._parse(name, rec)
         if cron is None:
             return
@@ -84,34 +90,34 @@ class Scheduler:
     def add(self, spec: ScheduleSpec, source: str) -> tuple[dict[str, Any], int]:
         """Add or replace (upsert) a schedule; returns its view and the journal seq."""
         self._check_open()
-        now = self.d.clock()
-        old = self.state.schedules.get(spec.name)
+        now = self.clock()
+        old = self.schedules.get(spec.name)
         undo = [R.SCHEDULE_ADD, old] if old is not None else [R.SCHEDULE_REMOVE, spec.name]
         seq = self._commit([R.SCHEDULE_ADD, spec.record(source, now, old)], undo)
         self._track(spec.name, now)
-        return view(self.state.schedules[spec.name], self._next.get(spec.name)), seq
+        return view(self.schedules[spec.name], self._next.get(spec.name)), seq
 
     def remove(self, name: str) -> tuple[bool, int]:
         self._check_open()
-        old = self.state.schedules.get(name)
+        old = self.schedules.get(name)
         if old is None:
             return False, 0
         seq = self._commit([R.SCHEDULE_REMOVE, name], [R.SCHEDULE_ADD, old])
-        self._track(name, self.d.clock())
+        self._track(name, self.clock())
         return True, seq
 
     def views(self) -> list[dict[str, Any]]:
-        return [view(self.state.schedules[name], self._next.get(name))
-                for name in sorted(self.state.schedules)]
+        return [view(self.schedules[name], self._next.get(name))
+                for name in sorted(self.schedules)]
 
     def apply_config(self, entries: list[dict[str, Any]]) -> None:
         """Make the config's schedules so: add or update what changed, remove
         config schedules no longer listed; leave schedules added over the socket.
         An entry that does not check out raises ConfigError and changes nothing."""
-        specs = check_config(entries, self.d.handlers)
+        specs = check_config(entries, self.handlers)
         changed = [s for s in specs if not self._unchanged(s)]
         wanted = {s.name for s in specs}
-        stale = [name for name, rec in self.state.schedules.items()
+        stale = [name for name, rec in self.schedules.items()
                  if rec.get("source") == C.SCHEDULE_SOURCE_CONFIG and name not in wanted]
         for spec in changed:
             self.add(spec, C.SCHEDULE_SOURCE_CONFIG)
@@ -121,31 +127,30 @@ class Scheduler:
             log.info("schedules from config: %d listed, %d added or updated, %d removed",
                      len(specs), len(changed), len(stale))
         if changed or stale:
-            self.d.kick()          # write the records (this may run outside a request)
+            self.wake()          # write the records (this may run outside a request)
 
     def _unchanged(self, spec: ScheduleSpec) -> bool:
-        rec = self.state.schedules.get(spec.name)
+        rec = self.schedules.get(spec.name)
         return rec is not None and same_definition(rec, spec.definition(C.SCHEDULE_SOURCE_CONFIG))
 
     def _check_open(self) -> None:
-        if not self.d.queue.accepting:
+        if not self.jobs.accepting:
             raise OpError(C.E_UNAVAILABLE, "jobd is shutting down")
 
     def _commit(self, rec: list[Any], undo: list[Any]) -> int:
         """Journal then apply; if the write fails, `undo` (a record) restores the old state."""
-        seq = self.d.journal.append(rec, self._undo, undo)
-        self.state.apply(rec)
+        seq = self.store.commit(rec, self._undo, undo)
         return seq
 
     def _undo(self, rec: list[Any]) -> None:
-        self.state.apply(rec)
+        self.store.revert(rec)
         body = rec[1]
-        self._track(body["name"] if isinstance(body, dict) else body, self.d.clock())
+        self._track(body["name"] if isinstance(body, dict) else body, self.clock())
 
     # --- next runs and the timer -------------------------------------------------------
     def _track(self, name: str, now: float) -> None:
         """Recompute a schedule's next run after a change; forget it when gone."""
-        rec = self.state.schedules.get(name)
+        rec = self.schedules.get(name)
         if rec is None:
             self._cron.pop(name, None)
             self._next.pop(name, None)
@@ -193,15 +198,15 @@ class Scheduler:
             self._timer = None
         self._timer_due = due
         if due is not None:
-            delay = min(max(0.0, due - self.d.clock()), C.SCHEDULE_MAX_SLEEP)
-            self._timer = self.d.loop.call_later(delay, self._on_timer)
+            delay = min(max(0.0, due - self.clock()), C.SCHEDULE_MAX_SLEEP)
+            self._timer = self.loop.call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_due = None
-        if not self.d.queue.accepting:
+        if not self.jobs.accepting:
             return                 # shutting down: skip the run, arm nothing
-        now = self.d.clock()
+        now = self.clock()
         fired = 0
         while self._heap and self._heap[0][0] <= now:
             due, name = heapq.heappop(self._heap)
@@ -213,17 +218,17 @@ class Scheduler:
             cron = self._cron.get(name)
             self._set_next(name, _next_fire(cron, now) if cron is not None else None)
         if fired:
-            self.d.kick()
+            self.wake()
         self._arm()
 
     # --- firing ------------------------------------------------------------------------
     def _fire(self, name: str, due: float) -> None:
         """Submit the run due at `due` and record it (`ST`)."""
-        rec = self.state.schedules[name]
-        now = self.d.clock()
+        rec = self.schedules[name]
+        now = self.clock()
         try:
             spec = parse_submit(submit_request(rec, fire_job_id(name, due)), now)
-            job, _ = self.d.queue.submit(spec)
+            job, _ = self.jobs.submit(spec)
         except OpError as e:
             log.warning("schedule %r: run due at %s not submitted: %s: %s",
                         name, iso(due), e.code, e.message)

@@ -18,9 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobd import constants as C
-from jobd.config import ConfigError
 from jobd.core.job import iso
-from jobd.errors import OpError, invalid
+from jobd.errors import ConfigError, OpError, invalid
 from jobd.scheduling.cron import Cron, CronError, load_zone, parse
 from jobd.server.args import MAX_NAME, SubmitSpec, parse_submit
 

@@ -26,16 +26,17 @@ import socket
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import orjson
 
 from jobd import constants as C
+from jobd.config import ServerConfig
+from jobd.core.values import non_finite_path
 from jobd.errors import OpError
-from jobd.server.args import non_finite_path
 
-if TYPE_CHECKING:
-    from jobd.server.ops import Ops
+# An op: (connection, request id, request) → (reply, journal seq to wait for).
+Op = Callable[["Connection", Any, dict[str, Any]], tuple[Any, int]]
 
 log = logging.getLogger("jobd.server")
 
@@ -81,7 +82,7 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.ops = server.ops
+        self.ops = server.ops      # the op table: name → op
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.queue: deque[list[Any]] = deque()   # [seq, bytes] in request order
@@ -107,7 +108,7 @@ class Connection(asyncio.Protocol):
             self._refuse(error_reply(None, C.E_PERMISSION_DENIED, "this user may not use jobd"))
             return
         self.server.connections.add(self)
-        if len(self.server.connections) > self.server.cfg.server.max_connections:
+        if len(self.server.connections) > self.server.cfg.max_connections:
             self._refuse(error_reply(None, C.E_UNAVAILABLE, "too many connections"))
             return
         # A held connection whose bytes have all been written needs the
@@ -223,7 +224,7 @@ class Connection(asyncio.Protocol):
             return
         req_id = req.get("id")
         op = req.get("op")
-        fn = self.ops.table.get(op) if type(op) is str else None
+        fn = self.ops.get(op) if type(op) is str else None
         if fn is None or isinstance(req_id, (dict, list)):
             self._reply(0, self._refusal(req_id, op))
             return
@@ -360,15 +361,16 @@ class Connection(asyncio.Protocol):
 class Server:
     """Listens, tracks connections, and moves replies when the WAL is durable."""
 
-    def __init__(self, cfg: Any, ops: Ops, journal_durable: Callable[[], int],
-                 kick: Callable[[], None]) -> None:
+    def __init__(self, cfg: ServerConfig, ops: dict[str, Op], journal_durable: Callable[[], int],
+                 kick: Callable[[], None], connections: set[Connection] | None = None) -> None:
         self.cfg = cfg
         self.ops = ops
-        self.journal_durable = journal_durable
+        self.journal_durable = journal_durable     # the last WAL seq known durable
         self.kick = kick
-        self.max_request = cfg.server.max_request_bytes
-        self.max_unsent = cfg.server.max_unsent_bytes
-        self.connections: set[Connection] = set()
+        self.max_request = cfg.max_request_bytes
+        self.max_unsent = cfg.max_unsent_bytes
+        # Shared with whoever counts them (metrics): the set of open connections.
+        self.connections: set[Connection] = set() if connections is None else connections
         self.dirty: set[Connection] = set()
         self.waiting: set[Connection] = set()
         self.server: asyncio.AbstractServer | None = None
@@ -379,7 +381,7 @@ class Server:
                                                     backlog=1024)
 
     def peer_allowed(self, sock: socket.socket | None) -> bool:
-        uids, gids = self.cfg.server.allowed_uids, self.cfg.server.allowed_gids
+        uids, gids = self.cfg.allowed_uids, self.cfg.allowed_gids
         if sock is None or not (uids or gids):
             return True
         try:

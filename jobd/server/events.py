@@ -1,7 +1,8 @@
-"""The live event stream behind `watch` (SPEC §5).
+"""The live event stream behind `watch` (docs/events.md).
 
-Every job and worker event goes through `EventHub.publish`. With no
-watchers it costs one truth test. Each watcher is a connection with a
+Every job and worker event goes through `EventHub.publish`; job status
+changes reach it as a store listener (`on_change`). With no watchers either
+costs one truth test. Each watcher is a connection with a
 filter; the event's data is encoded once and framed per watcher.
 
 Slow watchers: a watcher whose connection has more than `max_buffered`
@@ -22,8 +23,10 @@ from typing import Any
 import orjson
 
 from jobd import constants as C
+from jobd.core.job import Job, iso
 from jobd.server.connection import NL, Connection
 
+_FAILED_EVENT = frozenset((C.RETRYING, C.FAILED, C.DEAD_LETTER))
 MAX_BUFFERED = 4 * 1024 * 1024     # the default: half of the default max_unsent_bytes
 LAGGED_ABORT_AFTER = 30.0      # seconds a dropped watcher has to read what is queued
 
@@ -53,6 +56,27 @@ class EventHub:
     def _drop(self, watcher: Watcher) -> None:
         if watcher in self.watchers:
             self.watchers.remove(watcher)
+
+    def on_change(self, job: Job, old: str) -> None:
+        """A job's status changed (a store listener): its events, if anyone watches."""
+        if not self.watchers:
+            return
+        publish, new = self.publish, job.status
+        if old == "":
+            publish(C.EV_SUBMITTED, job.id, {"handler": job.handler, "priority": job.priority})
+        if new == C.RUNNING:
+            publish(C.EV_STARTED, job.id, {"worker_id": job.worker_id, "attempt": job.attempts})
+        elif new == C.COMPLETED:
+            publish(C.EV_COMPLETED, job.id, {"duration": job.duration()})
+        elif new in _FAILED_EVENT and old != new:
+            publish(C.EV_FAILED, job.id, {"error": job.error, "will_retry": new == C.RETRYING,
+                                          "attempts": job.attempts})
+            if new == C.DEAD_LETTER:
+                publish(C.EV_DEAD_LETTER, job.id, {"handler": job.handler,
+                                                   "final_error": job.error,
+                                                   "total_attempts": job.attempts})
+        elif new == C.CANCELLED:
+            publish(C.EV_CANCELLED, job.id, {})
 
     def publish(self, name: str, job_id: str | None, data: dict[str, Any]) -> None:
         self.published += 1
@@ -86,5 +110,4 @@ class EventHub:
 
 
 def _now_iso() -> str:
-    from jobd.core.job import iso
     return iso(time.time()) or ""

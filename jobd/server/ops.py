@@ -1,45 +1,63 @@
-"""The op table: one small function per protocol op (SPEC §5).
+"""The op table: one small function per protocol op (docs/protocol.md).
 
 Each op takes (connection, request id, request) and returns
 `(reply dict, journal seq)`; the server sends the reply once that seq is
 durable (0: at once). Ops that answer later return `DEFERRED`.
+
+The edge of the daemon: ops hold a bag of services (`Services`), like
+gunicorn's control handlers, and translate requests into calls on them.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
 from jobd import __version__
 from jobd import constants as C
 from jobd.core.job import Job, iso
+from jobd.core.values import get_bool, get_int, get_number, get_str
 from jobd.errors import OpError, invalid
+from jobd.jobs import Jobs
+from jobd.pool.arbiter import Arbiter
+from jobd.runtime import metrics
+from jobd.runtime.metrics import Recorder, Sources
+from jobd.scheduling.scheduler import Scheduler
 from jobd.scheduling.specs import get_name, parse_schedule, require_handler
-from jobd.server.args import (
-    get_bool,
-    get_int,
-    get_job_id,
-    get_number,
-    get_status,
-    get_str,
-    is_plain,
-    parse_plain,
-    parse_submit,
-)
+from jobd.server.args import get_job_id, get_status, is_plain, parse_plain, parse_submit
 from jobd.server.connection import DEFERRED, NL, Connection
-
-if TYPE_CHECKING:
-    from jobd.daemon import Daemon
+from jobd.server.events import EventHub
+from jobd.storage.results import ResultStore
+from jobd.storage.store import Store
 
 Reply = tuple[Any, int]
 MAX_BATCH = 100_000
 MAX_WAIT = 24 * 3600.0
 
 
+@dataclass(frozen=True)
+class Services:
+    """What the ops work with (built by the daemon once every part exists)."""
+
+    jobs: Jobs
+    store: Store
+    arbiter: Arbiter
+    scheduler: Scheduler
+    events: EventHub
+    recorder: Recorder
+    sources: Sources
+    results: ResultStore
+    handlers: Mapping[str, Any]
+    loop: asyncio.AbstractEventLoop
+    clock: Callable[[], float]
+
+
 class Ops:
-    def __init__(self, daemon: Daemon) -> None:
-        self.d = daemon
+    def __init__(self, services: Services) -> None:
+        self.s = services
         self.table: dict[str, Callable[[Connection, Any, dict[str, Any]], Reply]] = {
             name[3:]: getattr(self, name) for name in dir(self) if name.startswith("op_")
         }
@@ -47,50 +65,50 @@ class Ops:
     # --- basics -------------------------------------------------------------------------
     def op_hello(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         return {"version": __version__, "protocol": C.PROTOCOL_VERSION,
-                "handlers": sorted(self.d.handlers)}, 0
+                "handlers": sorted(self.s.handlers)}, 0
 
     def op_submit(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         if is_plain(req):
-            job, seq = self.d.queue.submit_plain(*parse_plain(req))
+            job, seq = self.s.jobs.submit_plain(*parse_plain(req))
         else:
-            job, seq = self.d.queue.submit(parse_submit(req, self.d.clock()))
+            job, seq = self.s.jobs.submit(parse_submit(req, self.s.clock()))
         return {"job_id": job.id, "status": job.status}, seq
 
     def op_submit_many(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         jobs = req.get("jobs")
         if not isinstance(jobs, list) or not jobs or len(jobs) > MAX_BATCH:
             raise invalid("jobs", f"must be a non-empty list of at most {MAX_BATCH} submits")
-        now = self.d.clock()
+        now = self.s.clock()
         specs = []
         for i, item in enumerate(jobs):
             try:
                 specs.append(parse_submit(item, now))
             except OpError as e:
                 raise OpError(e.code, f"jobs[{i}].{e.message}") from None
-        ids, seq = self.d.queue.submit_many(specs)
+        ids, seq = self.s.jobs.submit_many(specs)
         return {"job_ids": ids}, seq
 
     # Replies about a job wait until its submit is durable (`wal_seq`): no
     # client learns of a job, or of its outcome, that a crash could still erase.
     def op_status(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        job = self.d.queue.get(get_job_id(req))
+        job = self.s.jobs.get(get_job_id(req))
         return {"job": job.view()}, job.wal_seq
 
     def op_progress(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        job = self.d.queue.get(get_job_id(req))
+        job = self.s.jobs.get(get_job_id(req))
         return {"progress": job.progress}, job.wal_seq
 
     # --- results --------------------------------------------------------------------------
     def result_fields(self, job: Job) -> dict[str, Any]:
         done = job.status == C.COMPLETED
         return {"job_id": job.id, "status": job.status,
-                "result": self.d.results.load(job) if done else None,
+                "result": self.s.results.load(job) if done else None,
                 "error": job.error, "attempts": job.attempts,
                 "duration": job.duration() if job.terminal else None,
                 "completed_at": iso(job.completed_at) if job.terminal else None}
 
     def op_result(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        job = self.d.queue.get(get_job_id(req))
+        job = self.s.jobs.get(get_job_id(req))
         wait = get_number(req, "wait", None)
         if job.terminal or not wait:
             return self.result_fields(job), job.wal_seq
@@ -101,12 +119,12 @@ class Ops:
 
     def _wait_for(self, conn: Connection, rid: Any, job: Job, wait: float) -> None:
         """Answer when the job ends or the wait runs out, whichever is first."""
-        queue, loop = self.d.queue, self.d.loop
+        jobs, loop = self.s.jobs, self.s.loop
         state: dict[str, Any] = {}
 
         def answer(j: Job) -> None:
             state["timer"].cancel()
-            queue.remove_waiter(j.id, answer)
+            jobs.remove_waiter(j.id, answer)
             conn.cleanup.remove(drop)
             reply = self.result_fields(j)
             reply["id"], reply["ok"] = rid, True
@@ -117,37 +135,27 @@ class Ops:
 
         def drop() -> None:
             state["timer"].cancel()
-            queue.remove_waiter(job.id, answer)
+            jobs.remove_waiter(job.id, answer)
 
         state["timer"] = loop.call_later(wait, answer, job)
-        queue.add_waiter(job.id, answer)
+        jobs.add_waiter(job.id, answer)
         conn.cleanup.append(drop)
 
     # --- changes --------------------------------------------------------------------------
     def op_cancel(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        job = self.d.queue.get(get_job_id(req))
-        force = get_bool(req, "force", False)
-        running = job.status == C.RUNNING
-        cancelled, seq = self.d.queue.cancel(job, force)
-        if cancelled and not running:
-            self.d.pool.dispatcher.unreserve(job)          # it may have been sent ahead to a worker
-        if cancelled and force and running:
-            seq = self.d.pool.force_cancel(job)
-        elif running and seq:
-            self.d.pool.request_cancel(job)
+        job = self.s.jobs.get(get_job_id(req))
+        cancelled, seq = self.s.jobs.cancel(job, get_bool(req, "force", False), self.s.arbiter)
         return {"cancelled": cancelled, "status": job.status}, seq
 
     def op_retry(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        job = self.d.queue.get(get_job_id(req))
-        seq = self.d.queue.retry(job)
+        job = self.s.jobs.get(get_job_id(req))
+        seq = self.s.jobs.retry(job)
         return {"job_id": job.id, "status": job.status}, seq
 
     def op_purge(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         status = get_status(req, allowed=C.TERMINAL)
         older = get_number(req, "older_than", None)
-        purged, seq = self.d.queue.purge(status, older)
-        if purged:
-            self.d.sweep_results()
+        purged, seq = self.s.jobs.purge(status, older)
         return {"purged": purged}, seq
 
     # --- listing --------------------------------------------------------------------------
@@ -174,7 +182,7 @@ class Ops:
 
     def _page(self, keep: Callable[[Job], bool], limit: int, offset: int,
               status: str | None) -> dict[str, Any]:
-        jobs = self.d.state.jobs.values()
+        jobs = self.s.store.scan()
         total = 0
         out = []
         for job in jobs:
@@ -188,51 +196,51 @@ class Ops:
     def op_metrics(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         fmt = req.get("format", "json")
         if fmt == "json":
-            return {"metrics": self.d.metrics.snapshot()}, 0
+            return {"metrics": metrics.snapshot(self.s.recorder, self.s.sources)}, 0
         if fmt == "prometheus":
-            return {"text": self.d.metrics.prometheus()}, 0
+            return {"text": metrics.prometheus(self.s.recorder, self.s.sources)}, 0
         raise invalid("format", "must be json or prometheus")
 
     def op_workers(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        return {"workers": self.d.pool.describe()}, 0
+        return {"workers": self.s.arbiter.describe()}, 0
 
     def op_scale(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         count = req.get("count")
         if count is None:
             raise invalid("count", "required")
         count = get_int(req, "count", 0, 0, 1024)
-        previous = self.d.pool.target
-        self.d.pool.scale(count)
+        previous = self.s.arbiter.target
+        self.s.arbiter.scale(count)
         return {"previous": previous, "target": count}, 0
 
     def op_restart_worker(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         wid = req.get("worker_id")
         if wid is None:
             raise invalid("worker_id", "required")
-        return {"restarted": self.d.pool.restart(get_int(req, "worker_id", 0, 0))}, 0
+        return {"restarted": self.s.arbiter.restart(get_int(req, "worker_id", 0, 0))}, 0
 
     def op_watch(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         job_id = get_job_id(req, required=False)
-        if job_id is not None and job_id not in self.d.state.jobs:
+        if job_id is not None and self.s.store.get(job_id) is None:
             raise OpError(C.E_NOT_FOUND, f"no job with id {job_id!r}")
         events = req.get("events")
         if events is not None:
             if not isinstance(events, list) or not all(e in C.EVENTS for e in events):
                 raise invalid("events", f"must be a list of event names: {', '.join(sorted(C.EVENTS))}")
-        self.d.events.subscribe(conn, rid, job_id, frozenset(events) if events else None)
+        self.s.events.subscribe(conn, rid, job_id, frozenset(events) if events else None)
         return {}, 0
 
     # --- cron schedules (docs/schedules.md) -------------------------------------------------
     # Adding and removing answer once the SA/SR record is durable, like a submit.
     def op_schedule_add(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        spec = parse_schedule(req, self.d.clock())
-        require_handler(spec, self.d.handlers)
-        schedule, seq = self.d.schedules.add(spec, C.SCHEDULE_SOURCE_API)
+        spec = parse_schedule(req, self.s.clock())
+        require_handler(spec, self.s.handlers)
+        schedule, seq = self.s.scheduler.add(spec, C.SCHEDULE_SOURCE_API)
         return {"schedule": schedule}, seq
 
     def op_schedule_list(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        return {"schedules": self.d.schedules.views()}, 0
+        return {"schedules": self.s.scheduler.views()}, 0
 
     def op_schedule_remove(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        removed, seq = self.d.schedules.remove(get_name(req))
+        removed, seq = self.s.scheduler.remove(get_name(req))
         return {"removed": removed}, seq

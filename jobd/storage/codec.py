@@ -78,8 +78,8 @@ def _record_at(data: bytes | memoryview, off: int, size: int) -> tuple[int, int]
     return start, end
 
 
-def scan(data: bytes, sink: Callable[[Any], None] | None = None) -> Scan:
-    """Decode records from the start until the first bad one.
+def scan(data: bytes, sink: Callable[[Any], None] | None = None, start: int = 0) -> Scan:
+    """Decode records from `start` until the first bad one.
 
     With `sink`, each record is handed to it as it is decoded (replay keeps
     no list of a million records); otherwise they are collected in `records`.
@@ -88,7 +88,7 @@ def scan(data: bytes, sink: Callable[[Any], None] | None = None) -> Scan:
     view = memoryview(data)
     records: list[Any] = []
     append = sink or records.append
-    off = 0
+    off = start
     damage = None
     unpack, crc32, loads = _unpack_from, _crc32, _loads      # the replay loop: inlined
     count = 0

@@ -21,16 +21,20 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Final, Protocol
 
-from jobd.storage import codec as wal
-from jobd.storage import records as R
+from jobd.storage import codec
+from jobd.storage.codec import CorruptLog
 
 log = logging.getLogger("jobd.wal")
 
 _SEGMENT_RE = re.compile(r"^(\d{8})\.(log|snap)$")
 FILE_MODE = 0o600
-_SNAPSHOT_MARKS = (R.FORMAT, R.SNAPSHOT_END)
+# The log's own framing records (state records are jobd/core/records.py):
+FORMAT: Final = "V"        # ["V", format]   first record of every segment and snapshot
+SNAPSHOT_END: Final = "E"  # ["E", records_before]   a snapshot's last record: it is whole
+WAL_FORMAT: Final = 2      # 2: files begin with V, snapshots end with E; 1: neither
+_SNAPSHOT_MARKS = (FORMAT, SNAPSHOT_END)
 COMPACT_RETRY_S = 30       # after a compaction could not start a new segment
 RETRY_WRITE_S = 0.5        # records kept after a failed write are retried this often
 FAILURE_LOG_S = 5.0        # at most one "write failed" line this often
@@ -106,7 +110,7 @@ def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int, int]:
     """Replay snapshot + segments into `sink`; cut a torn tail.
 
     Returns (current segment number, its size, records replayed). Raises
-    `wal.CorruptLog` for damage anywhere but the tail of the newest segment.
+    `CorruptLog` for damage anywhere but the tail of the newest segment.
     """
     count = 0
     os.makedirs(wal_dir, mode=0o700, exist_ok=True)
@@ -136,23 +140,40 @@ def _replay_snapshot(path: str, sink: Callable[[Any], None]) -> int:
             marks[rec[0]] = rec[1]
         else:
             sink(rec)
-    found = wal.scan(_read(path), body)
+    found = codec.scan(_read(path), body)
     if found.damage:
-        raise wal.CorruptLog(f"snapshot {path} is damaged: {found.damage}")
-    if R.FORMAT in marks:
-        R.check_format(marks[R.FORMAT], path)
-    whole = marks.get(R.SNAPSHOT_END) == found.count - 1 if R.FORMAT in marks \
-        else found.count > 0 and R.SNAPSHOT_END not in marks
+        raise CorruptLog(f"snapshot {path} is damaged: {found.damage}")
+    if FORMAT in marks:
+        check_format(marks[FORMAT], path)
+    whole = marks.get(SNAPSHOT_END) == found.count - 1 if FORMAT in marks \
+        else found.count > 0 and SNAPSHOT_END not in marks
     if not whole:
-        raise wal.CorruptLog(f"snapshot {path} is incomplete: it does not end with its end "
+        raise CorruptLog(f"snapshot {path} is incomplete: it does not end with its end "
                              f"record ({found.count} records read)")
     return found.count
+
+
+def check_format(version: Any, where: str) -> None:
+    """A file written by a newer jobd is not read (it may hold records this
+    one would misread); older formats are."""
+    if not isinstance(version, int) or version > WAL_FORMAT:
+        raise CorruptLog(f"{where} has WAL format {version!r}; this jobd reads formats "
+                         f"up to {WAL_FORMAT} (written by a newer jobd?)")
+
+
+def _format_seen(rec: list[Any]) -> None:
+    check_format(rec[1] if len(rec) > 1 else None, "a WAL segment")
+
+
+# What replay does with the log's own records when a segment hands them to
+# the state's interpreter (jobd/core/lifecycle.py takes them as `framing`).
+FRAMING: dict[str, Callable[[list[Any]], None]] = {FORMAT: _format_seen}
 
 
 def _header() -> bytes:
     """The first record of every new segment and snapshot."""
     buf = bytearray()
-    wal.encode_into(buf, [R.FORMAT, R.WAL_FORMAT])
+    codec.encode_into(buf, [FORMAT, WAL_FORMAT])
     return bytes(buf)
 
 
@@ -164,7 +185,7 @@ def _check_continuous(wal_dir: str, base: int, live: list[int]) -> None:
     if (base and not live) or live != expected:
         missing = sorted(set(range(first, (live or [first])[-1] + 1)) - set(live))
         what = f"segment {_name(missing[0], 'log')}" if missing else "a segment"
-        raise wal.CorruptLog(
+        raise CorruptLog(
             f"WAL history in {wal_dir} has a hole: {what} is missing "
             f"({'after snapshot ' + _name(base, 'snap') if base else 'no snapshot'}; "
             f"segments {', '.join(str(n) for n in live)}). Refusing to start rather than "
@@ -174,13 +195,13 @@ def _check_continuous(wal_dir: str, base: int, live: list[int]) -> None:
 def _replay_segment(path: str, sink: Callable[[Any], None], last: bool) -> int:
     """Replay one segment; returns how many records it held."""
     data = _read(path)
-    found = wal.scan(data, sink)
+    found = codec.scan(data, sink)
     if not found.damage:
         return found.count
-    later = wal.next_good_record(data, found.good_end)
+    later = codec.next_good_record(data, found.good_end)
     if not last or later is not None:
         where = f"offset {found.good_end} of {path}"
-        raise wal.CorruptLog(
+        raise CorruptLog(
             f"WAL corrupted at {where} ({found.damage}); valid records follow, "
             "so this is not a torn tail. Refusing to start rather than drop jobs; "
             "see docs/wal.md (Recovery) for how to inspect and repair.")
@@ -192,13 +213,17 @@ def _replay_segment(path: str, sink: Callable[[Any], None], last: bool) -> int:
     return found.count
 
 
+class DurabilityListener(Protocol):
+    def on_durable(self, seq: int) -> None: ...
+    def on_failed(self, first: int, last: int, why: str) -> None: ...
+
+
 class Journal:
     """Appends records with group commit; compacts into snapshots."""
 
     def __init__(self, wal_dir: str, mode: str, interval_ms: int, segment_bytes: int,
                  segment: int, offset: int, loop: asyncio.AbstractEventLoop,
-                 on_durable: Callable[[int], None],
-                 on_failed: Callable[[int, int, str], None]) -> None:
+                 snapshot_source: Callable[[], Iterable[Any]]) -> None:
         self.dir = wal_dir
         self.mode = mode
         self.interval = interval_ms / 1000.0
@@ -206,8 +231,9 @@ class Journal:
         self.segment = segment
         self.offset = offset
         self.loop = loop
-        self.on_durable = on_durable
-        self.on_failed = on_failed
+        self.snapshot_source = snapshot_source    # the live state's records (compaction)
+        # Told when records become durable or fail (the server: replies wait for them).
+        self.listeners: list[DurabilityListener] = []
         self.fd = _open_append(os.path.join(wal_dir, _name(segment, "log")))
         fsync_dir(wal_dir)        # a segment created just now must survive a crash too
         if offset == 0:           # a new segment starts with its format record
@@ -222,7 +248,6 @@ class Journal:
         self.syncing = False
         # (undo, arg, start, end): how to revert a buffered submit, and where it is in `buf`
         self.undo: list[tuple[Callable[[Any], None], Any, int, int]] = []
-        self.snapshot_source: Callable[[], Iterable[Any]] | None = None
         self.compacting = False
         self._compact_retry_at = 0.0   # monotonic time before which compaction waits
         self._retry_handle: asyncio.TimerHandle | None = None   # rewrite kept records
@@ -230,7 +255,6 @@ class Journal:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobd-fsync")
         self._interval_handle: asyncio.TimerHandle | None = None
         self._lazy_handle: asyncio.TimerHandle | None = None
-        self.has_waiters: Callable[[], bool] = lambda: True
         if mode == "interval":
             self._interval_handle = loop.call_later(self.interval, self._interval_sync)
 
@@ -244,10 +268,10 @@ class Journal:
             # could reach whatever file now has the old descriptor's number).
             raise StorageError("the WAL is closed: jobd has stopped")
         if undo is None:
-            wal.encode_into(self.buf, record)
+            codec.encode_into(self.buf, record)
         else:
             start = len(self.buf)
-            wal.encode_into(self.buf, record)
+            codec.encode_into(self.buf, record)
             self.undo.append((undo, undo_arg, start, len(self.buf)))
         self.appended += 1
         return self.appended
@@ -256,7 +280,7 @@ class Journal:
     def pending(self) -> bool:
         return bool(self.buf) or self.written != self.durable
 
-    def flush(self, urgent: bool | None = None) -> bool:
+    def flush(self, urgent: bool = False) -> bool:
         """Write the buffer (one syscall) and, in `always` mode, fsync it when
         a reply waits; returns True when it fsynced (the loop was blocked).
 
@@ -270,7 +294,7 @@ class Journal:
         if self.buf:
             self._write_buffer()
         if self.mode == "always" and self.written > self.durable:
-            if urgent or (urgent is None and self.has_waiters()):
+            if urgent:
                 self._sync_inline()       # even while a lazy sync runs: nobody waits for that
                 if not self.syncing:
                     self._maybe_compact()
@@ -350,7 +374,8 @@ class Journal:
         self.written = self.appended
         if kept and self._retry_handle is None:   # no turn may come soon to write them
             self._retry_handle = self.loop.call_later(RETRY_WRITE_S, self._retry_write)
-        self.on_failed(first, last, why)
+        for listener in self.listeners:
+            listener.on_failed(first, last, why)
         if self.mode != "always":
             self._set_durable(self.written)
 
@@ -377,13 +402,15 @@ class Journal:
         self.fsyncs += 1
         if exc is not None:
             log.critical("WAL fsync failed: %s", exc)
-            self.on_failed(self.durable + 1, target, f"WAL fsync failed: {exc}")
+            for listener in self.listeners:
+                listener.on_failed(self.durable + 1, target, f"WAL fsync failed: {exc}")
         self._set_durable(target)
 
     def _set_durable(self, seq: int) -> None:
         if seq > self.durable:
             self.durable = seq
-            self.on_durable(seq)
+            for listener in self.listeners:
+                listener.on_durable(seq)
 
     def _interval_sync(self) -> None:
         self._interval_handle = self.loop.call_later(self.interval, self._interval_sync)
@@ -403,7 +430,7 @@ class Journal:
     # --- compaction -------------------------------------------------------------
     def _maybe_compact(self) -> None:
         if (self.offset >= self.segment_bytes and not self.compacting
-                and not self.buf and self.snapshot_source is not None
+                and not self.buf
                 and time.monotonic() >= self._compact_retry_at):
             self.compact()
 
@@ -415,15 +442,14 @@ class Journal:
         renamed on the helper thread; until the rename, recovery still uses
         the old snapshot and replays the old segment followed by the new one.
         """
-        assert self.snapshot_source is not None
         if self.buf:
             self._write_buffer()
         snap = bytearray(_header())
         records = 1
         for record in self.snapshot_source():
-            wal.encode_into(snap, record)
+            codec.encode_into(snap, record)
             records += 1
-        wal.encode_into(snap, [R.SNAPSHOT_END, records])
+        codec.encode_into(snap, [SNAPSHOT_END, records])
         old_fd, new = self.fd, self.segment + 1
         try:
             self.fd = self._next_segment(old_fd, new)

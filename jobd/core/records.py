@@ -1,14 +1,15 @@
-"""WAL record types. Each record is a JSON array whose first item is its tag.
+"""State records: every change a restart must know, as a JSON array whose
+first item is its tag (pure).
 
-One function per state change builds its record; `State.apply` is the only
-place that interprets them, for live changes and replay alike, so a restart
-rebuilds exactly the state the live daemon had. See docs/wal.md.
+One function per state change builds its record; `Lifecycle.apply`
+(jobd/core/lifecycle.py) is the only place that interprets them, for live
+changes and replay alike, so a restart rebuilds exactly the state the live
+daemon had. The log's own framing records (a file's format, a snapshot's
+end) belong to the log (jobd/storage/wal.py). See docs/wal.md.
 """
 from __future__ import annotations
 
 from typing import Any, Final
-
-from jobd.storage.codec import CorruptLog
 
 SUBMIT: Final = "S"        # ["S", job_record]          also used by snapshots
 START: Final = "B"         # ["B", id, ts, worker_id]
@@ -25,9 +26,6 @@ SCHEDULE_REMOVE: Final = "SR"  # ["SR", name]
 SCHEDULE_FIRED: Final = "ST"   # ["ST", name, due, job_id, ran_at]  (older: no ran_at)
 SEQ: Final = "N"           # ["N", next_seq]   snapshot header
 JOBS: Final = "J"          # ["J", [job_record, ...]]   snapshot body, in chunks
-FORMAT: Final = "V"        # ["V", format]   first record of every segment and snapshot
-SNAPSHOT_END: Final = "E"  # ["E", records_before]   a snapshot's last record: it is whole
-WAL_FORMAT: Final = 2      # 2: files begin with V, snapshots end with E; 1: neither
 SNAPSHOT_CHUNK: Final = 1000
 
 
@@ -42,10 +40,3 @@ def complete(job_id: str, ts: float, result: Any, ref: Any) -> list[Any]:
 def fail(job_id: str, ts: float, error: str, next_status: str, due: float | None) -> list[Any]:
     return [FAIL, job_id, ts, error, next_status, due]
 
-
-def check_format(version: Any, where: str) -> None:
-    """A file written by a newer jobd is not read (it may hold records this
-    one would misread); older formats are."""
-    if not isinstance(version, int) or version > WAL_FORMAT:
-        raise CorruptLog(f"{where} has WAL format {version!r}; this jobd reads formats "
-                         f"up to {WAL_FORMAT} (written by a newer jobd?)")
