@@ -9,53 +9,143 @@ from __future__ import annotations
 
 from typing import Final
 
-from jobd_client.protocol import (  # noqa: F401 - re-exported: the daemon reads them as C.*
-    CANCELLED,
-    COMPLETED,
-    DEAD_LETTER,
-    DEFAULT_PRIORITY,
-    E_BAD_REQUEST,
-    E_CONFLICT,
-    E_INTERNAL,
-    E_INVALID_ARGUMENT,
-    E_NOT_FOUND,
-    E_PERMISSION_DENIED,
-    E_QUEUE_FULL,
-    E_REQUEST_TOO_LARGE,
-    E_STORAGE_ERROR,
-    E_UNAVAILABLE,
-    E_UNKNOWN_HANDLER,
-    E_UNKNOWN_OP,
-    ERROR_CODES,
-    EV_CANCELLED,
-    EV_COMPLETED,
-    EV_DEAD_LETTER,
-    EV_FAILED,
-    EV_PROGRESS,
-    EV_STARTED,
-    EV_SUBMITTED,
-    EV_WATCH_LAGGED,
-    EV_WORKER_EXITED,
-    EV_WORKER_STARTED,
-    EVENTS,
-    FAILED,
-    OPS,
-    PENDING,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
-    PRIORITY_NAMES,
-    PROTOCOL_VERSION,
-    QUEUED,
-    RETRYING,
-    RUNNING,
-    SCHEDULED,
-    STATUSES,
-    TERMINAL,
-    UNSUCCESSFUL,
-    W_BUSY,
-    W_IDLE,
-    W_STOPPING,
-    WAITING,
+from jobd_client.protocol import (  # re-exported: the daemon reads them as C.*
+    CANCELLED as CANCELLED,
+)
+from jobd_client.protocol import (
+    COMPLETED as COMPLETED,
+)
+from jobd_client.protocol import (
+    DEAD_LETTER as DEAD_LETTER,
+)
+from jobd_client.protocol import (
+    DEFAULT_PRIORITY as DEFAULT_PRIORITY,
+)
+from jobd_client.protocol import (
+    E_BAD_REQUEST as E_BAD_REQUEST,
+)
+from jobd_client.protocol import (
+    E_CONFLICT as E_CONFLICT,
+)
+from jobd_client.protocol import (
+    E_INTERNAL as E_INTERNAL,
+)
+from jobd_client.protocol import (
+    E_INVALID_ARGUMENT as E_INVALID_ARGUMENT,
+)
+from jobd_client.protocol import (
+    E_NOT_FOUND as E_NOT_FOUND,
+)
+from jobd_client.protocol import (
+    E_PERMISSION_DENIED as E_PERMISSION_DENIED,
+)
+from jobd_client.protocol import (
+    E_QUEUE_FULL as E_QUEUE_FULL,
+)
+from jobd_client.protocol import (
+    E_REQUEST_TOO_LARGE as E_REQUEST_TOO_LARGE,
+)
+from jobd_client.protocol import (
+    E_STORAGE_ERROR as E_STORAGE_ERROR,
+)
+from jobd_client.protocol import (
+    E_UNAVAILABLE as E_UNAVAILABLE,
+)
+from jobd_client.protocol import (
+    E_UNKNOWN_HANDLER as E_UNKNOWN_HANDLER,
+)
+from jobd_client.protocol import (
+    E_UNKNOWN_OP as E_UNKNOWN_OP,
+)
+from jobd_client.protocol import (
+    ERROR_CODES as ERROR_CODES,
+)
+from jobd_client.protocol import (
+    EV_CANCELLED as EV_CANCELLED,
+)
+from jobd_client.protocol import (
+    EV_COMPLETED as EV_COMPLETED,
+)
+from jobd_client.protocol import (
+    EV_DEAD_LETTER as EV_DEAD_LETTER,
+)
+from jobd_client.protocol import (
+    EV_FAILED as EV_FAILED,
+)
+from jobd_client.protocol import (
+    EV_PROGRESS as EV_PROGRESS,
+)
+from jobd_client.protocol import (
+    EV_STARTED as EV_STARTED,
+)
+from jobd_client.protocol import (
+    EV_SUBMITTED as EV_SUBMITTED,
+)
+from jobd_client.protocol import (
+    EV_WATCH_LAGGED as EV_WATCH_LAGGED,
+)
+from jobd_client.protocol import (
+    EV_WORKER_EXITED as EV_WORKER_EXITED,
+)
+from jobd_client.protocol import (
+    EV_WORKER_STARTED as EV_WORKER_STARTED,
+)
+from jobd_client.protocol import (
+    EVENTS as EVENTS,
+)
+from jobd_client.protocol import (
+    FAILED as FAILED,
+)
+from jobd_client.protocol import (
+    OPS as OPS,
+)
+from jobd_client.protocol import (
+    PENDING as PENDING,
+)
+from jobd_client.protocol import (
+    PRIORITY_MAX as PRIORITY_MAX,
+)
+from jobd_client.protocol import (
+    PRIORITY_MIN as PRIORITY_MIN,
+)
+from jobd_client.protocol import (
+    PRIORITY_NAMES as PRIORITY_NAMES,
+)
+from jobd_client.protocol import (
+    PROTOCOL_VERSION as PROTOCOL_VERSION,
+)
+from jobd_client.protocol import (
+    QUEUED as QUEUED,
+)
+from jobd_client.protocol import (
+    RETRYING as RETRYING,
+)
+from jobd_client.protocol import (
+    RUNNING as RUNNING,
+)
+from jobd_client.protocol import (
+    SCHEDULED as SCHEDULED,
+)
+from jobd_client.protocol import (
+    STATUSES as STATUSES,
+)
+from jobd_client.protocol import (
+    TERMINAL as TERMINAL,
+)
+from jobd_client.protocol import (
+    UNSUCCESSFUL as UNSUCCESSFUL,
+)
+from jobd_client.protocol import (
+    W_BUSY as W_BUSY,
+)
+from jobd_client.protocol import (
+    W_IDLE as W_IDLE,
+)
+from jobd_client.protocol import (
+    W_STOPPING as W_STOPPING,
+)
+from jobd_client.protocol import (
+    WAITING as WAITING,
 )
 
 # --- worker states the daemon keeps to itself (shown as idle) ------------------------

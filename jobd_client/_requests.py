@@ -15,7 +15,8 @@ from typing import Any, Generic, TypeVar
 
 from . import protocol as P
 from .errors import error_from_reply
-from .models import TERMINAL, Event, Job, Page
+from .models import Event, Job, Page
+from .protocol import TERMINAL
 
 T = TypeVar("T")
 Reply = dict[str, Any]

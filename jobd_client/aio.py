@@ -223,7 +223,8 @@ class AsyncClient:
             while True:
                 call = steps.send(await self._run(call))
         except StopIteration as done:
-            return done.value
+            job: Job = done.value
+            return job
 
     # --- ops (SPEC §5) ------------------------------------------------------------
 

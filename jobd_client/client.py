@@ -171,7 +171,8 @@ class Client:
             while True:
                 call = steps.send(self._run(call))
         except StopIteration as done:
-            return done.value
+            job: Job = done.value
+            return job
 
     # --- ops (SPEC §5) ------------------------------------------------------------
 

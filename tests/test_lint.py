@@ -11,7 +11,7 @@ ROOT = Path(__file__).parent.parent
 
 def test_ruff_is_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    res = subprocess.run([ruff, "check", "jobd", "jobd_client", "tests", "bench"],
+    res = subprocess.run([ruff, "check", "jobd", "jobd_client", "tests", "bench", "tools"],
                          cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
 
@@ -19,4 +19,10 @@ def test_ruff_is_clean():
 def test_mypy_is_clean():
     mypy = shutil.which("mypy") or str(Path(sys.executable).parent / "mypy")
     res = subprocess.run([mypy], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_layers_have_no_cycles_and_only_main_imports_the_daemon():
+    res = subprocess.run([sys.executable, "tools/check_layers.py"], cwd=ROOT,
+                         capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from jobd import handlers as H
+from jobd.core.lifecycle import FAIL_ERROR, FAIL_PERMANENT, FAIL_RETRY
 from jobd.core.values import non_finite_path
 from jobd.pool import frames as F
 
@@ -140,13 +141,13 @@ class Worker:
             value = self._call(spec, args, kwargs)
             body = _encode_result(value)
         except H.PermanentError as e:
-            self._finish_failure(job_id, F.FAIL_PERMANENT, _format(e), 0.0)
+            self._finish_failure(job_id, FAIL_PERMANENT, _format(e), 0.0)
         except H.Retry as e:
-            self._finish_failure(job_id, F.FAIL_RETRY, str(e), e.after)
+            self._finish_failure(job_id, FAIL_RETRY, str(e), e.after)
         except _NotSerialisable as e:
-            self._finish_failure(job_id, F.FAIL_ERROR, str(e), 0.0)
+            self._finish_failure(job_id, FAIL_ERROR, str(e), 0.0)
         except BaseException as e:   # noqa: BLE001 - any handler error fails the attempt
-            self._finish_failure(job_id, F.FAIL_ERROR, _format(e), 0.0)
+            self._finish_failure(job_id, FAIL_ERROR, _format(e), 0.0)
         else:
             self._flush_progress(job_id)
             self.send(F.DONE, F.pack_done(job_id, body))

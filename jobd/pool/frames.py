@@ -20,10 +20,9 @@ READY = ord("Y")        # [pid, rss_bytes]
 HEARTBEAT = ord("H")    # [rss_bytes]
 PROGRESS = ord("P")     # [job_id, current, total, message]
 DONE = ord("D")         # see pack_done
-FAIL = ord("F")         # [job_id, kind, error, retry_after]
+FAIL = ord("F")         # [job_id, kind, error, retry_after]; kind: jobd/core/lifecycle.py FAIL_*
 DROPPED = ord("x")      # [job_id, ran]: answer to DROP; ran = it had started before the DROP came
 
-from jobd.core.lifecycle import FAIL_ERROR, FAIL_PERMANENT, FAIL_RETRY  # noqa: E402,F401 - re-exported
 
 _LEN = struct.Struct("<IB")
 HEADER = _LEN.size

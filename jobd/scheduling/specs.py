@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from jobd import constants as C
-from jobd.core.job import iso
+from jobd.core.job import SubmitSpec, iso
+from jobd.core.values import MAX_NAME
 from jobd.errors import ConfigError, OpError, invalid
 from jobd.scheduling.cron import Cron, CronError, load_zone, parse
-from jobd.server.args import MAX_NAME, SubmitSpec, parse_submit
+from jobd.server.args import parse_submit
 
 # The submit options a schedule passes on to every job it submits.
 OPTION_FIELDS = ("priority", "max_retries", "retry_delay", "retry_backoff", "timeout", "tags")
