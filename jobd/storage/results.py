@@ -20,11 +20,10 @@ from typing import Any
 import orjson
 
 from jobd.core.job import Job
-from jobd.storage.wal import fsync_dir, remove_temp_files
+from jobd.storage.files import FILE_MODE, fsync_dir, remove_temp_files
 
 log = logging.getLogger("jobd.results")
 
-FILE_MODE = 0o600
 
 
 class ResultStore:

@@ -23,13 +23,12 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Protocol
 
-from jobd.storage import codec
+from jobd.storage import codec, files
 from jobd.storage.codec import CorruptLog
 
 log = logging.getLogger("jobd.wal")
 
 _SEGMENT_RE = re.compile(r"^(\d{8})\.(log|snap)$")
-FILE_MODE = 0o600
 # The log's own framing records (state records are jobd/core/records.py):
 FORMAT: Final = "V"        # ["V", format]   first record of every segment and snapshot
 SNAPSHOT_END: Final = "E"  # ["E", records_before]   a snapshot's last record: it is whole
@@ -48,30 +47,10 @@ def _name(num: int, kind: str) -> str:
     return f"{num:08d}.{kind}"
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 # Appends need their data and the file's new size on disk, not its times:
 # fdatasync gives exactly that (the segment's directory entry is fsynced
 # once, when the segment is created).
 _datasync = os.fdatasync
-
-
-def _open_append(path: str) -> int:
-    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, FILE_MODE)
-
-
-def _write_all(fd: int, data: bytes | bytearray) -> None:
-    # No memoryview: one left exported by a failed write would make the
-    # bytearray impossible to clear. A partial write (rare) slices a copy.
-    n = os.write(fd, data)
-    while n < len(data):
-        n += os.write(fd, data[n:])
 
 
 def _list_files(wal_dir: str) -> tuple[list[int], list[int]]:
@@ -88,22 +67,8 @@ def _list_files(wal_dir: str) -> tuple[list[int], list[int]]:
 def _write_header(fd: int) -> int:
     """Write the format record at the start of a new segment; its size."""
     header = _header()
-    _write_all(fd, header)
+    files.write_all(fd, header)
     return len(header)
-
-
-def remove_temp_files(directory: str) -> None:
-    """Delete `*.tmp` files: written by an operation a crash cut short, never
-    renamed into place, so nothing refers to them."""
-    for entry in os.scandir(directory):
-        if entry.name.endswith(".tmp") and entry.is_file():
-            os.unlink(entry.path)
-            log.info("removed %s, left by an interrupted write", entry.path)
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int, int]:
@@ -114,7 +79,7 @@ def recover(wal_dir: str, sink: Callable[[Any], None]) -> tuple[int, int, int]:
     """
     count = 0
     os.makedirs(wal_dir, mode=0o700, exist_ok=True)
-    remove_temp_files(wal_dir)        # a compaction cut short by a crash
+    files.remove_temp_files(wal_dir)        # a compaction cut short by a crash
     segs, snaps = _list_files(wal_dir)
     base = snaps[-1] if snaps else 0
     if base:
@@ -140,7 +105,7 @@ def _replay_snapshot(path: str, sink: Callable[[Any], None]) -> int:
             marks[rec[0]] = rec[1]
         else:
             sink(rec)
-    found = codec.scan(_read(path), body)
+    found = codec.scan(files.read(path), body)
     if found.damage:
         raise CorruptLog(f"snapshot {path} is damaged: {found.damage}")
     if FORMAT in marks:
@@ -194,7 +159,7 @@ def _check_continuous(wal_dir: str, base: int, live: list[int]) -> None:
 
 def _replay_segment(path: str, sink: Callable[[Any], None], last: bool) -> int:
     """Replay one segment; returns how many records it held."""
-    data = _read(path)
+    data = files.read(path)
     found = codec.scan(data, sink)
     if not found.damage:
         return found.count
@@ -234,8 +199,8 @@ class Journal:
         self.snapshot_source = snapshot_source    # the live state's records (compaction)
         # Told when records become durable or fail (the server: replies wait for them).
         self.listeners: list[DurabilityListener] = []
-        self.fd = _open_append(os.path.join(wal_dir, _name(segment, "log")))
-        fsync_dir(wal_dir)        # a segment created just now must survive a crash too
+        self.fd = files.open_append(os.path.join(wal_dir, _name(segment, "log")))
+        files.fsync_dir(wal_dir)        # a segment created just now must survive a crash too
         if offset == 0:           # a new segment starts with its format record
             self.offset = _write_header(self.fd)
         self.closed = False      # after close(): nothing may be appended or written
@@ -335,7 +300,7 @@ class Journal:
             return
         first = self.written + 1
         try:
-            _write_all(self.fd, self.buf)
+            files.write_all(self.fd, self.buf)
         except OSError as e:
             self._fail_batch(first, self.appended, f"WAL write failed: {e}")
             return
@@ -469,9 +434,9 @@ class Journal:
         nothing changes (an empty new file is removed again)."""
         os.fsync(old_fd)
         path = os.path.join(self.dir, _name(num, "log"))
-        fd = _open_append(path)
+        fd = files.open_append(path)
         try:
-            fsync_dir(self.dir)
+            files.fsync_dir(self.dir)
             _write_header(fd)
         except OSError:
             os.close(fd)
@@ -483,9 +448,9 @@ class Journal:
     def _write_snapshot(self, num: int, data: bytes) -> None:
         final = os.path.join(self.dir, _name(num, "snap"))
         tmp = final + ".tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, files.FILE_MODE)
         try:
-            _write_all(fd, data)
+            files.write_all(fd, data)
             os.fsync(fd)
         except OSError:
             with contextlib.suppress(OSError):
@@ -494,7 +459,7 @@ class Journal:
         finally:
             os.close(fd)
         os.rename(tmp, final)
-        fsync_dir(self.dir)
+        files.fsync_dir(self.dir)
         segs, snaps = _list_files(self.dir)
         for n in segs:
             if n < num:
