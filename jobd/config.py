@@ -108,13 +108,6 @@ class Config:
     # that SIGHUP re-reads the file under the same flags (flags beat the file).
     overrides: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def socket_path(self) -> str:
-        return self.server.socket
-
-    @property
-    def worker_count(self) -> int:
-        return self.workers.count
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}

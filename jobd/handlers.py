@@ -12,8 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
 
-from jobd import constants as C
-
 OPTION_NAMES = frozenset({"name", "max_retries", "retry_delay", "retry_backoff",
                           "timeout", "priority", "max_concurrency", "jitter",
                           "max_delay"})
@@ -139,10 +137,3 @@ def current_job() -> JobContext:
 def set_current(ctx: JobContext | None) -> None:
     global _current
     _current = ctx
-
-
-def default_priority(spec: HandlerSpec | None) -> int:
-    value = spec.options.get("priority") if spec else None
-    if value is None:
-        return C.DEFAULT_PRIORITY
-    return C.PRIORITY_NAMES[value] if isinstance(value, str) else int(value)

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 from jobd import constants as C
 from jobd.core.job import Job
 
-K = TypeVar("K")
+K = TypeVar("K", int, float)      # priorities (int) or due times (float)
 Entry = tuple[K, int, Job]
 
 _heappush = heapq.heappush
@@ -32,7 +32,7 @@ class LazyHeap(Generic[K]):
 
     def __init__(self, valid: Callable[[Entry[K]], bool]) -> None:
         self.heap: list[Entry[K]] = []
-        self.valid = valid
+        self.valid: Callable[[Entry[K]], bool] = valid
 
     def push(self, key: K, token: int, job: Job) -> None:
         _heappush(self.heap, (key, token, job))
@@ -59,7 +59,7 @@ class LazyHeap(Generic[K]):
     def pop_while(self, below: K) -> Iterator[Entry[K]]:
         """Remove and yield valid entries whose key is at most `below`."""
         heap, valid = self.heap, self.valid
-        while heap and heap[0][0] <= below:    # type: ignore[operator]
+        while heap and heap[0][0] <= below:
             entry = _heappop(heap)
             if valid(entry):
                 yield entry
