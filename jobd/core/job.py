@@ -54,7 +54,9 @@ def iso(ts: float | None) -> str | None:
         second += 1
         micro -= 1_000_000
     if second != _iso_second:
-        _iso_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        t = time.gmtime(second)       # %Y would not pad years 1-999 to four digits
+        _iso_prefix = (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}"
+                       f"T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}")
         _iso_second = second
     return f"{_iso_prefix}.{micro:06d}Z"
 
@@ -108,7 +110,9 @@ class JobIds:
 
 
 class Job:
-    """One job. Compares by nothing; heaps order `(key, seq, job)` tuples."""
+    """One job. Heaps order `(key, seq, job)` tuples; two entries with the
+    same key and seq (the same job pushed twice) must never compare the jobs
+    themselves, so a job is never less than another (`__lt__`)."""
 
     __slots__ = (
         "id", "name", "handler", "args", "kwargs", "status", "priority",
@@ -210,6 +214,9 @@ class Job:
         job.schedule = job.finished_attempt_at = None
         job.wal_seq = 0
         return job
+
+    def __lt__(self, other: object) -> bool:
+        return False
 
     # --- persisted form (WAL submit records and snapshots) -------------------
     def to_record(self) -> list[Any]:

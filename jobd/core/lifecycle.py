@@ -42,6 +42,10 @@ FAIL_RETRY = 2          # Retry(after=...): retry after exactly that delay
 RETRYABLE = frozenset((C.DEAD_LETTER, C.FAILED, C.CANCELLED))
 
 
+class UnknownRecord(ValueError):
+    """Replay met a record type this jobd does not know."""
+
+
 # --- rules -----------------------------------------------------------------------------------
 
 def backoff(failed: int, delay: float, factor: float, max_delay: float,
@@ -118,8 +122,12 @@ class Lifecycle:
             for job_rec in rec[1]:
                 insert(_from_record(job_rec))
         else:
+            fn = self._apply.get(tag)
+            if fn is None:          # not a bug to skip: a record this jobd cannot read
+                raise UnknownRecord(f"unknown WAL record type {tag!r} (written by a newer "
+                                    "jobd, or damaged); refusing to start rather than drop it")
             try:
-                self._apply[tag](rec)
+                fn(rec)
             except KeyError:
                 # About a job the log never admitted: its submit was in a
                 # batch whose write failed (storage_error) while a later
@@ -246,11 +254,16 @@ class Lifecycle:
         self._set_status(job, C.PENDING)
 
     def _a_delete(self, rec: list[Any]) -> None:
-        table = self.table
+        """Jobs leave the table (purge, expiry, a submit whose write failed);
+        listeners are told, the job's status now "" (none)."""
+        table, listeners = self.table, self.listeners
         for job_id in rec[1]:
             job = table.jobs.pop(job_id, None)
             if job is not None:
+                old = job.status
                 table.forget(job)
+                for fn in listeners:
+                    fn(job, old)
 
     def _a_schedule_add(self, rec: list[Any]) -> None:
         sched = rec[1]
@@ -331,8 +344,12 @@ class Lifecycle:
         return moved
 
     def _promote(self, job: Job) -> None:
+        """A due job enters the queue. Only a scheduled job still answers to
+        its dependencies (DEP_BOUND): a retrying one had them satisfied, or was
+        retried by hand, which runs it regardless."""
         table = self.table
-        deps = table.deps_state(job) if job.depends_on else C.COMPLETED
+        bound = job.depends_on and job.status == C.SCHEDULED
+        deps = table.deps_state(job) if bound else C.COMPLETED
         if deps == C.FAILED:
             job.error = f"dependency {table.failed_dep(job)} ended unsuccessfully"
             job.completed_at = job.scheduled_for      # when it was due: deterministic

@@ -23,7 +23,7 @@ DEP_BOUND = frozenset((C.WAITING, C.SCHEDULED))
 
 class JobTable:
     __slots__ = ("jobs", "counts", "dependents", "finished", "dead", "running", "args_bytes",
-                 "seq", "schedules", "orphan_records")
+                 "seq", "schedules", "orphan_records", "_unsorted")
 
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
@@ -36,6 +36,9 @@ class JobTable:
         self.seq = 0                # the last place in the queue handed out
         self.schedules: dict[str, dict[str, Any]] = {}
         self.orphan_records = 0     # replayed records about jobs never admitted (skipped)
+        # `finished`/`dead` got an entry older than their last: sort before expiry
+        # (replay of a snapshot adds jobs in submit order, not in the order they ended).
+        self._unsorted: set[str] = set()
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -72,8 +75,12 @@ class JobTable:
 
     def ended(self, job: Job) -> None:
         """Index a job that is now terminal, by the time it ended."""
-        entry = (job.completed_at or 0.0, job)
-        (self.dead if job.status == C.DEAD_LETTER else self.finished).append(entry)
+        stamp = job.completed_at or 0.0
+        which = "dead" if job.status == C.DEAD_LETTER else "finished"
+        queue: deque[tuple[float, Job]] = getattr(self, which)
+        if queue and stamp < queue[-1][0]:
+            self._unsorted.add(which)
+        queue.append((stamp, job))
 
     # --- dependencies ------------------------------------------------------------------------
     def deps_state(self, job: Job) -> str:
@@ -107,8 +114,8 @@ class JobTable:
     def expired(self, now: float, ttl: float, dl_age: float) -> list[str]:
         """Ids of finished jobs past their ttl and dead letters past their age."""
         out: list[str] = []
-        self._oldest(self.finished, lambda stamp: stamp < now - ttl, out)
-        self._oldest(self.dead, lambda stamp: stamp < now - dl_age, out)
+        self._oldest("finished", lambda stamp: stamp < now - ttl, out)
+        self._oldest("dead", lambda stamp: stamp < now - dl_age, out)
         return out
 
     def dead_overflow(self, keep: int) -> list[Job]:
@@ -117,14 +124,18 @@ class JobTable:
         if extra <= 0:
             return []
         ids: list[str] = []
-        self._oldest(self.dead, lambda stamp: len(ids) < extra, ids)
+        self._oldest("dead", lambda stamp: len(ids) < extra, ids)
         return [self.jobs[i] for i in ids]
 
-    def _oldest(self, queue: deque[tuple[float, Job]], take: Callable[[float], bool],
-                out: list[str]) -> None:
-        """Pop from the front of a by-time deque while `take(stamp)` says so,
-        collecting those jobs' ids; stale entries (the job left that status
-        or the table) are dropped on the way."""
+    def _oldest(self, which: str, take: Callable[[float], bool], out: list[str]) -> None:
+        """Pop from the front of a by-time deque (`finished` or `dead`) while
+        `take(stamp)` says so, collecting those jobs' ids; stale entries (the
+        job left that status or the table) are dropped on the way."""
+        queue: deque[tuple[float, Job]] = getattr(self, which)
+        if which in self._unsorted:
+            queue = deque(sorted(queue, key=_stamp))     # stable: submit order among equals
+            setattr(self, which, queue)
+            self._unsorted.discard(which)
         while queue:
             stamp, job = queue[0]
             stale = job.status not in C.TERMINAL or job.completed_at != stamp \
@@ -134,3 +145,7 @@ class JobTable:
             queue.popleft()
             if not stale:
                 out.append(job.id)
+
+
+def _stamp(entry: tuple[float, Job]) -> float:
+    return entry[0]

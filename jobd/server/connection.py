@@ -398,8 +398,11 @@ class Server:
         self.kick()
 
     def on_failed(self, first: int, last: int, why: str) -> None:
+        """Records first..last were not written: their replies become
+        `storage_error` and go out now (nothing of theirs will become durable)."""
         for conn in self.waiting:
             conn.fail_range(first, last, why)
+        self.on_durable(self.journal_durable())
 
     def flush(self) -> None:
         dirty = self.dirty

@@ -335,8 +335,7 @@ class Journal:
         for undo, arg, _start, _end in reversed(self.undo):
             undo(arg)
         self.undo.clear()
-        self.buf = kept
-        self.written = self.appended
+        self.buf = kept           # `written` stays: none of these records is in the file
         if kept and self._retry_handle is None:   # no turn may come soon to write them
             self._retry_handle = self.loop.call_later(RETRY_WRITE_S, self._retry_write)
         for listener in self.listeners:

@@ -265,11 +265,6 @@ def test_iso_gives_the_right_text_when_seconds_alternate():
         "2027-01-15T08:00:00.250000Z"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "iso() formats years 1-999 without zero padding (time.strftime %Y gives '1', not "
-    "'0001'), so a time values.in_range accepts (run_at down to 0001-01-01, e.g. the "
-    "job's scheduled_for) is shown as '1-01-01T00:00:00.000000Z', which is not ISO 8601 "
-    "and which parse_iso cannot read back"), raises=AssertionError)
 @pytest.mark.parametrize("ts", [MIN_TIMESTAMP, datetime(999, 12, 31, 12, tzinfo=UTC).timestamp()])
 def test_iso_of_the_earliest_times_jobd_accepts_is_iso_8601(ts):
     text = iso(ts)

@@ -158,12 +158,6 @@ def test_a_submit_whose_write_fails_is_taken_out_again(make_wal_store):
     assert [j.id for j in again.scan()] == ["old"] and "n" in again.table.schedules
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "WalStore._undo_insert takes out a job whose submit could not be written by applying "
-    "a DELETE in memory, and Lifecycle._a_delete (JobTable.forget) tells no listener: a "
-    "listener that counts jobs by status from the (job, old) changes it is told "
-    "(runtime/metrics.Recorder.pending_by_priority, the pending-by-priority gauge) keeps "
-    "counting the refused job as pending until the next restart recounts it"))
 def test_a_listener_counting_by_status_stays_in_step_when_a_submit_is_taken_out(make_wal_store):
     store = make_wal_store()
     by_status: Counter[str] = Counter()

@@ -255,12 +255,6 @@ class ReadOnly:
         os.close(self.saved)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "Journal._fail_batch sets written = appended although the records it keeps for the "
-    "next write are only in the buffer; in always mode the same flush then fsyncs and "
-    "_set_durable(written) tells listeners on_durable(seq) and sets Journal.durable past "
-    "records that are not on disk (a crash now loses them although durable says they "
-    "are durable)"))
 def test_records_kept_after_a_failed_write_are_not_durable_until_written(wal_dir, open_journal):
     journal = open_journal(mode="always", interval_ms=60_000)
     told = Told()
