@@ -4,8 +4,10 @@
 The live daemon writes a record to the log and then applies it; recovery
 applies the same records in the same order, so both arrive at the same
 state. What follows from a record (a dependency releasing or failing its
-dependents, a due job entering the queue) happens inside `apply`,
-deterministically, and is not recorded separately.
+dependents) happens inside `apply`, deterministically, and is not recorded
+separately. A due job entering the queue (`promote_due`) is not recorded
+either: after a restart it is promoted again and takes its place behind the
+jobs queued by then.
 
 The rules a change follows are here too: where a new job starts (`place`),
 what a failed attempt leads to (`next_step`, with `backoff`), which jobs a
