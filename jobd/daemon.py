@@ -77,8 +77,7 @@ class Daemon:
         self.jobs = Jobs(cfg, self.store, self.boot.handlers, self.results, self.recorder,
                          wake, clock)
         self.jobs.cancel_interrupted(requeued)
-        self.events = EventHub(cfg.server.max_unsent_bytes // 2)
-        self.store.listen(self.events.on_change)
+        self.events = EventHub(self.store, cfg.server.max_unsent_bytes // 2)
         self.workers = Workers(loop)
         self.dispatcher = Dispatcher(
             store=self.store, outcomes=self.jobs, workers=self.workers,

@@ -91,7 +91,8 @@ class Jobs:
         self._defaults: dict[str, tuple[int, tuple[Any, ...]]] = {}
         self._evictions_logged = -EVICTION_LOG_S
         self._evictions_unlogged = 0
-        store.listen(self._on_change)
+        self._insert = store.insert         # bound once: the submit hot path
+        self._next_seq = store.next_seq
 
     def get(self, job_id: Any) -> Job:
         job = self.table.jobs.get(job_id) if isinstance(job_id, str) else None
@@ -137,9 +138,11 @@ class Jobs:
         if table.queued >= self.cfg.queue.max_size or \
                 table.args_bytes + len(args) + len(kwargs) > self.cfg.queue.max_args_bytes:
             self._check_room(1, len(args) + len(kwargs))      # raises, naming the limit
-        job = Job.new(job_id, handler, defaults[0], self.store.next_seq(), self.clock(),
+        job = Job.new(job_id, handler, defaults[0], self._next_seq(), self.clock(),
                       defaults[1], None, args, kwargs, EMPTY_DICT, EMPTY_LIST)
-        return job, self._admit(job)
+        seq = self._insert(job, job.new_record())      # `_admit`, inlined: the hot path
+        self.wake()
+        return job, seq
 
     def submit_many(self, specs: list[SubmitSpec]) -> tuple[list[str], int]:
         """All or nothing: validate every job and the dependency graph first."""
@@ -171,7 +174,7 @@ class Jobs:
 
     def _admit(self, job: Job) -> int:
         """Record a new job (its submit is undone if the write fails)."""
-        seq = self.store.insert(job)
+        seq = self._insert(job)
         if job.status == C.PENDING:
             self.wake()
         return seq
@@ -239,7 +242,7 @@ class Jobs:
             if spec.priority is not None:
                 priority = spec.priority
         return Job.new(spec.job_id or self.ids.next(), spec.handler, priority,
-                       self.store.next_seq(), now, defaults, spec.name, spec.args_json,
+                       self._next_seq(), now, defaults, spec.name, spec.args_json,
                        spec.kwargs_json, spec.tags, spec.depends_on)
 
     # --- client-driven changes -------------------------------------------------------------
@@ -386,7 +389,11 @@ class Jobs:
                     f" and {more} more since the last such line" if more else "")
 
     # --- waiting for results ---------------------------------------------------------------------
+    # Jobs listens to status changes only while someone waits: most changes
+    # then cost no call here.
     def add_waiter(self, job_id: str, fn: Waiter) -> None:
+        if not self.waiters:
+            self.store.listen(self._on_change)
         self.waiters.setdefault(job_id, []).append(fn)
 
     def remove_waiter(self, job_id: str, fn: Waiter) -> None:
@@ -395,11 +402,17 @@ class Jobs:
             fns.remove(fn)
             if not fns:
                 del self.waiters[job_id]
+                self._maybe_unlisten()
 
     def _on_change(self, job: Job, old: str) -> None:
-        if job.status in C.TERMINAL and self.waiters and job.id in self.waiters:
+        if job.status in C.TERMINAL and job.id in self.waiters:
             for fn in self.waiters.pop(job.id, ()):
                 fn(job)
+            self._maybe_unlisten()
+
+    def _maybe_unlisten(self) -> None:
+        if not self.waiters:
+            self.store.unlisten(self._on_change)
 
 
 def _unknown_handler(name: str) -> OpError:

@@ -110,6 +110,14 @@ class Lifecycle:
             **(framing or {}),
         }
 
+    def listen(self, fn: Listener) -> None:
+        """Tell `fn` of every status change from now on. The list is replaced,
+        never changed in place: a listener may (un)register during a change."""
+        self.listeners = [*self.listeners, fn]
+
+    def unlisten(self, fn: Listener) -> None:
+        self.listeners = [f for f in self.listeners if f != fn]
+
     # --- the interpreter ----------------------------------------------------------------
     def apply(self, rec: list[Any]) -> None:
         self._apply[rec[0]](rec)

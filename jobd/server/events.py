@@ -17,14 +17,23 @@ count: the client has had no chance to read them yet.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from jobd import constants as C
 from jobd.core.job import Job, iso
 from jobd.server.connection import NL, Connection
+
+
+class Changes(Protocol):
+    """Where job status changes come from (the store)."""
+
+    def listen(self, fn: Callable[[Job, str], None]) -> None: ...
+    def unlisten(self, fn: Callable[[Job, str], None]) -> None: ...
+
 
 _FAILED_EVENT = frozenset((C.RETRYING, C.FAILED, C.DEAD_LETTER))
 MAX_BUFFERED = 4 * 1024 * 1024     # the default: half of the default max_unsent_bytes
@@ -41,7 +50,8 @@ class Watcher:
 
 
 class EventHub:
-    def __init__(self, max_buffered: int = MAX_BUFFERED) -> None:
+    def __init__(self, changes: Changes, max_buffered: int = MAX_BUFFERED) -> None:
+        self.changes = changes          # the store: status changes, listened to while watched
         self.watchers: list[Watcher] = []
         self.max_buffered = max_buffered
         self.published = 0
@@ -50,15 +60,19 @@ class EventHub:
                   events: frozenset[str] | None) -> None:
         prefix = b'{"id":' + orjson.dumps(rid) + b',"event":"'
         watcher = Watcher(conn, prefix, job_id, events)
+        if not self.watchers:
+            self.changes.listen(self.on_change)
         self.watchers.append(watcher)
         conn.cleanup.append(lambda: self._drop(watcher))
 
     def _drop(self, watcher: Watcher) -> None:
         if watcher in self.watchers:
             self.watchers.remove(watcher)
+            if not self.watchers:
+                self.changes.unlisten(self.on_change)
 
     def on_change(self, job: Job, old: str) -> None:
-        """A job's status changed (a store listener): its events, if anyone watches."""
+        """A job's status changed (a store listener while anyone watches): its events."""
         if not self.watchers:
             return
         publish, new = self.publish, job.status

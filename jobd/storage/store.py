@@ -21,6 +21,7 @@ from jobd.core.table import JobTable
 from jobd.storage.wal import Journal
 
 Undo = Callable[[Any], None]
+_SUBMIT = R.SUBMIT
 
 
 class Store(Protocol):
@@ -37,9 +38,10 @@ class Store(Protocol):
         `undo(undo_arg)` reverts it if the record cannot be written."""
         ...
 
-    def insert(self, job: Job) -> int:
+    def insert(self, job: Job, record: list[Any] | None = None) -> int:
         """Record a new job (placed already) and add it; the sequence number.
-        If its record cannot be written, the job is taken out again."""
+        If its record cannot be written, the job is taken out again.
+        `record`: the job's persisted form when the caller has it already."""
         ...
 
     def revert(self, rec: list[Any]) -> None:
@@ -50,6 +52,7 @@ class Store(Protocol):
     def get(self, job_id: str) -> Job | None: ...
     def scan(self) -> Iterable[Job]: ...         # every job, in submit order
     def listen(self, fn: Listener) -> None: ...  # told of every status change
+    def unlisten(self, fn: Listener) -> None: ...
     def claim(self) -> Job | None: ...           # the next pending job, taken off the queue
     def unclaim(self, job: Job) -> None: ...     # give a claimed job back its place
     def top(self) -> Job | None: ...             # the job `claim` would give, left in place
@@ -83,7 +86,10 @@ class _LifecycleStore:
         self.life.apply(rec)
 
     def listen(self, fn: Listener) -> None:
-        self.life.listeners.append(fn)
+        self.life.listen(fn)
+
+    def unlisten(self, fn: Listener) -> None:
+        self.life.unlisten(fn)
 
 
 class WalStore(_LifecycleStore):
@@ -105,8 +111,9 @@ class WalStore(_LifecycleStore):
         self._apply(rec)
         return seq
 
-    def insert(self, job: Job) -> int:
-        seq: int = self._append([R.SUBMIT, job.to_record()], self._undo_insert, job.id)
+    def insert(self, job: Job, record: list[Any] | None = None) -> int:
+        seq: int = self._append([_SUBMIT, job.to_record() if record is None else record],
+                                self._undo_insert, job.id)
         job.wal_seq = seq
         self._insert(job)
         return seq
@@ -134,8 +141,8 @@ class MemoryStore(_LifecycleStore):
         self.life.apply(rec)
         return len(self.records)
 
-    def insert(self, job: Job) -> int:
-        self.records.append([R.SUBMIT, job.to_record()])
+    def insert(self, job: Job, record: list[Any] | None = None) -> int:
+        self.records.append([R.SUBMIT, job.to_record() if record is None else record])
         job.wal_seq = len(self.records)
         self.life.insert(job)
         return job.wal_seq
