@@ -44,9 +44,11 @@ class Boot:
 def prepare(cfg: Config) -> Boot:
     """Import handlers, lock the data dir, listen, fork the fork server."""
     try:
-        handlers.load_modules(cfg.handlers)
-    except Exception as e:  # noqa: BLE001 - any import failure is a startup error
-        raise StartupError(f"cannot import handler module: {type(e).__name__}: {e}") from e
+        empty = handlers.load_modules(cfg.handlers, cfg.app_dir)
+    except handlers.HandlerImportError as e:
+        raise StartupError(str(e)) from e
+    for name in empty:
+        log.warning("handler module %r registers no handler (no @handler function in it)", name)
     registry = handlers.registry()
     # Config errors that need the handlers (exit 78) come before the data dir is touched.
     specs.check_config(cfg.schedule, registry)

@@ -7,6 +7,7 @@ the key, which `jobd serve` turns into exit status 78 (EX_CONFIG).
 from __future__ import annotations
 
 import dataclasses
+import grp
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class Config:
     handler: dict[str, dict[str, Any]] = field(default_factory=dict)
     schedule: list[dict[str, Any]] = field(default_factory=list)
     data_dir: str = ""
+    app_dir: str = "."              # put first on sys.path before handler modules are imported
     log_level: str = "info"
     config_path: str = ""
     # Not config keys: the command-line flags this config was built with, so
@@ -118,7 +120,7 @@ _SECTION_CLASSES = {
     "monitoring": MonitoringConfig,
 }
 # Top-level keys a config file may hold besides the sections.
-_TOP_LEVEL = {"handlers", "handler", "schedule", "data_dir", "log_level"}
+_TOP_LEVEL = {"handlers", "handler", "schedule", "data_dir", "app_dir", "log_level"}
 HANDLER_OPTIONS = {"max_retries", "retry_delay", "retry_backoff", "timeout",
                    "priority", "max_concurrency", "name", "jitter", "max_delay"}
 
@@ -179,7 +181,7 @@ def _apply_section(cfg: Config, name: str, table: Any) -> None:
 def _apply_top(cfg: Config, key: str, value: Any) -> None:
     if key == "handlers":
         cfg.handlers = _check_type(key, value, "list[str]")
-    elif key in ("data_dir", "log_level"):
+    elif key in ("data_dir", "app_dir", "log_level"):
         setattr(cfg, key, _check_type(key, value, "str"))
     elif key == "handler":
         cfg.handler = _handler_overrides(value)
@@ -267,6 +269,12 @@ def validate(cfg: Config) -> None:
     for ok, key, expect in checks:
         if not ok:
             raise ConfigError(f"config key '{key}': must be {expect}")
+    if cfg.server.socket_group:
+        try:
+            grp.getgrnam(cfg.server.socket_group)
+        except KeyError:
+            raise ConfigError(f"config key 'server.socket_group': no group named "
+                              f"{cfg.server.socket_group!r} on this host") from None
     if cfg.monitoring.metrics_listen:
         from jobd.server.http import parse_listen
         try:
@@ -312,3 +320,22 @@ def ensure_dir(path: str) -> None:
             d.mkdir(mode=0o700)           # the umask can only narrow 0700
         except FileExistsError:
             pass
+
+
+# What SIGHUP applies; every other key needs a restart (the daemon says which changed).
+RELOADABLE = frozenset({"workers.count", "log_level", "schedule"})
+
+
+def changed_keys(old: Config, new: Config) -> list[str]:
+    """Dotted names of the config keys whose values differ (sections key by key)."""
+    out = []
+    for f in dataclasses.fields(Config):
+        if f.name in ("config_path", "overrides"):
+            continue
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if dataclasses.is_dataclass(a):
+            out += [f"{f.name}.{g.name}" for g in dataclasses.fields(a)
+                    if getattr(a, g.name) != getattr(b, g.name)]
+        elif a != b:
+            out.append(f.name)
+    return out

@@ -284,6 +284,10 @@ class Daemon:
         except Exception as e:  # noqa: BLE001 - a reload must never take the daemon down
             log.error("SIGHUP: config not reloaded: %s: %s", type(e).__name__, e)
             return
+        for key in config_mod.changed_keys(self.cfg, fresh):
+            if key not in config_mod.RELOADABLE:
+                log.warning("SIGHUP: config key %r changed; it is not reloaded (restart jobd "
+                            "to apply it)", key)
         logging.getLogger().setLevel(fresh.log_level.upper())
         self.cfg.log_level = fresh.log_level
         if fresh.workers.count != self.arbiter.target:

@@ -2,13 +2,17 @@
 jobs through it with the client, show what happened, and stop.
 
 The daemon runs as a child process exactly as `jobd serve` would; the demo
-is an ordinary client of it.
+is an ordinary client of it. It always runs on its own temporary socket and
+data dir, removed afterwards: another jobd on the default socket is left
+alone, and demo jobs never show up in the user's own queue.
 """
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -24,9 +28,9 @@ DEMO_JOBS: list[tuple[str, list[Any], dict[str, Any]]] = [
 ]
 
 
-def _daemon_argv(cfg: Config) -> list[str]:
+def _daemon_argv(cfg: Config, sock: str, data_dir: str) -> list[str]:
     argv = [sys.executable, "-m", "jobd", "serve", "--handlers", "jobd.examples",
-            "--socket", cfg.server.socket, "--data-dir", cfg.data_dir,
+            "--socket", sock, "--data-dir", data_dir,
             "--workers", str(max(1, cfg.workers.count)), "--fsync", cfg.wal.fsync,
             "--log-level", cfg.log_level]
     if cfg.config_path:
@@ -61,16 +65,23 @@ def _run_jobs(client: Client) -> bool:
 
 
 def run_demo(cfg: Config, keep_running: bool = False) -> int:
-    print(f"starting jobd: socket {cfg.server.socket}, data dir {cfg.data_dir}")
-    proc = subprocess.Popen(_daemon_argv(cfg), stdin=subprocess.DEVNULL)
-    client = Client(socket_path=cfg.server.socket)
+    with tempfile.TemporaryDirectory(prefix="jobd-demo-") as root:
+        sock, data_dir = os.path.join(root, "jobd.sock"), os.path.join(root, "data")
+        return _demo(cfg, sock, data_dir, keep_running)
+
+
+def _demo(cfg: Config, sock: str, data_dir: str, keep_running: bool) -> int:
+    print(f"starting jobd for the demo: socket {sock}, data dir {data_dir} (both temporary)")
+    proc = subprocess.Popen(_daemon_argv(cfg, sock, data_dir), stdin=subprocess.DEVNULL)
+    client = Client(socket_path=sock)
     try:
         if not _wait_ready(proc, client):
             print("jobd did not start (see the log lines above)", file=sys.stderr)
             return C.EXIT_FAILURE
         ok = _run_jobs(client)
         if keep_running:
-            print("jobd keeps running; try `jobd-cli list` in another terminal. Ctrl-C stops it.")
+            print(f"jobd keeps running; try `JOBD_SOCKET={sock} jobd-cli list` in another "
+                  "terminal. Ctrl-C stops it (and removes its data).")
             proc.wait()
         return C.EXIT_OK if ok else C.EXIT_FAILURE
     except KeyboardInterrupt:

@@ -2,6 +2,8 @@
 a message) and a config error (exit status 78)."""
 from __future__ import annotations
 
+import difflib
+
 from jobd import constants as C
 
 
@@ -30,3 +32,14 @@ def invalid(field: str, why: str) -> OpError:
 
 def not_found(job_id: object) -> OpError:
     return OpError(C.E_NOT_FOUND, f"no job with id {job_id!r}")
+
+
+def did_you_mean(name: str, known: list[str]) -> str:
+    """"; did you mean 'a.b'?" for close names (the same function name, or
+    spelt nearly alike), else ""."""
+    tail = name.rsplit(".", 1)[-1]
+    close = [k for k in known if k.rsplit(".", 1)[-1] == tail and k != name]
+    close += [k for k in difflib.get_close_matches(name, known, n=3, cutoff=0.6) if k not in close]
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(k) for k in close[:3]) + "?"

@@ -8,6 +8,9 @@ from __future__ import annotations
 import importlib
 import inspect
 import math
+import os
+import sys
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, overload
@@ -76,10 +79,53 @@ def handler(func: Callable[..., Any] | None = None, **options: Any) -> Any:
     return lambda f: _register(f, dict(options))
 
 
-def load_modules(names: list[str]) -> None:
-    """Import handler modules (their `@handler` decorators fill the registry)."""
+class HandlerImportError(Exception):
+    """A handler module failed to import; the message names the module, the
+    exception, and the file and line it was raised at."""
+
+
+def load_modules(names: list[str], app_dir: str | None = None) -> list[str]:
+    """Import handler modules (their `@handler` decorators fill the registry),
+    with `app_dir` first on `sys.path`. Returns the modules that registered no
+    handler (worth a warning: a typo in `--handlers`, or a module that forgot
+    `@handler`)."""
+    if app_dir is not None:
+        path = os.path.abspath(app_dir)
+        if path not in sys.path[:1]:
+            sys.path.insert(0, path)
+    empty = []
     for name in names:
-        importlib.import_module(name)
+        before = len(_registry)
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # noqa: BLE001 - any failure is reported the same way
+            raise HandlerImportError(describe_import_error(name, e, app_dir)) from e
+        if len(_registry) == before:
+            empty.append(name)
+    return empty
+
+
+def describe_import_error(name: str, e: BaseException, app_dir: str | None) -> str:
+    """`cannot import handler module 'm': Type: message (file, line N)`."""
+    where = _raised_at(e)
+    text = f"cannot import handler module {name!r}: {type(e).__name__}: {e}"
+    if where:
+        text += f" ({where})"
+    if isinstance(e, ModuleNotFoundError) and e.name and name.startswith(e.name.split(".")[0]):
+        text += (f"; looked on sys.path with the app dir {os.path.abspath(app_dir or '.')!r} "
+                 "first: run jobd from your project's directory, or give --app-dir")
+    return text
+
+
+def _raised_at(e: BaseException) -> str:
+    """The file and line of the error: a syntax error's own, else the innermost frame."""
+    if isinstance(e, SyntaxError) and e.filename:
+        return f"{e.filename}, line {e.lineno}"
+    frames = traceback.extract_tb(e.__traceback__)
+    own = [f for f in frames if "importlib" not in f.filename]
+    if not own or isinstance(e, ModuleNotFoundError):
+        return ""
+    return f"{own[-1].filename}, line {own[-1].lineno}"
 
 
 # --- the running job, as the handler sees it --------------------------------------

@@ -28,7 +28,7 @@ from jobd.core import records as R
 from jobd.core.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, SubmitSpec, progress_view
 from jobd.core.lifecycle import RETRYABLE, next_step
 from jobd.core.values import MAX_TIMESTAMP, priority_value
-from jobd.errors import OpError, invalid, not_found
+from jobd.errors import OpError, did_you_mean, invalid, not_found
 from jobd.handlers import HandlerSpec
 from jobd.storage.results import ResultStore, file_stem
 from jobd.storage.store import Store
@@ -190,10 +190,15 @@ class Jobs:
 
     def _check_admit(self, spec: SubmitSpec, batch: dict[str, Any]) -> None:
         if spec.handler not in self.handlers:
-            raise _unknown_handler(spec.handler)
+            raise self._unknown_handler(spec.handler)
         for dep in spec.depends_on:
             if dep not in self.table.jobs and dep not in batch:
                 raise OpError(C.E_NOT_FOUND, f"depends_on: no job with id {dep!r}")
+
+    def _unknown_handler(self, name: str) -> OpError:
+        """`unknown_handler`, naming the registered handlers the name is close to."""
+        return OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {name!r}"
+                                            + did_you_mean(name, list(self.handlers)))
 
     def _check_room(self, jobs: int, args_bytes: int) -> None:
         """`queue_full` unless `jobs` more jobs holding `args_bytes` of args
@@ -214,7 +219,7 @@ class Jobs:
         if cached is not None:
             return cached
         if handler not in self.handlers:
-            raise _unknown_handler(handler)
+            raise self._unknown_handler(handler)
         retry = self.cfg.retry
         merged: dict[str, Any] = {
             "priority": C.DEFAULT_PRIORITY, "max_retries": retry.max_retries,
@@ -321,7 +326,7 @@ class Jobs:
         """Apply the retry policy to a failed attempt. The daemon's tick
         re-arms its timer for a retry's due time."""
         log.info("job %s (%s) attempt %d failed: %s", job.id, job.handler, job.attempts,
-                 error.splitlines()[0] if error else "")
+                 _first_line(error))
         r = self.cfg.retry
         status, delay = next_step(
             job.attempts, job.max_retries, kind, after, job.cancel_requested,
@@ -336,13 +341,19 @@ class Jobs:
             due = min(now + delay, MAX_TIMESTAMP)
         self.store.commit(R.fail(job.id, now, error, status, due))
         if status == C.DEAD_LETTER:
+            log.warning("job %s (%s) moved to the dead-letter queue after %d attempt(s): %s",
+                        job.id, job.handler, job.attempts, _first_line(error))
             self.evict_dead_letters()
 
     def cancelled_by_force(self, job: Job) -> int:
         return self.store.commit([R.CANCEL, job.id, self.clock()])
 
     def requeue(self, job: Job, uncount: bool) -> None:
+        """A running job put back to pending, its attempt not counted when
+        `uncount` (the graceful stop killed it: it runs again after the restart)."""
         self.store.commit([R.REQUEUE, job.id, uncount])
+        log.warning("job %s (%s) was still running at the stop: put back to pending, it runs "
+                    "again%s", job.id, job.handler, " (attempt not counted)" if uncount else "")
         self.wake()
 
     # --- expiry --------------------------------------------------------------------------------
@@ -415,8 +426,6 @@ class Jobs:
             self.store.unlisten(self._on_change)
 
 
-def _unknown_handler(name: str) -> OpError:
-    return OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {name!r}")
 
 
 def _check_acyclic(specs: list[SubmitSpec]) -> None:
@@ -466,3 +475,7 @@ def _dependency_order(specs: list[SubmitSpec]) -> list[SubmitSpec]:
             if blockers[nxt] == 0:
                 heapq.heappush(ready, nxt)
     return out
+
+
+def _first_line(text: str | None) -> str:
+    return text.splitlines()[0] if text else ""

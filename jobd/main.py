@@ -34,6 +34,8 @@ def _serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="directory for the WAL and results")
     p.add_argument("--workers", type=int, help="worker processes (0: run no jobs)")
     p.add_argument("--handlers", help="comma-separated handler modules to import")
+    p.add_argument("--app-dir", help="directory put first on sys.path before the handler "
+                                     "modules are imported (default: the current directory)")
     p.add_argument("--fsync", choices=FSYNC_MODES, help="WAL fsync mode")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, help="log level")
 
@@ -44,7 +46,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--workers must be >= 0")
     return {"server.socket": args.socket, "data_dir": args.data_dir,
             "workers.count": args.workers, "handlers": handlers,
-            "wal.fsync": args.fsync, "log_level": args.log_level}
+            "wal.fsync": args.fsync, "log_level": args.log_level, "app_dir": args.app_dir}
 
 
 class OneLineFormatter(logging.Formatter):

@@ -20,7 +20,7 @@ from typing import Any
 from jobd import constants as C
 from jobd.core.job import SubmitSpec, iso
 from jobd.core.values import MAX_NAME
-from jobd.errors import ConfigError, OpError, invalid
+from jobd.errors import ConfigError, OpError, did_you_mean, invalid
 from jobd.scheduling.cron import Cron, CronError, load_zone, parse
 from jobd.server.args import parse_submit
 
@@ -112,7 +112,8 @@ def _options(spec: SubmitSpec) -> dict[str, Any]:
 
 def require_handler(spec: ScheduleSpec, handlers: Mapping[str, Any]) -> None:
     if spec.handler not in handlers:
-        raise OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {spec.handler!r}")
+        raise OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {spec.handler!r}"
+                                           + did_you_mean(spec.handler, list(handlers)))
 
 
 def check_config(entries: list[dict[str, Any]],
