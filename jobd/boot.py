@@ -51,8 +51,9 @@ def prepare(cfg: Config) -> Boot:
         log.warning("handler module %r registers no handler (no @handler function in it)", name)
     registry = handlers.registry()
     # Config errors that need the handlers (exit 78) come before the data dir is touched.
-    specs.check_config(cfg.schedule, registry)
     config_mod.check_handler_names(cfg, registry)
+    handlers.apply_overrides(cfg.handler)        # before the fork: workers need them
+    specs.check_config(cfg.schedule, registry)
     lock_fd = _lock_data_dir(cfg.data_dir)
     sock, activated = _listening_socket(cfg)
     hb = cfg.workers.heartbeat_interval

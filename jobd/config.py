@@ -122,7 +122,7 @@ _SECTION_CLASSES = {
 # Top-level keys a config file may hold besides the sections.
 _TOP_LEVEL = {"handlers", "handler", "schedule", "data_dir", "app_dir", "log_level"}
 HANDLER_OPTIONS = {"max_retries", "retry_delay", "retry_backoff", "timeout",
-                   "priority", "max_concurrency", "name", "jitter", "max_delay"}
+                   "priority", "max_concurrency", "name", "jitter", "max_delay", "no_retry_for"}
 
 
 def usable_cpus() -> int:

@@ -12,12 +12,14 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, overload
+
+from jobd.core.signature import Shape
 
 OPTION_NAMES = frozenset({"name", "max_retries", "retry_delay", "retry_backoff",
                           "timeout", "priority", "max_concurrency", "jitter",
-                          "max_delay"})
+                          "max_delay", "no_retry_for"})
 
 
 class PermanentError(Exception):
@@ -38,6 +40,12 @@ class HandlerSpec:
     func: Callable[..., Any]
     is_async: bool
     options: dict[str, Any] = field(default_factory=dict)
+    shape: Shape | None = None          # its parameters: a submit must bind to them
+
+    @property
+    def no_retry_for(self) -> tuple[type[BaseException], ...]:
+        """Exception types that end the job `failed` at once, as PermanentError does."""
+        return tuple(self.options.get("no_retry_for") or ())
 
 
 _registry: dict[str, HandlerSpec] = {}
@@ -61,7 +69,9 @@ def _register(func: Callable[..., Any], options: dict[str, Any]) -> Callable[...
                 raise TypeError(f"@handler option {e.message}") from None
     name = options.pop("name", None) or f"{func.__module__}.{func.__qualname__}"
     is_async = inspect.iscoroutinefunction(func)
-    _registry[name] = HandlerSpec(name, func, is_async, options)
+    if options.get("no_retry_for") is not None:
+        options["no_retry_for"] = tuple(options["no_retry_for"])
+    _registry[name] = HandlerSpec(name, func, is_async, options, Shape.of(func))
     func.jobd_name = name  # type: ignore[attr-defined]
     return func
 
@@ -82,6 +92,37 @@ def handler(func: Callable[..., Any] | None = None, **options: Any) -> Any:
 class HandlerImportError(Exception):
     """A handler module failed to import; the message names the module, the
     exception, and the file and line it was raised at."""
+
+
+def apply_overrides(overrides: dict[str, dict[str, Any]]) -> None:
+    """Merge `[handler."NAME"]` config into the registry where the worker needs
+    it: `no_retry_for` (dotted class names, resolved here) replaces the
+    decorator's. Raises ConfigError naming the key when a name does not resolve
+    to an exception class."""
+    from jobd.errors import ConfigError
+    for name, opts in overrides.items():
+        spec = _registry.get(name)
+        if spec is None or "no_retry_for" not in opts:
+            continue
+        classes = []
+        for dotted in opts["no_retry_for"]:
+            try:
+                classes.append(resolve_exception(dotted))
+            except ValueError as e:
+                raise ConfigError(f"config key 'handler.\"{name}\".no_retry_for': {e}") from None
+        _registry[name] = replace(spec, options={**spec.options, "no_retry_for": tuple(classes)})
+
+
+def resolve_exception(dotted: str) -> type[BaseException]:
+    """`module.Class` (or a builtin's name, e.g. `ValueError`) as an exception class."""
+    module, _, attr = dotted.rpartition(".")
+    try:
+        found = getattr(importlib.import_module(module or "builtins"), attr)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot find {dotted!r}: {e}") from None
+    if not (isinstance(found, type) and issubclass(found, BaseException)):
+        raise ValueError(f"{dotted!r} is not an exception class")
+    return found
 
 
 def load_modules(names: list[str], app_dir: str | None = None) -> list[str]:

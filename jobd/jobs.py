@@ -17,7 +17,7 @@ import heapq
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
 import orjson
@@ -27,6 +27,7 @@ from jobd.config import Config
 from jobd.core import records as R
 from jobd.core.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, SubmitSpec, progress_view
 from jobd.core.lifecycle import RETRYABLE, next_step
+from jobd.core.signature import check
 from jobd.core.values import MAX_TIMESTAMP, priority_value
 from jobd.errors import OpError, did_you_mean, invalid, not_found
 from jobd.handlers import HandlerSpec
@@ -88,7 +89,7 @@ class Jobs:
         self.accepting = True
         self.rng = random.Random()
         self.ids = JobIds()
-        self._defaults: dict[str, tuple[int, tuple[Any, ...]]] = {}
+        self._defaults: dict[str, tuple[int, tuple[Any, ...], bool]] = {}
         self._evictions_logged = -EVICTION_LOG_S
         self._evictions_unlogged = 0
         self._insert = store.insert         # bound once: the submit hot path
@@ -121,7 +122,8 @@ class Jobs:
         self.store.place(job, spec.run_at, now)
         return job, self._admit(job)
 
-    def submit_plain(self, handler: str, args: bytes, kwargs: bytes,
+    def submit_plain(self, handler: str, args: list[Any], args_json: bytes,
+                     kwargs: dict[str, Any], kwargs_json: bytes,
                      job_id: str | None) -> tuple[Job, int]:
         """`submit` of a job with only handler, args, kwargs and maybe job_id
         (most submits): pending at once, every option from the defaults."""
@@ -134,12 +136,14 @@ class Jobs:
             if held is not None:
                 return held, held.wal_seq
         defaults = self._defaults.get(handler) or self.defaults(handler)
-        table = self.table
+        if args or kwargs or defaults[2]:
+            self.check_call(handler, len(args), kwargs)
+        table, size = self.table, len(args_json) + len(kwargs_json)
         if table.queued >= self.cfg.queue.max_size or \
-                table.args_bytes + len(args) + len(kwargs) > self.cfg.queue.max_args_bytes:
-            self._check_room(1, len(args) + len(kwargs))      # raises, naming the limit
+                table.args_bytes + size > self.cfg.queue.max_args_bytes:
+            self._check_room(1, size)      # raises, naming the limit
         job = Job.new(job_id, handler, defaults[0], self._next_seq(), self.clock(),
-                      defaults[1], None, args, kwargs, EMPTY_DICT, EMPTY_LIST)
+                      defaults[1], None, args_json, kwargs_json, EMPTY_DICT, EMPTY_LIST)
         seq = self._insert(job, job.new_record())      # `_admit`, inlined: the hot path
         self.wake()
         return job, seq
@@ -191,9 +195,18 @@ class Jobs:
     def _check_admit(self, spec: SubmitSpec, batch: dict[str, Any]) -> None:
         if spec.handler not in self.handlers:
             raise self._unknown_handler(spec.handler)
+        self.check_call(spec.handler, len(spec.args), spec.kwargs)
         for dep in spec.depends_on:
             if dep not in self.table.jobs and dep not in batch:
                 raise OpError(C.E_NOT_FOUND, f"depends_on: no job with id {dep!r}")
+
+    def check_call(self, handler: str, nargs: int, kwargs: Collection[str]) -> None:
+        """`invalid_argument` naming the parameter unless the args bind to the
+        handler's parameters (a wrong call would fail every attempt)."""
+        shape = self.handlers[handler].shape
+        wrong = check(shape, nargs, kwargs) if shape is not None else None
+        if wrong is not None:
+            raise invalid(*wrong)
 
     def _unknown_handler(self, name: str) -> OpError:
         """`unknown_handler`, naming the registered handlers the name is close to."""
@@ -210,11 +223,12 @@ class Jobs:
             raise OpError(C.E_QUEUE_FULL, f"queue is full: jobs hold {table.args_bytes} bytes of "
                                           f"args and kwargs (max_args_bytes {q.max_args_bytes})")
 
-    def defaults(self, handler: str) -> tuple[int, tuple[Any, ...]]:
+    def defaults(self, handler: str) -> tuple[int, tuple[Any, ...], bool]:
         """A handler's job defaults, merged once:
         [handler."NAME"] config > @handler option > [retry] default.
         Returns (priority, (max_retries, retry_delay, retry_backoff, timeout,
-        jitter, max_delay)) as `Job.new` takes them."""
+        jitter, max_delay)) as `Job.new` takes them, and whether a call without
+        arguments must be checked (the function has required parameters)."""
         cached = self._defaults.get(handler)
         if cached is not None:
             return cached
@@ -233,15 +247,17 @@ class Jobs:
         for key in ("retry_delay", "retry_backoff", "timeout", "max_delay"):
             if merged[key] is not None:
                 merged[key] = float(merged[key])
+        shape = self.handlers[handler].shape
         cached = (priority_value(merged["priority"]),
-                  tuple(merged[k] for k in _DEFAULT_KEYS))
+                  tuple(merged[k] for k in _DEFAULT_KEYS),
+                  shape is not None and bool(shape.required))
         self._defaults[handler] = cached
         return cached
 
     def build(self, spec: SubmitSpec, now: float) -> Job:
         """A new Job from a validated spec (submit arguments win over defaults);
         its status is set by `place`."""
-        priority, defaults = self.defaults(spec.handler)
+        priority, defaults, _ = self.defaults(spec.handler)
         if not spec.plain:
             defaults = _override(defaults, spec)
             if spec.priority is not None:

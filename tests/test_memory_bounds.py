@@ -30,7 +30,7 @@ def rss(pid: int) -> int:
 
 def submit_raw(d, n: int) -> list[bytes]:
     """`n` submits of TINY, pipelined on one connection; the reply lines."""
-    line = orjson.dumps({"op": "submit", "handler": T + "noop", "args": TINY}) + b"\n"
+    line = orjson.dumps({"op": "submit", "handler": T + "echo", "args": TINY}) + b"\n"
     s = socket.socket(socket.AF_UNIX)
     s.connect(d.socket)
     f = s.makefile("rb")
@@ -74,10 +74,10 @@ def test_all_jobs_together_hold_at_most_max_args_bytes(make_daemon):
     assert rss(d.pid) - base < 16 * MiB + 120 * MiB
     # small jobs still fit; purging frees room again
     with pytest.raises(JobdError) as e:
-        c.submit(T + "noop", args=TINY)
+        c.submit(T + "echo", args=TINY)
     assert e.value.code == "queue_full"
     assert c.metrics()["queue"]["pending"] == len(ok)
     for r in ok:
         c.cancel(r["job_id"])
     assert c.purge(status="cancelled") == len(ok)
-    wait_until(lambda: c.submit(T + "noop", args=TINY), 5, what="room after the purge")
+    wait_until(lambda: c.submit(T + "echo", args=TINY), 5, what="room after the purge")

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from conftest import T, pid_alive
 
-HANDLER = T + "noop"
+HANDLER = T + "echo"         # takes any args: the tests pass payloads
 
 
 class Raw:

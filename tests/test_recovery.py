@@ -21,7 +21,7 @@ from jobd.core import records as R
 from jobd.storage import codec
 from jobd.storage import wal as W
 
-NOOP = T + "noop"
+NOOP = T + "echo"         # takes any args: the tests pass payloads
 
 
 # --- helpers ----------------------------------------------------------------------------

@@ -144,8 +144,20 @@ def handler_option(key: str, value: Any) -> None:
         get_number(opts, key, None, positive=True)
     elif key == "jitter":
         get_bool(opts, key, False)
+    elif key == "no_retry_for":
+        _exception_list(key, value)
     else:
         raise invalid(key, "unknown option")
+
+
+def _exception_list(key: str, value: Any) -> None:
+    """A list of exception classes (`@handler`) or of their dotted names (config)."""
+    ok = isinstance(value, (list, tuple)) and all(
+        (isinstance(v, str) and v) or (isinstance(v, type) and issubclass(v, BaseException))
+        for v in value)
+    if not ok:
+        raise invalid(key, "must be a list of exception classes (in config: their dotted names, "
+                           f"e.g. [\"myapp.errors.BadInput\", \"ValueError\"]), got {value!r}")
 
 
 def in_range(field: str, ts: float) -> float:

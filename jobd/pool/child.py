@@ -147,7 +147,10 @@ class Worker:
         except _NotSerialisable as e:
             self._finish_failure(job_id, FAIL_ERROR, str(e), 0.0)
         except BaseException as e:   # noqa: BLE001 - any handler error fails the attempt
-            self._finish_failure(job_id, FAIL_ERROR, _format(e), 0.0)
+            # An exception of a type in the handler's `no_retry_for` ends the job as
+            # PermanentError does; any other is an attempt the retry policy decides on.
+            permanent = spec is not None and isinstance(e, spec.no_retry_for)
+            self._finish_failure(job_id, FAIL_PERMANENT if permanent else FAIL_ERROR, _format(e), 0.0)
         else:
             self._flush_progress(job_id)
             self.send(F.DONE, F.pack_done(job_id, body))

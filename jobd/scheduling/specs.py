@@ -19,6 +19,7 @@ from typing import Any
 
 from jobd import constants as C
 from jobd.core.job import SubmitSpec, iso
+from jobd.core.signature import check
 from jobd.core.values import MAX_NAME
 from jobd.errors import ConfigError, OpError, did_you_mean, invalid
 from jobd.scheduling.cron import Cron, CronError, load_zone, parse
@@ -111,9 +112,14 @@ def _options(spec: SubmitSpec) -> dict[str, Any]:
 
 
 def require_handler(spec: ScheduleSpec, handlers: Mapping[str, Any]) -> None:
+    """The schedule's handler is registered and its args bind to its parameters."""
     if spec.handler not in handlers:
         raise OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {spec.handler!r}"
                                            + did_you_mean(spec.handler, list(handlers)))
+    shape = getattr(handlers[spec.handler], "shape", None)
+    wrong = check(shape, len(spec.args), spec.kwargs) if shape is not None else None
+    if wrong is not None:
+        raise invalid(*wrong)
 
 
 def check_config(entries: list[dict[str, Any]],

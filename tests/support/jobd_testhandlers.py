@@ -237,3 +237,14 @@ def progress_float(current: str, total: str | None = None) -> str:
     """Report progress with float(current) / float(total) (e.g. "nan")."""
     current_job().progress(float(current), None if total is None else float(total))
     return "reported"
+
+
+@handler(no_retry_for=(ValueError,))
+def picky(kind: str) -> None:
+    """Raise ValueError (no retry: ends failed at once) or RuntimeError (retried)."""
+    raise ValueError("bad input") if kind == "value" else RuntimeError("flaky")
+
+
+@handler
+def greet(to: str, subject: str, *, loud: bool = False) -> str:
+    return f"{subject} to {to}" + ("!" if loud else "")

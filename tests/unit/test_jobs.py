@@ -198,17 +198,17 @@ def test_a_submit_naming_an_unknown_handler_or_dependency_is_refused(rig):
 
 
 def test_submit_plain_admits_a_pending_job_from_the_defaults(rig):
-    job, seq = rig.jobs.submit_plain(TUNED, b"[1]", b'{"k":2}', None)
+    job, seq = rig.jobs.submit_plain(TUNED, [1], b"[1]", {"k": 2}, b'{"k":2}', None)
     assert job.status == C.PENDING and seq == job.wal_seq == 1 and rig.wakes == 1
     assert len(job.id) == 32 and int(job.id, 16) >= 0
     assert (job.priority, job.max_retries, job.timeout) == (20, 7, 30.0)
     assert (job.args, job.kwargs, job.created_at) == (b"[1]", b'{"k":2}', T0)
-    named, _ = rig.jobs.submit_plain(H, EMPTY_ARGS, EMPTY_KWARGS, "given")
+    named, _ = rig.jobs.submit_plain(H, [], EMPTY_ARGS, {}, EMPTY_KWARGS, "given")
     assert named.id == "given" and named.seq > job.seq
 
 
 def test_submit_plain_refuses_an_unknown_handler(rig):
-    err = error_of(rig.jobs.submit_plain, "nope", EMPTY_ARGS, EMPTY_KWARGS, None)
+    err = error_of(rig.jobs.submit_plain, "nope", [], EMPTY_ARGS, {}, EMPTY_KWARGS, None)
     assert err.code == C.E_UNKNOWN_HANDLER and "nope" in err.message
     assert rig.records == [] and rig.wakes == 0
 
@@ -217,7 +217,7 @@ def test_a_resubmit_returns_the_existing_job_and_records_nothing(rig):
     job, seq = rig.jobs.submit(spec("a", args=[1]))
     rig.submit("other")
     again, again_seq = rig.jobs.submit(spec("a", handler=TUNED, args=[2]))
-    plain, plain_seq = rig.jobs.submit_plain(H, b"[3]", EMPTY_KWARGS, "a")
+    plain, plain_seq = rig.jobs.submit_plain(H, [3], b"[3]", {}, EMPTY_KWARGS, "a")
     assert again is plain is job and again_seq == plain_seq == seq == 1
     assert job.args == b"[1]" and len(rig.records) == 2
 
@@ -229,7 +229,7 @@ def test_the_queue_is_full_at_max_size_counting_only_queued_jobs(tmp_path):
     a = rig.submit("a")
     rig.submit("b", run_at=T0 + 10)
     for submit in (lambda: rig.submit("c"),
-                   lambda: rig.jobs.submit_plain(H, EMPTY_ARGS, EMPTY_KWARGS, "c"),
+                   lambda: rig.jobs.submit_plain(H, [], EMPTY_ARGS, {}, EMPTY_KWARGS, "c"),
                    lambda: rig.jobs.submit_many([spec("c")])):
         err = error_of(submit)
         assert err.code == C.E_QUEUE_FULL and err.message == "queue is full (2 jobs)"
@@ -242,10 +242,10 @@ def test_the_queue_is_full_at_max_size_counting_only_queued_jobs(tmp_path):
 def test_the_queue_is_full_at_max_args_bytes(tmp_path):
     rig = Rig(tmp_path, {"queue.max_args_bytes": 23})
     rig.submit("a", args=[12345678])                    # 10 bytes, and 2 of kwargs "{}"
-    rig.jobs.submit_plain(H, b"[123]", b"{}", "b")       # 7 more: 19 held
-    rig.jobs.submit_plain(H, EMPTY_ARGS, EMPTY_KWARGS, "c")   # 4 more: exactly 23, admitted
+    rig.jobs.submit_plain(H, [123], b"[123]", {}, b"{}", "b")       # 7 more: 19 held
+    rig.jobs.submit_plain(H, [], EMPTY_ARGS, {}, EMPTY_KWARGS, "c")   # 4 more: exactly 23, admitted
     assert rig.store.table.args_bytes == 23
-    err = error_of(rig.jobs.submit_plain, H, EMPTY_ARGS, EMPTY_KWARGS, "d")
+    err = error_of(rig.jobs.submit_plain, H, [], EMPTY_ARGS, {}, EMPTY_KWARGS, "d")
     assert err.code == C.E_QUEUE_FULL
     assert err.message == ("queue is full: jobs hold 23 bytes of args and kwargs "
                            "(max_args_bytes 23)")
@@ -641,7 +641,7 @@ def test_after_close_every_submit_is_refused_as_unavailable(rig):
     rig.jobs.close()
     for submit in (lambda: rig.jobs.submit(spec("b")),
                    lambda: rig.jobs.submit(spec("a")),                       # even a resubmit
-                   lambda: rig.jobs.submit_plain(H, EMPTY_ARGS, EMPTY_KWARGS, None),
+                   lambda: rig.jobs.submit_plain(H, [], EMPTY_ARGS, {}, EMPTY_KWARGS, None),
                    lambda: rig.jobs.submit_many([spec("c")])):
         err = error_of(submit)
         assert err.code == C.E_UNAVAILABLE
