@@ -64,6 +64,7 @@ class ResultsConfig:
     ttl: float = 7 * 24 * 3600.0
     inline_max_bytes: int = 1024 * 1024
     compress_min_bytes: int = 64 * 1024
+    log_max_bytes: int = 1024 * 1024     # a job's captured output kept (the last bytes)
 
 
 @dataclass
@@ -264,6 +265,7 @@ def validate(cfg: Config) -> None:
         (cfg.wal.fsync_interval_ms > 0, "wal.fsync_interval_ms", "> 0"),
         (cfg.wal.segment_bytes >= 4096, "wal.segment_bytes", ">= 4096"),
         (cfg.results.ttl > 0, "results.ttl", "> 0"),
+        (cfg.results.log_max_bytes >= 1024, "results.log_max_bytes", ">= 1024"),
         (cfg.dead_letter.max_size > 0, "dead_letter.max_size", "> 0"),
     ]
     for ok, key, expect in checks:

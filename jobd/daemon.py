@@ -39,7 +39,8 @@ from jobd.server.connection import Connection, Server
 from jobd.server.events import EventHub
 from jobd.server.ops import Ops, Services
 from jobd.storage import wal
-from jobd.storage.results import ResultStore
+from jobd.storage.logs import JobLogs
+from jobd.storage.results import ResultStore, file_stem
 from jobd.storage.store import WalStore
 from jobd.systemd import Notifier
 
@@ -74,8 +75,9 @@ class Daemon:
         self.recorder = Recorder(cfg.monitoring.slow_job_threshold)
         self.recorder.reset_gauges(self.store.scan())
         self.store.listen(self.recorder.on_change)
-        self.jobs = Jobs(cfg, self.store, self.boot.handlers, self.results, self.recorder,
-                         wake, clock)
+        self.logs = JobLogs(os.path.join(cfg.data_dir, "logs"), cfg.results.log_max_bytes, file_stem)
+        self.jobs = Jobs(cfg, self.store, self.boot.handlers, self.results, self.logs,
+                         self.recorder, wake, clock)
         self.jobs.cancel_interrupted(requeued)
         self.events = EventHub(self.store, cfg.server.max_unsent_bytes // 2)
         self.workers = Workers(loop)
@@ -190,6 +192,8 @@ class Daemon:
             # fails they are undone, and no worker has been told to run them.
             log_.write_buffer()
         arbiter.dispatch()
+        if self.logs.pending:
+            self.logs.flush()                    # jobs' output: one append per job per turn
         if self._sync_replies:
             # Wake the workers first: they run while the fsync waits for the disk.
             arbiter.flush()

@@ -31,6 +31,7 @@ from jobd.core.signature import check
 from jobd.core.values import MAX_TIMESTAMP, priority_value
 from jobd.errors import OpError, did_you_mean, invalid, not_found
 from jobd.handlers import HandlerSpec
+from jobd.storage.logs import JobLogs
 from jobd.storage.results import ResultStore, file_stem
 from jobd.storage.store import Store
 
@@ -75,13 +76,14 @@ def _override(defaults: tuple[Any, ...], spec: SubmitSpec) -> tuple[Any, ...]:
 
 class Jobs:
     def __init__(self, cfg: Config, store: Store, handlers: dict[str, HandlerSpec],
-                 results: ResultStore, stats: JobStats, wake: Callable[[], None],
+                 results: ResultStore, logs: JobLogs, stats: JobStats, wake: Callable[[], None],
                  clock: Callable[[], float] = time.time) -> None:
         self.cfg = cfg
         self.store = store
         self.table = store.table
         self.handlers = handlers
         self.results = results
+        self.logs = logs
         self.stats = stats
         self.wake = wake                   # a job became pending: dispatch this turn
         self.clock = clock
@@ -338,6 +340,10 @@ class Jobs:
             self.wake()
         self.results.store(job.id, raw, stored)
 
+    def log(self, job: Job, data: bytes) -> None:
+        """Output the job printed or logged (kept with it, `logs` op)."""
+        self.logs.append(job.id, data)
+
     def attempt_failed(self, job: Job, error: str, kind: int, after: float) -> None:
         """Apply the retry policy to a failed attempt. The daemon's tick
         re-arms its timer for a retry's due time."""
@@ -386,9 +392,12 @@ class Jobs:
         return len(ids)
 
     def sweep_results(self) -> None:
-        """Delete result files whose job is gone (purged, expired)."""
+        """Delete the result files and captured output of jobs that are gone (purged, expired)."""
         live = {file_stem(j.id) for j in self.store.scan() if j.result_ref}
         self.results.forget_missing(lambda stem: stem in live)
+        self.logs.flush()
+        everyone = {file_stem(j.id) for j in self.store.scan()}
+        self.logs.forget_missing(lambda stem: stem in everyone)
 
     def evict_dead_letters(self) -> None:
         """Keep the dead-letter queue within `[dead_letter] max_size` the

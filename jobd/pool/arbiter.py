@@ -248,6 +248,8 @@ class Arbiter:
             self._on_heartbeat(w, orjson.loads(body))
         elif kind == F.PROGRESS:
             self._on_progress(w, orjson.loads(body))
+        elif kind == F.LOG:
+            self._on_log(w, *F.unpack_done(body))
         elif kind == F.DROPPED:
             self._on_dropped(w, orjson.loads(body))
         elif kind == F.READY:
@@ -291,6 +293,11 @@ class Arbiter:
             prog = dict(job.progress or {})
             prog.pop("updated_at", None)
             self.events.publish(C.EV_PROGRESS, job.id, prog)
+
+    def _on_log(self, w: WorkerHandle, job_id: str, data: bytes) -> None:
+        job = self._current(w, job_id)
+        if job is not None:
+            self.outcomes.log(job, data)
 
     def _current(self, w: WorkerHandle, job_id: str) -> Job | None:
         job = w.job

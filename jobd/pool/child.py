@@ -24,6 +24,7 @@ from jobd import handlers as H
 from jobd.core.lifecycle import FAIL_ERROR, FAIL_PERMANENT, FAIL_RETRY
 from jobd.core.values import non_finite_path
 from jobd.pool import frames as F
+from jobd.pool.capture import captured
 
 PROGRESS_MIN_INTERVAL = 0.05     # seconds between progress frames for one job
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -138,7 +139,8 @@ class Worker:
         try:
             if spec is None:
                 raise H.PermanentError(f"handler {name!r} is not registered in this worker")
-            value = self._call(spec, args, kwargs)
+            with captured(lambda data: self.send(F.LOG, F.pack_done(job_id, data))):
+                value = self._call(spec, args, kwargs)
             body = _encode_result(value)
         except H.PermanentError as e:
             self._finish_failure(job_id, FAIL_PERMANENT, _format(e), 0.0)

@@ -21,6 +21,7 @@ HEARTBEAT = ord("H")    # [rss_bytes]
 PROGRESS = ord("P")     # [job_id, current, total, message]
 DONE = ord("D")         # see pack_done
 FAIL = ord("F")         # [job_id, kind, error, retry_after]; kind: jobd/core/lifecycle.py FAIL_*
+LOG = ord("L")          # see pack_done: job id + raw UTF-8 output the job wrote
 DROPPED = ord("x")      # [job_id, ran]: answer to DROP; ran = it had started before the DROP came
 
 

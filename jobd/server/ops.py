@@ -30,6 +30,7 @@ from jobd.scheduling.specs import get_name, parse_schedule, require_handler
 from jobd.server.args import get_job_id, get_status, is_plain, parse_plain, parse_submit
 from jobd.server.connection import DEFERRED, NL, Connection
 from jobd.server.events import EventHub
+from jobd.storage.logs import MAX_READ
 from jobd.storage.results import ResultStore
 from jobd.storage.store import Store
 
@@ -140,6 +141,18 @@ class Ops:
         state["timer"] = loop.call_later(wait, answer, job)
         jobs.add_waiter(job.id, answer)
         conn.cleanup.append(drop)
+
+    def op_logs(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        """A job's captured output from `offset` (docs/handlers.md, "Output")."""
+        job = self.s.jobs.get(get_job_id(req))
+        offset = get_int(req, "offset", 0, 0)
+        logs = self.s.jobs.logs
+        logs.flush()
+        chunk = logs.read(job.id, offset)
+        rest = logs.read(job.id, chunk.offset).text if chunk.text else ""
+        return {"text": chunk.text, "offset": chunk.offset, "truncated": chunk.truncated,
+                "complete": job.terminal and not rest and not (chunk.text and
+                                                               len(chunk.text) >= MAX_READ)}, job.wal_seq
 
     # --- changes --------------------------------------------------------------------------
     def op_cancel(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:

@@ -248,3 +248,30 @@ def picky(kind: str) -> None:
 @handler
 def greet(to: str, subject: str, *, loud: bool = False) -> str:
     return f"{subject} to {to}" + ("!" if loud else "")
+
+
+@handler
+def chatty(tag: str, lines: int = 3) -> str:
+    """Print and log lines that carry `tag` (per-job output capture)."""
+    import logging
+    import sys
+    for i in range(lines):
+        print(f"{tag} out {i}")
+        print(f"{tag} err {i}", file=sys.stderr)
+        logging.getLogger("chatty").warning("%s log %d", tag, i)
+    return tag
+
+
+@handler
+def print_then_die(tag: str) -> None:
+    """Print a line, then kill the worker: the line must be kept."""
+    print(f"{tag} before the crash")
+    os._exit(7)
+
+
+@handler
+def flood(size: int) -> int:
+    """Print `size` bytes of output: numbered 100-byte lines."""
+    for i in range(size // 100):
+        print(f"{i:09d}" + "." * 90)
+    return size

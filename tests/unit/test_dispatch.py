@@ -27,6 +27,7 @@ from jobd.pool import frames as F
 from jobd.pool.arbiter import Arbiter
 from jobd.pool.dispatch import Dispatcher, concurrency_limits
 from jobd.pool.handle import WorkerHandle, Workers
+from jobd.storage.logs import JobLogs
 from jobd.storage.results import ResultStore
 from jobd.storage.store import MemoryStore
 
@@ -66,7 +67,8 @@ class Rig:
         self.store = MemoryStore()
         self.clock = itertools.count(1_800_000_000.0, 0.001).__next__
         results = ResultStore(str(tmp_path / "results"), 1 << 20, 1 << 16, self.loop)
-        self.jobs = Jobs(cfg, self.store, handlers, results, Stats(), lambda: None, self.clock)
+        logs = JobLogs(str(tmp_path / "logs"), 1 << 20, lambda job_id: job_id)
+        self.jobs = Jobs(cfg, self.store, handlers, results, logs, Stats(), lambda: None, self.clock)
         self.workers = Workers(self.loop)
         self.dispatcher = dispatcher_class(store=self.store, outcomes=self.jobs,
                                            workers=self.workers, limits=limits or {},

@@ -26,6 +26,7 @@ from jobd.core.values import MAX_TIMESTAMP, compact_json
 from jobd.errors import OpError
 from jobd.handlers import HandlerSpec
 from jobd.jobs import Jobs
+from jobd.storage.logs import JobLogs
 from jobd.storage.results import ResultStore, file_stem
 from jobd.storage.store import MemoryStore
 
@@ -99,7 +100,8 @@ class Rig:
                                    r.compress_min_bytes, loop)
         self.stats, self.runner, self.clock = Stats(), Runner(), Clock()
         self.wakes = 0
-        self.jobs = Jobs(self.cfg, self.store, self.handlers, self.results, self.stats,
+        self.logs = JobLogs(str(tmp_path / "logs"), 1 << 20, file_stem)
+        self.jobs = Jobs(self.cfg, self.store, self.handlers, self.results, self.logs, self.stats,
                          self.wake, self.clock)
 
     def wake(self) -> None:
