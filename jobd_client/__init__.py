@@ -1,13 +1,15 @@
-"""Thin client for the jobd job-queue daemon (SPEC §7): standard library only.
+"""Thin client for the jobd job-queue daemon: standard library only (orjson when importable).
 
     from jobd_client import Client
     with Client() as c:
         job = c.wait(c.submit("myapp.tasks.resize", args=["a.png"]), timeout=30)
+
+docs/client.md describes the client; docs/protocol.md the wire protocol.
 """
 from __future__ import annotations
 
 from .aio import AsyncClient, AsyncWatchStream
-from .client import Client, WatchStream
+from .client import Client, WatchStream, find_socket
 from .errors import (
     BadRequest,
     Conflict,
@@ -23,15 +25,17 @@ from .errors import (
     Unavailable,
     UnknownHandler,
     UnknownOp,
+    WaitTimeout,
     error_from_reply,
 )
 from .models import Event, Job, Page
-from .paths import default_socket_path
+from .paths import client_socket_candidates, default_socket_path
 
 __all__ = [
     "AsyncClient", "AsyncWatchStream", "BadRequest", "Client", "Conflict",
     "DaemonUnavailable", "Event", "InternalError", "InvalidArgument", "Job",
     "JobdError", "NotFound", "Page", "PermissionDenied", "QueueFull",
     "RequestTooLarge", "StorageError", "Unavailable", "UnknownHandler",
-    "UnknownOp", "WatchStream", "default_socket_path", "error_from_reply",
+    "UnknownOp", "WaitTimeout", "WatchStream", "client_socket_candidates",
+    "default_socket_path", "error_from_reply", "find_socket",
 ]

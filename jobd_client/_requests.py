@@ -2,19 +2,20 @@
 
 `Client` and `AsyncClient` differ only in how they move bytes; everything a
 method means (argument names, defaults left to the daemon, which reply field is
-returned) is written once here. `wait` needs two round trips in a loop, so it is
-a small generator that yields `Call`s and is driven by either client.
+returned) is written once here. `status`, `wait` and `wait_many` need several
+round trips, so each is a small generator that yields batches of `Call`s (sent
+pipelined, the replies in the same order) and is driven by either client.
 """
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from . import protocol as P
-from .errors import error_from_reply
+from .errors import WaitTimeout, error_from_reply
 from .models import Event, Job, Page
 from .protocol import TERMINAL
 
@@ -22,6 +23,10 @@ T = TypeVar("T")
 Reply = dict[str, Any]
 # `wait` without a timeout polls in chunks so a lost reply never blocks forever.
 WAIT_CHUNK_S = 60.0
+# Requests per batch. A blocking client writes a whole batch before reading:
+# 256 small requests fit in a socket buffer, so the write never waits on a
+# daemon that stopped reading until its replies are read (docs/protocol.md §3).
+WINDOW = 256
 _ENVELOPE = ("id", "ok")
 
 
@@ -39,17 +44,19 @@ class Call(Generic[T]):
     hold: float = 0.0
 
 
-WaitSteps = Generator[Call[Any], Any, Job]
+Batch = list[Call[Any]]
+# A multi-call method: yields batches, is sent each batch's decoded replies, returns T.
+Steps = Generator[Batch, list[Any], T]
 
 # Ops a client may send again when the connection died after the request went
 # out (the daemon may have applied it): reads, and changes whose repeat changes
 # nothing (submits carry a job id; scale sets a target; schedule_add upserts).
-# cancel, retry, purge, restart_worker and schedule_remove are not: a repeat
-# would answer differently or act twice.
+# cancel, retry, purge, restart_worker, schedule_remove and reload are not: a
+# repeat would answer differently or act twice.
 RESENDABLE = frozenset({
     P.OP_HELLO, P.OP_SUBMIT, P.OP_SUBMIT_MANY, P.OP_STATUS, P.OP_PROGRESS, P.OP_RESULT,
     P.OP_WAIT, P.OP_LIST, P.OP_DEAD_LETTERS, P.OP_METRICS, P.OP_WORKERS, P.OP_SCALE,
-    P.OP_SCHEDULE_ADD, P.OP_SCHEDULE_LIST,
+    P.OP_SCHEDULE_ADD, P.OP_SCHEDULE_LIST, P.OP_LOGS, P.OP_HANDLERS,
 })
 
 
@@ -99,7 +106,7 @@ def event_from(msg: Reply) -> Event | None:
     return Event(name, data if isinstance(data, dict) else {})
 
 
-# --- one builder per op (SPEC §5) ----------------------------------------------
+# --- one builder per op (docs/protocol.md) ------------------------------------
 
 def generic(op: str, args: dict[str, Any]) -> Call[Reply]:
     """Any op; returns the reply body. A numeric `wait` lets the reply be held that long."""
@@ -202,30 +209,81 @@ def schedule_remove(name: str) -> Call[bool]:
     return Call(P.OP_SCHEDULE_REMOVE, {"name": name}, lambda r: bool(r.get("removed")))
 
 
-# --- wait: result(wait=...) until terminal or timed out, then status ---------------
-
-def wait_steps(job_id: str, timeout: float | None) -> WaitSteps:
-    """Yield the calls of `wait`; the driver sends back each decoded reply.
-
-    Ends with the full job view carrying the result of the last `result`
-    reply, terminal or not: the caller checks `job.done`.
-    """
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        res: Reply = yield result(job_id, wait=_chunk(deadline))
-        if res.get("status") in TERMINAL or _expired(deadline):
-            break
-    job: Job = yield status(job_id)
-    return replace(job, result=res.get("result"))
+def logs(job_id: str, offset: int = 0) -> Call[Reply]:
+    """`text` from `offset` on, the `offset` to continue from, `truncated`, `complete`."""
+    return Call(P.OP_LOGS, {"job_id": job_id, "offset": offset}, body)
 
 
-def status_steps(job_id: str) -> WaitSteps:
+def reload() -> Call[Reply]:
+    """`reloaded`, `handlers_added`, `handlers_removed`, `error`."""
+    return Call(P.OP_RELOAD, {}, body)
+
+
+def handlers() -> Call[list[Any]]:
+    return Call(P.OP_HANDLERS, {}, lambda r: r.get("handlers") or [])
+
+
+# --- status, wait, wait_many: several round trips -----------------------------------
+
+def status_steps(job_id: str) -> Steps[Job]:
     """The calls of `status`: the job view, and for a completed job its result."""
-    job: Job = yield status(job_id)
+    job: Job
+    (job,) = yield [status(job_id)]
     if job.status != P.COMPLETED:
         return job
-    res: Reply = yield result(job_id)
+    (res,) = yield [result(job_id)]
     return replace(job, result=res.get("result"))
+
+
+def wait_steps(job_ids: Sequence[str], timeout: float | None) -> Steps[list[Job]]:
+    """The calls of `wait_many` (and `wait`, with one id): the jobs, in the order of
+    `job_ids`, once all are terminal, each with its result.
+
+    `result` with a wait for up to WINDOW jobs at a time, so the daemon answers
+    each when it ends (no polling); then every job's view. Raises WaitTimeout,
+    with those views, if one is still not terminal when `timeout` s have passed.
+    """
+    unique = list(dict.fromkeys(job_ids))
+    ended = yield from _until_terminal(unique, _deadline(timeout))
+    views = dict(zip(unique, (yield from _in_windows([status(i) for i in unique]))))
+    # A job that ended after its last `result` reply: fetch the outcome it now has.
+    late = [i for i in unique if views[i].done and i not in ended]
+    ended.update(zip(late, (yield from _in_windows([result(i) for i in late]))))
+    jobs = [_with_result(views[i], ended.get(i)) for i in job_ids]
+    unfinished = [job for job in jobs if not job.done]
+    if unfinished:
+        raise WaitTimeout(unfinished[0], jobs, timeout)
+    return jobs
+
+
+def _until_terminal(job_ids: list[str], deadline: float | None) -> Steps[dict[str, Reply]]:
+    """The terminal `result` replies by job id, asking until all are or time is up."""
+    ended: dict[str, Reply] = {}
+    left = job_ids
+    while left:
+        window = left[:WINDOW]
+        replies = yield [result(i, wait=_chunk(deadline)) for i in window]
+        ended.update((i, r) for i, r in zip(window, replies) if r.get("status") in TERMINAL)
+        left = [i for i in left if i not in ended]
+        if _expired(deadline):
+            break
+    return ended
+
+
+def _in_windows(calls: list[Call[T]]) -> Steps[list[T]]:
+    """Send `calls` WINDOW at a time; their decoded replies in order."""
+    out: list[T] = []
+    for start in range(0, len(calls), WINDOW):
+        out += yield calls[start:start + WINDOW]
+    return out
+
+
+def _with_result(job: Job, res: Reply | None) -> Job:
+    return job if res is None else replace(job, result=res.get("result"))
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
 
 
 def _chunk(deadline: float | None) -> float:
@@ -236,4 +294,3 @@ def _chunk(deadline: float | None) -> float:
 
 def _expired(deadline: float | None) -> bool:
     return deadline is not None and time.monotonic() >= deadline
-

@@ -1,4 +1,4 @@
-"""asyncio client: one pipelined connection shared by many tasks (SPEC §7).
+"""asyncio client: one pipelined connection shared by many tasks.
 
 Requests are written as they come; a single reader task resolves the Future
 registered under each reply's id, so replies may arrive in any order. What each
@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
 from . import _requests as rq
 from ._wire import MAX_LINE_BYTES, decode, encode
-from .errors import DaemonUnavailable
+from .errors import DaemonUnavailable, no_daemon
 from .models import Event, Job, Page
-from .paths import default_socket_path
+from .paths import client_socket_candidates, likely_socket
 
 T = TypeVar("T")
 # Aliases at module level: inside the classes `list` names the method.
@@ -36,12 +36,19 @@ class _Lost(Exception):
         self.sent = sent
 
 
-async def open_stream(path: str) -> Streams:
-    """Connect with a line limit big enough for large results; DaemonUnavailable on failure."""
-    try:
-        return await asyncio.open_unix_connection(path, limit=MAX_LINE_BYTES)
-    except OSError as exc:
-        raise DaemonUnavailable(path, exc.strerror or str(exc)) from exc
+async def open_first(paths: Sequence[str]) -> tuple[Streams, str]:
+    """Streams to the first of `paths` that accepts a connection, and which it was.
+
+    The line limit is big enough for large results. DaemonUnavailable names
+    every path tried and why each failed.
+    """
+    failures: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            return await asyncio.open_unix_connection(path, limit=MAX_LINE_BYTES), path
+        except OSError as exc:
+            failures.append((path, exc.strerror or str(exc)))
+    raise no_daemon(failures)
 
 
 async def read_line(reader: asyncio.StreamReader) -> bytes:
@@ -145,15 +152,24 @@ class _Connection:
 class AsyncClient:
     """Coroutine client; connects on first use and reconnects after the daemon restarts.
 
-    A request whose connection breaks before its reply is resent once on a new
-    connection (submits carry a job_id, so a resend never duplicates a job).
+    The socket is found as `Client` finds it, and kept once found. A request
+    whose connection breaks before its reply is resent once on a new
+    connection when that is harmless (submits carry a job_id, so a resend
+    never duplicates a job).
     """
 
     def __init__(self, socket_path: str | None = None) -> None:
-        self.socket_path = socket_path or default_socket_path()
+        self._candidates = client_socket_candidates(socket_path)
+        self._found: str | None = socket_path or None
         self._conn: _Connection | None = None
         self._lock = asyncio.Lock()
         self._ids = itertools.count(1)
+
+    @property
+    def socket_path(self) -> str:
+        """The socket in use: given, or found by the first connection. Before
+        that, the first candidate that exists (a guess: it may not answer)."""
+        return self._found if self._found is not None else likely_socket(self._candidates)
 
     # --- connection --------------------------------------------------------
 
@@ -178,11 +194,16 @@ class AsyncClient:
                         tb: TracebackType | None) -> None:
         await self.close()
 
+    def _paths(self) -> list[str]:
+        """Where to connect: every candidate until one answered, then only that one."""
+        return self._candidates if self._found is None else [self._found]
+
     async def _connection(self) -> _Connection:
         async with self._lock:  # many tasks may find the connection dead at once
             if self._conn is None or not self._conn.alive:
                 await self._discard()
-                self._conn = _Connection(await open_stream(self.socket_path))
+                streams, self._found = await open_first(self._paths())
+                self._conn = _Connection(streams)
             return self._conn
 
     async def _discard(self) -> None:
@@ -216,17 +237,29 @@ class AsyncClient:
                     raise DaemonUnavailable(self.socket_path, f"connection lost: {exc}") from None
         raise AssertionError("unreachable")
 
-    async def _drive(self, steps: rq.WaitSteps) -> Job:
-        """Run a multi-call generator from `_requests`, feeding it each decoded reply."""
+    async def _run_batch(self, calls: rq.Batch) -> list[Any]:
+        """Run `calls` concurrently on the pipelined connection; their decoded
+        replies in order. The first error cancels the rest."""
+        if len(calls) == 1:
+            return [await self._run(calls[0])]
+        tasks = [asyncio.ensure_future(self._run(call)) for call in calls]
         try:
-            call = next(steps)
-            while True:
-                call = steps.send(await self._run(call))
-        except StopIteration as done:
-            job: Job = done.value
-            return job
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for task in tasks:      # after an error the others' answers are not wanted
+                task.cancel()
 
-    # --- ops (SPEC §5) ------------------------------------------------------------
+    async def _drive(self, steps: rq.Steps[T]) -> T:
+        """Run a multi-call generator from `_requests`, feeding it each batch's replies."""
+        try:
+            batch = next(steps)
+            while True:
+                batch = steps.send(await self._run_batch(batch))
+        except StopIteration as done:
+            value: T = done.value
+            return value
+
+    # --- ops (docs/protocol.md) ---------------------------------------------------
 
     async def hello(self) -> dict[str, Any]:
         """Daemon version, protocol number and registered handler names."""
@@ -262,8 +295,15 @@ class AsyncClient:
         return await self._run(rq.result(job_id, wait))
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Wait until the job is terminal or `timeout` s passed; check `job.done`."""
-        return await self._drive(rq.wait_steps(job_id, timeout))
+        """The job, with its result, once it is terminal (check `job.ok`).
+        Raises WaitTimeout, `.job` its last view, if not within `timeout` s."""
+        return (await self._drive(rq.wait_steps([job_id], timeout)))[0]
+
+    async def wait_many(self, job_ids: Sequence[str], timeout: float | None = None) -> list[Job]:
+        """The jobs, in the order of `job_ids`, once all are terminal. Raises
+        WaitTimeout (`.job` the first unfinished, `.jobs` every last view) if
+        they are not within `timeout` s. The waits are pipelined, not polled."""
+        return await self._drive(rq.wait_steps(job_ids, timeout))
 
     async def cancel(self, job_id: str, force: bool = False) -> bool:
         """True when the job is now cancelled (a running job needs `force`)."""
@@ -305,7 +345,7 @@ class AsyncClient:
     def watch(self, job_id: str | None = None, events: Strings | None = None) -> AsyncWatchStream:
         """Event stream on its own connection; `await` it or `async with` it to be sure
         the daemon is subscribed before you act, or just `async for` over it."""
-        return AsyncWatchStream(self.socket_path, rq.watch(job_id, events))
+        return AsyncWatchStream(self._paths(), rq.watch(job_id, events))
 
     async def schedule_add(self, name: str, cron: str, handler: str,
                            args: Args | None = None, kwargs: dict[str, Any] | None = None,
@@ -322,6 +362,20 @@ class AsyncClient:
         """Remove a schedule; False when there was none."""
         return await self._run(rq.schedule_remove(name))
 
+    async def logs(self, job_id: str, offset: int = 0) -> dict[str, Any]:
+        """What the job printed and logged, from `offset`: `text`, `offset` (pass
+        it back to continue), `truncated`, `complete` (the job is terminal)."""
+        return await self._run(rq.logs(job_id, offset))
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-import the handler modules: `reloaded`, `handlers_added`,
+        `handlers_removed`, `error` (why not, the old code still serving)."""
+        return await self._run(rq.reload())
+
+    async def handlers(self) -> Args:
+        """The registered handlers, as the daemon describes them."""
+        return await self._run(rq.handlers())
+
 
 class AsyncWatchStream:
     """Async iterator of Events on its own connection, opened on first use.
@@ -330,16 +384,17 @@ class AsyncWatchStream:
     DaemonUnavailable, since silently ending would hide lost events.
     """
 
-    def __init__(self, socket_path: str, call: rq.Call[Any]) -> None:
-        self.socket_path = socket_path
-        self._call = call
+    def __init__(self, socket_paths: Sequence[str], call: rq.Call[Any]) -> None:
+        self._paths = list(socket_paths)
+        self.socket_path = likely_socket(self._paths)   # until connected
+        self._data = encode(rq.message(call.op, 1, call.args))  # a bad value raises here
         self._streams: Streams | None = None
         self._closed = False
 
     async def open(self) -> AsyncWatchStream:
         """Connect and wait for the daemon's ack (raises its error, e.g. NotFound)."""
         if self._streams is None:
-            self._streams = await open_stream(self.socket_path)
+            self._streams, self.socket_path = await open_first(self._paths)
             try:
                 await self._subscribe(*self._streams)
             except BaseException:
@@ -348,7 +403,7 @@ class AsyncWatchStream:
         return self
 
     async def _subscribe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(encode(rq.message(self._call.op, 1, self._call.args)))
+        writer.write(self._data)
         while True:
             msg = decode(await self._read(reader))
             if msg is not None and msg.get("id") in (1, None) and "ok" in msg:

@@ -1,8 +1,8 @@
-"""Blocking client: one Unix socket, one request at a time (SPEC §7).
+"""Blocking client: one Unix socket, one call at a time (a call may pipeline a batch).
 
 What each method sends and returns is defined once in `_requests`; this module
 only moves lines. A broken connection is reconnected once per call and the
-request resent: safe, because submits always carry a job_id.
+request resent when that is harmless (submits always carry a job_id).
 """
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import contextlib
 import itertools
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from types import TracebackType
 from typing import IO, Any, TypeVar
 
 from . import _requests as rq
 from ._wire import decode, encode
-from .errors import DaemonUnavailable
+from .errors import DaemonUnavailable, no_daemon
 from .models import Event, Job, Page
-from .paths import default_socket_path
+from .paths import client_socket_candidates, likely_socket
 
 T = TypeVar("T")
 # Aliases at module level: inside the classes `list` names the method.
@@ -39,15 +39,42 @@ class _Broken(Exception):
 
 
 def open_socket(path: str, timeout: float | None) -> socket.socket:
-    """Connect to the daemon, turning any OSError into DaemonUnavailable naming the path."""
+    """Connect to the daemon at `path`; OSError when nothing answers there."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
     try:
         sock.connect(path)
-    except OSError as exc:
+    except OSError:
         sock.close()
-        raise DaemonUnavailable(path, exc.strerror or str(exc)) from exc
+        raise
     return sock
+
+
+def connect_first(paths: Sequence[str], timeout: float | None) -> tuple[socket.socket, str]:
+    """The first of `paths` that accepts a connection, and which it was.
+
+    DaemonUnavailable names every path tried, why each failed, and how to
+    start or point to a daemon.
+    """
+    failures: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            return open_socket(path, timeout), path
+        except OSError as exc:
+            failures.append((path, exc.strerror or str(exc)))
+    raise no_daemon(failures)
+
+
+def find_socket(socket_path: str | None = None, timeout: float | None = 5.0) -> str:
+    """The socket a `Client(socket_path)` would talk to, found by connecting.
+
+    The path given, else `$JOBD_SOCKET`, else the system service's socket
+    (/run/jobd/jobd.sock) when a daemon answers there, else this user's
+    (`default_socket_path()`). Raises DaemonUnavailable naming all it tried.
+    """
+    sock, path = connect_first(client_socket_candidates(socket_path), timeout)
+    sock.close()
+    return path
 
 
 def read_line(reader: IO[bytes]) -> bytes:
@@ -64,6 +91,9 @@ def read_line(reader: IO[bytes]) -> bytes:
 class Client:
     """Blocking client; connects on first use, safe to share between threads (calls serialise).
 
+    With no `socket_path` (and no `$JOBD_SOCKET`) the first connection tries
+    the system service's socket, then this user's; the one that answered is
+    kept for reconnects, so a restart never sends the client to another daemon.
     `timeout` bounds connecting and each reply (None: wait forever). For
     `result`/`wait`, the time the daemon may hold the reply is added to it.
     A call that times out raises TimeoutError and drops the connection, since
@@ -71,12 +101,19 @@ class Client:
     """
 
     def __init__(self, socket_path: str | None = None, timeout: float | None = None) -> None:
-        self.socket_path = socket_path or default_socket_path()
+        self._candidates = client_socket_candidates(socket_path)
+        self._found: str | None = socket_path or None
         self.timeout = timeout
         self._sock: socket.socket | None = None
         self._reader: IO[bytes] | None = None
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+
+    @property
+    def socket_path(self) -> str:
+        """The socket in use: given, or found by the first connection. Before
+        that, the first candidate that exists (a guess: it may not answer)."""
+        return self._found if self._found is not None else likely_socket(self._candidates)
 
     # --- connection --------------------------------------------------------
 
@@ -98,9 +135,13 @@ class Client:
                  tb: TracebackType | None) -> None:
         self.close()
 
+    def _paths(self) -> list[str]:
+        """Where to connect: every candidate until one answered, then only that one."""
+        return self._candidates if self._found is None else [self._found]
+
     def _connection(self) -> tuple[socket.socket, IO[bytes]]:
         if self._sock is None or self._reader is None:
-            self._sock = open_socket(self.socket_path, self.timeout)
+            self._sock, self._found = connect_first(self._paths(), self.timeout)
             self._reader = self._sock.makefile("rb")
         return self._sock, self._reader
 
@@ -111,31 +152,46 @@ class Client:
             self._sock.close()
         self._sock = self._reader = None
 
-    # --- one round trip ----------------------------------------------------------
+    # --- round trips --------------------------------------------------------------
 
     def call(self, op: str, **args: Any) -> dict[str, Any]:
         """Send any op (None-valued arguments omitted); return the reply body or raise JobdError."""
         return self._run(rq.generic(op, args))
 
     def _run(self, call: rq.Call[T]) -> T:
-        request = rq.message(call.op, next(self._ids), call.args)
-        with self._lock:
-            reply = self._roundtrip(encode(request), request["id"], call.hold, call.op)
-        return call.decode(rq.check(reply))
+        value: T
+        (value,) = self._run_batch([call])
+        return value
 
-    def _roundtrip(self, data: bytes, request_id: int, hold: float, op: str) -> dict[str, Any]:
+    def _run_batch(self, calls: rq.Batch) -> list[Any]:
+        """Send `calls` pipelined (encoded first: a bad value sends nothing); their
+        decoded replies in order, or the first error reply raised."""
+        requests = [rq.message(c.op, next(self._ids), c.args) for c in calls]
+        data = b"".join([encode(r) for r in requests])
+        ids = [r["id"] for r in requests]
+        hold = max(c.hold for c in calls)
+        with self._lock:
+            replies = self._roundtrip(data, ids, hold, {c.op for c in calls})
+        for request_id in ids:          # an error reply may have cut the batch short
+            if request_id in replies:
+                rq.check(replies[request_id])
+        return [c.decode(replies[i]) for c, i in zip(calls, ids)]
+
+    def _roundtrip(self, data: bytes, ids: list[int], hold: float,
+                   ops: set[str]) -> dict[int, dict[str, Any]]:
         for attempt in range(2):
             try:
-                return self._exchange(data, request_id, hold)
+                return self._exchange(data, ids, hold)
             except _Broken as exc:
                 self._drop()
-                if exc.sent and op not in rq.RESENDABLE:
-                    raise DaemonUnavailable(self.socket_path, rq.lost_after_send(op)) from None
+                unsafe = sorted(ops - rq.RESENDABLE)
+                if exc.sent and unsafe:
+                    raise DaemonUnavailable(self.socket_path, rq.lost_after_send(unsafe[0])) from None
                 if attempt:
                     raise DaemonUnavailable(self.socket_path, f"connection lost: {exc}") from None
         raise AssertionError("unreachable")
 
-    def _exchange(self, data: bytes, request_id: int, hold: float) -> dict[str, Any]:
+    def _exchange(self, data: bytes, ids: list[int], hold: float) -> dict[int, dict[str, Any]]:
         sock, reader = self._connection()
         sock.settimeout(None if self.timeout is None else self.timeout + hold)
         try:
@@ -146,35 +202,52 @@ class Client:
             self._drop()
             raise
         try:
-            return self._read_reply(reader, request_id)
+            replies = self._read_replies(reader, ids)
         except _BROKEN as exc:
             raise _Broken(str(exc)) from exc
         except TimeoutError:
             self._drop()
             raise
+        if len(replies) < len(ids):        # an error cut the batch short: drop the rest's
+            self._drop()                   # late replies (and the daemon's parked waits)
+        return replies
 
     @staticmethod
     def _read_reply(reader: IO[bytes], request_id: int) -> dict[str, Any]:
-        # Skip stale lines; an id-less error is the daemon failing to parse
-        # our (only) outstanding request, e.g. request_too_large.
-        while True:
+        return Client._read_replies(reader, [request_id])[request_id]
+
+    @staticmethod
+    def _read_replies(reader: IO[bytes], ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The replies to `ids`, read until all came or one is an error.
+
+        Stale lines are skipped; an id-less error is the daemon failing to
+        parse one of our lines (e.g. request_too_large): it answers the first
+        still unanswered.
+        """
+        wanted = set(ids)
+        replies: dict[int, dict[str, Any]] = {}
+        while len(replies) < len(ids):
             msg = decode(read_line(reader))
             if msg is None:
                 continue
-            if msg.get("id") == request_id or (msg.get("id") is None and msg.get("ok") is False):
-                return msg
+            request_id = msg.get("id")
+            if request_id is None and msg.get("ok") is False:
+                request_id = next(i for i in ids if i not in replies)
+            if request_id in wanted and request_id not in replies:
+                replies[request_id] = msg
+                if msg.get("ok") is not True:
+                    break
+        return replies
 
-    def _drive(self, steps: rq.WaitSteps) -> Job:
-        """Run a multi-call generator from `_requests`, feeding it each decoded reply."""
+    def _drive(self, steps: rq.Steps[T]) -> T:
+        """Run a multi-call generator from `_requests`, feeding it each batch's replies."""
         try:
-            call = next(steps)
+            batch = next(steps)
             while True:
-                call = steps.send(self._run(call))
+                batch = steps.send(self._run_batch(batch))
         except StopIteration as done:
-            job: Job = done.value
-            return job
-
-    # --- ops (SPEC §5) ------------------------------------------------------------
+            value: T = done.value
+            return value
 
     def hello(self) -> dict[str, Any]:
         """Daemon version, protocol number and registered handler names."""
@@ -210,8 +283,16 @@ class Client:
         return self._run(rq.result(job_id, wait))
 
     def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """Block until the job is terminal or `timeout` s passed; check `job.done`."""
-        return self._drive(rq.wait_steps(job_id, timeout))
+        """The job, with its result, once it is terminal (completed, failed,
+        cancelled or dead_letter: check `job.ok`). Raises WaitTimeout, whose
+        `.job` is its last view, if it is not terminal within `timeout` s."""
+        return self._drive(rq.wait_steps([job_id], timeout))[0]
+
+    def wait_many(self, job_ids: Sequence[str], timeout: float | None = None) -> list[Job]:
+        """The jobs, in the order of `job_ids`, once all are terminal. Raises
+        WaitTimeout (`.job` the first unfinished, `.jobs` every last view) if
+        they are not within `timeout` s. The waits are pipelined, not polled."""
+        return self._drive(rq.wait_steps(job_ids, timeout))
 
     def cancel(self, job_id: str, force: bool = False) -> bool:
         """True when the job is now cancelled (a running job needs `force`)."""
@@ -252,7 +333,7 @@ class Client:
 
     def watch(self, job_id: str | None = None, events: Strings | None = None) -> WatchStream:
         """Stream events over a new connection; returns once the daemon acknowledged."""
-        return WatchStream(self.socket_path, self.timeout, rq.watch(job_id, events))
+        return WatchStream(self._paths(), self.timeout, rq.watch(job_id, events))
 
     def schedule_add(self, name: str, cron: str, handler: str, args: Args | None = None,
                      kwargs: dict[str, Any] | None = None, timezone: str = "UTC",
@@ -269,6 +350,20 @@ class Client:
         """Remove a schedule; False when there was none."""
         return self._run(rq.schedule_remove(name))
 
+    def logs(self, job_id: str, offset: int = 0) -> dict[str, Any]:
+        """What the job printed and logged, from `offset`: `text`, `offset` (pass
+        it back to continue), `truncated`, `complete` (the job is terminal)."""
+        return self._run(rq.logs(job_id, offset))
+
+    def reload(self) -> dict[str, Any]:
+        """Re-import the handler modules: `reloaded`, `handlers_added`,
+        `handlers_removed`, `error` (why not, the old code still serving)."""
+        return self._run(rq.reload())
+
+    def handlers(self) -> Args:
+        """The registered handlers, as the daemon describes them."""
+        return self._run(rq.handlers())
+
 
 class WatchStream:
     """Iterator of Events on its own connection, so the client stays usable meanwhile.
@@ -277,21 +372,22 @@ class WatchStream:
     daemon drops raises DaemonUnavailable: silently ending would hide lost events.
     """
 
-    def __init__(self, socket_path: str, timeout: float | None, call: rq.Call[Any]) -> None:
-        self.socket_path = socket_path
+    def __init__(self, socket_paths: Sequence[str], timeout: float | None,
+                 call: rq.Call[Any]) -> None:
         self._closed = False
-        self._sock = open_socket(socket_path, timeout)
+        data = encode(rq.message(call.op, 1, call.args))
+        self._sock, self.socket_path = connect_first(socket_paths, timeout)
         self._reader = self._sock.makefile("rb")
         try:
-            self._subscribe(call)
+            self._subscribe(data)
         except BaseException:
             self.close()
             raise
         self._sock.settimeout(None)  # events may be minutes apart
 
-    def _subscribe(self, call: rq.Call[Any]) -> None:
+    def _subscribe(self, data: bytes) -> None:
         try:
-            self._sock.sendall(encode(rq.message(call.op, 1, call.args)))
+            self._sock.sendall(data)
             rq.check(Client._read_reply(self._reader, 1))
         except (_Broken, *_BROKEN) as exc:
             raise DaemonUnavailable(self.socket_path, f"connection lost: {exc}") from None

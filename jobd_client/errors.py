@@ -1,13 +1,20 @@
-"""Exceptions raised by the client, one class per protocol error code (SPEC §5).
+"""Exceptions raised by the client, one class per protocol error code (docs/protocol.md).
 
 Callers catch the class (`except NotFound:`), scripts read `.code`; both stay
-stable because the code strings are the protocol contract.
+stable because the code strings are the protocol contract. `DaemonUnavailable`
+and `WaitTimeout` are the client's own: no daemon sends them.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from . import protocol as P
+from .models import Job
+
+# What to do when no daemon answers: the three ways to get one.
+START_HINT = ("start one with `jobd serve`, or point to one with JOBD_SOCKET "
+              "(jobd-cli --socket, Client(socket_path=...))")
 
 
 class JobdError(Exception):
@@ -100,15 +107,54 @@ class InternalError(JobdError):
 class DaemonUnavailable(JobdError):
     """The socket cannot be reached: no daemon, wrong path, or connection lost.
 
-    Not a protocol code: the client raises it itself, naming the path so the
-    user can see which socket it looked for.
+    Not a protocol code: the client raises it itself. `socket_path` is the
+    socket it looked for (the last one tried), `tried` every path it tried.
     """
 
     code = "daemon_unavailable"
 
-    def __init__(self, socket_path: str, reason: str) -> None:
-        super().__init__(f"cannot reach jobd at {socket_path}: {reason}")
+    def __init__(self, socket_path: str, reason: str, tried: Sequence[str] = (),
+                 message: str | None = None) -> None:
+        super().__init__(message or f"cannot reach jobd at {socket_path}: {reason}")
         self.socket_path = socket_path
+        self.reason = reason
+        self.tried = list(tried) or [socket_path]
+
+
+def no_daemon(failures: Sequence[tuple[str, str]]) -> DaemonUnavailable:
+    """The error for a lookup no socket answered: each path with why, and what to do.
+
+    `failures`: (path, reason) in the order tried; at least one.
+    """
+    where = " or ".join(f"{path} ({why})" for path, why in failures)
+    path, why = failures[-1]
+    return DaemonUnavailable(path, why, [p for p, _ in failures],
+                             f"no jobd at {where}; {START_HINT}")
+
+
+class WaitTimeout(JobdError, TimeoutError):
+    """`wait`/`wait_many` ran out of time before every job was terminal.
+
+    A TimeoutError too, so code that treats any timeout alike catches it.
+    `job` is the (first) unfinished job's last view, `jobs` the last view of
+    every job waited for, in the order asked.
+    """
+
+    code = "wait_timeout"
+
+    def __init__(self, job: Job, jobs: Sequence[Job], timeout: float | None) -> None:
+        super().__init__(_still_running(job, jobs, timeout))
+        self.job = job
+        self.jobs = list(jobs)
+        self.timeout = timeout
+
+
+def _still_running(job: Job, jobs: Sequence[Job], timeout: float | None) -> str:
+    after = "" if timeout is None else f" after {timeout:g} s"
+    late = sum(1 for j in jobs if not j.done)
+    if len(jobs) <= 1:
+        return f"job {job.id} is still {job.status}{after}"
+    return f"{late} of {len(jobs)} jobs not finished{after}; the first, {job.id}, is {job.status}"
 
 
 ERRORS: dict[str, type[JobdError]] = {

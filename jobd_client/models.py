@@ -1,4 +1,4 @@
-"""What the client hands back: the job view, a page of jobs, one event (SPEC §4, §7).
+"""What the client hands back: the job view, a page of jobs, one event.
 
 Frozen so a Job read from the daemon cannot be mistaken for live state; use
 `dataclasses.replace` for a changed copy.
@@ -48,7 +48,7 @@ class Job:
 
     @property
     def done(self) -> bool:
-        """True once the job can no longer change by itself (SPEC §4 terminal statuses)."""
+        """True once the job can no longer change by itself (a terminal status)."""
         return self.status in TERMINAL
 
     @property

@@ -32,11 +32,14 @@ OP_WATCH: Final = "watch"
 OP_SCHEDULE_ADD: Final = "schedule_add"
 OP_SCHEDULE_LIST: Final = "schedule_list"
 OP_SCHEDULE_REMOVE: Final = "schedule_remove"
+OP_LOGS: Final = "logs"
+OP_RELOAD: Final = "reload"
+OP_HANDLERS: Final = "handlers"
 OPS: Final = frozenset((
     OP_HELLO, OP_SUBMIT, OP_SUBMIT_MANY, OP_STATUS, OP_PROGRESS, OP_RESULT, OP_WAIT,
     OP_CANCEL, OP_LIST, OP_DEAD_LETTERS, OP_RETRY, OP_PURGE, OP_METRICS, OP_WORKERS,
     OP_SCALE, OP_RESTART_WORKER, OP_WATCH, OP_SCHEDULE_ADD, OP_SCHEDULE_LIST,
-    OP_SCHEDULE_REMOVE,
+    OP_SCHEDULE_REMOVE, OP_LOGS, OP_RELOAD, OP_HANDLERS,
 ))
 
 # --- job statuses -----------------------------------------------------------------------

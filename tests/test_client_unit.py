@@ -1,6 +1,6 @@
 """jobd_client against an in-memory fake daemon on a real Unix socket.
 
-The fake speaks the wire protocol (SPEC §5) from a thread per connection, so
+The fake speaks the wire protocol (docs/protocol.md) from a thread per connection, so
 the blocking and the asyncio client are exercised on identical bytes. Tests
 synchronise on the fake's condition variable, never on sleeps.
 """
@@ -35,6 +35,8 @@ from jobd_client import (
     UnknownOp,
     default_socket_path,
 )
+from jobd_client import _requests as rq
+from jobd_client import protocol as P
 from jobd_client.errors import ERRORS, error_from_reply
 
 TERMINAL = {"completed", "failed", "cancelled", "dead_letter"}
@@ -278,6 +280,18 @@ class FakeDaemon:
         conn.kill()
         return None
 
+    def op_logs(self, conn: Conn, msg: dict[str, Any]) -> dict[str, Any]:
+        self._job(msg["job_id"])
+        text = "line one\nline two\n"[msg["offset"]:]
+        return {"text": text, "offset": msg["offset"] + len(text), "truncated": False,
+                "complete": False}
+
+    def op_reload(self, conn: Conn, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"reloaded": True, "handlers_added": ["h2"], "handlers_removed": [], "error": None}
+
+    def op_handlers(self, conn: Conn, msg: dict[str, Any]) -> dict[str, Any]:
+        return {"handlers": [{"name": "h", "max_retries": 3}]}
+
     def op_watch(self, conn: Conn, msg: dict[str, Any]) -> dict[str, Any]:
         if msg.get("job_id") is not None:
             self._job(msg["job_id"])
@@ -427,11 +441,6 @@ def test_wait_returns_job_with_result(client: Client, fake: FakeDaemon) -> None:
     helper.join()
     assert job.done and job.ok and job.result == {"answer": 42}
     assert fake.ops("result")[0]["wait"] == pytest.approx(WAIT_S, abs=1)
-
-
-def test_wait_timeout_returns_unfinished_job(client: Client) -> None:
-    job = client.wait(client.submit("h"), timeout=0)
-    assert job.status == "pending" and not job.done and job.result is None
 
 
 def test_reconnects_and_resends_same_job_id(client: Client, fake: FakeDaemon) -> None:
@@ -668,3 +677,73 @@ def test_any_op_is_resent_when_the_daemon_restarted_while_idle(fake: FakeDaemon)
             assert len(restarted.ops("purge")) == 1
         finally:
             restarted.stop()
+
+
+# --- logs, reload, handlers -------------------------------------------------------------
+
+def test_new_op_names_are_in_the_protocol_module() -> None:
+    assert (P.OP_LOGS, P.OP_RELOAD, P.OP_HANDLERS) == ("logs", "reload", "handlers")
+    assert {P.OP_LOGS, P.OP_RELOAD, P.OP_HANDLERS} <= P.OPS
+
+
+def test_requests_for_logs_reload_handlers() -> None:
+    """What each method sends, and what it makes of the reply (no daemon needed)."""
+    logs = rq.logs("j1", 7)
+    assert (logs.op, logs.args) == ("logs", {"job_id": "j1", "offset": 7})
+    assert rq.logs("j1").args == {"job_id": "j1", "offset": 0}
+    reply = {"id": 3, "ok": True, "text": "hi\n", "offset": 10, "truncated": True, "complete": True}
+    assert logs.decode(reply) == {"text": "hi\n", "offset": 10, "truncated": True, "complete": True}
+    reload = rq.reload()
+    assert (reload.op, reload.args) == ("reload", {})
+    body = {"reloaded": False, "handlers_added": [], "handlers_removed": [], "error": "boom"}
+    assert reload.decode({"id": 1, "ok": True, **body}) == body
+    handlers = rq.handlers()
+    assert (handlers.op, handlers.args) == ("handlers", {})
+    assert handlers.decode({"id": 1, "ok": True, "handlers": [{"name": "h"}]}) == [{"name": "h"}]
+    assert handlers.decode({"id": 1, "ok": True, "handlers": None}) == []
+
+
+def test_logs_and_handlers_are_resendable_reload_is_not() -> None:
+    assert {P.OP_LOGS, P.OP_HANDLERS} <= rq.RESENDABLE
+    assert P.OP_RELOAD not in rq.RESENDABLE
+
+
+def test_logs_reload_handlers_over_the_wire(client: Client, fake: FakeDaemon) -> None:
+    job_id = client.submit("h")
+    first = client.logs(job_id)
+    assert first == {"text": "line one\nline two\n", "offset": 18, "truncated": False,
+                     "complete": False}
+    assert client.logs(job_id, offset=9)["text"] == "line two\n"
+    assert fake.ops("logs")[1] == {"op": "logs", "id": fake.ops("logs")[1]["id"],
+                                   "job_id": job_id, "offset": 9}
+    with pytest.raises(NotFound):
+        client.logs("missing")
+    assert client.reload() == {"reloaded": True, "handlers_added": ["h2"],
+                               "handlers_removed": [], "error": None}
+    assert client.handlers() == [{"name": "h", "max_retries": 3}]
+
+
+def test_logs_is_resent_after_a_lost_connection(client: Client, fake: FakeDaemon) -> None:
+    job_id = client.submit("h")
+    fake.drop_once.add("logs")
+    assert client.logs(job_id)["offset"] == 18
+    assert len(fake.ops("logs")) == 2
+
+
+def test_reload_is_not_resent_after_a_lost_connection(client: Client, fake: FakeDaemon) -> None:
+    client.hello()
+    fake.drop_once.add("reload")
+    with pytest.raises(DaemonUnavailable, match="may or may not have been applied"):
+        client.reload()
+    assert len(fake.ops("reload")) == 1
+
+
+async def test_async_logs_reload_handlers(fake: FakeDaemon) -> None:
+    async with AsyncClient(fake.path) as c:
+        job_id = await c.submit("h")
+        assert (await c.logs(job_id, 5))["text"] == "one\nline two\n"
+        assert (await c.reload())["reloaded"] is True
+        assert await c.handlers() == [{"name": "h", "max_retries": 3}]
+        fake.drop_once.add("reload")
+        with pytest.raises(DaemonUnavailable, match="may or may not have been applied"):
+            await c.reload()
