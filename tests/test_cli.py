@@ -457,6 +457,9 @@ def test_wait_for_several_jobs_fails_unless_all_completed(cli: Callable[..., Run
     run = cli("wait", done, later, "--timeout", "0.3")
     assert run.code == 1 and "timeout: 1 of 2 jobs had not ended after 0.3s" in run.err
     assert run.out.splitlines()[-1].split() == [later, "scheduled"]
+    run = cli("wait", later, done, "--timeout", "0")       # no time to wait: still a report
+    assert [line.split()[:2] for line in run.out.splitlines()] == \
+        [[done, "completed"], [later, "scheduled"]]
     run = cli("--json", "wait", later, done, done, "--timeout", "0.2")
     assert run.code == 1 and run.err == ""
     assert [(j["job_id"], j["status"]) for j in run.json()["jobs"]] == \

@@ -93,17 +93,15 @@ class Waiter:
                     _closed_at(stream, deadline):
                 self.settle(list(self.pending))
                 lagged = bool(self.pending) and self._read(stream)
-        for job_id in self.pending:          # still running at the deadline
-            self.outcomes[job_id] = self.client.result(job_id)
+        self.settle(list(self.pending))      # a last look: what ended by the deadline counts
         return self.outcomes
 
     def settle(self, job_ids: list[str]) -> None:
-        """Take the outcome of each of `job_ids` that has ended."""
+        """Read the outcome of each of `job_ids`; those that have ended leave `pending`."""
         for job_id in job_ids:
-            outcome = self.client.result(job_id)
+            outcome = self.outcomes[job_id] = self.client.result(job_id)
             if outcome.get("status") in C.TERMINAL:
                 self.pending.remove(job_id)
-                self.outcomes[job_id] = outcome
                 if self.on_end is not None:
                     self.on_end(job_id, outcome)
 
