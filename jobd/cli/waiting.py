@@ -45,14 +45,14 @@ def job_ended(client: Client, job_id: str, event: Event) -> bool:
 def watch_until_end(client: Client, job_id: str, show: Callable[[Event], None],
                     subscribed: Callable[[], None] = lambda: None) -> None:
     """Hand each of the job's events to `show` until the job has ended.
-    `subscribed` is called once the first subscription stands (from then on no
-    event of the job is missed)."""
+    `subscribed` is called once, when the subscription stands and the job was
+    seen not ended: every event from then on is shown."""
     while True:
         with client.watch(job_id) as stream:
-            subscribed()
-            subscribed = _nothing
             if status_of(client, job_id) in C.TERMINAL:
                 return              # it ended before we were subscribed
+            subscribed()
+            subscribed = _nothing
             if not _show_until_end(client, job_id, stream, show):
                 return
 
