@@ -42,8 +42,12 @@ def job_ended(client: Client, job_id: str, event: Event) -> bool:
 
 # --- one job, every event (`watch ID`) ---------------------------------------------------
 
+def _nothing() -> None:
+    pass
+
+
 def watch_until_end(client: Client, job_id: str, show: Callable[[Event], None],
-                    subscribed: Callable[[], None] = lambda: None) -> None:
+                    subscribed: Callable[[], None] = _nothing) -> None:
     """Hand each of the job's events to `show` until the job has ended.
     `subscribed` is called once, when the subscription stands and the job was
     seen not ended: every event from then on is shown."""
@@ -55,10 +59,6 @@ def watch_until_end(client: Client, job_id: str, show: Callable[[Event], None],
             subscribed = _nothing
             if not _show_until_end(client, job_id, stream, show):
                 return
-
-
-def _nothing() -> None:
-    pass
 
 
 def _show_until_end(client: Client, job_id: str, stream: WatchStream,
