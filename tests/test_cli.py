@@ -1,4 +1,4 @@
-"""jobd-cli against a real daemon (SPEC §8).
+"""jobd-cli against a real daemon (docs/cli.md).
 
 Most commands run in-process through `main(argv)` with captured output; the
 entry point, exit statuses, `watch` (Ctrl-C) and the terminal-only views
@@ -394,8 +394,84 @@ def test_watch_json_one_job_with_event_filter(daemon: DaemonProc, client: Client
         client.cancel(job_id)
         event = json.loads(out.expect(lambda line: True))
         assert event["event"] == "job.cancelled" and event["data"]["job_id"] == job_id
-        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 1       # with an ID, watch ends with the job: cancelled is not 0
+
+
+def test_watch_with_an_id_ends_with_the_job_and_waits_exit_status(daemon: DaemonProc,
+                                                                    client: Client,
+                                                                    tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    job_id = client.submit(T + "progress_steps", args=[str(go), 2])
+    argv = ("--socket", daemon.socket, "watch", job_id, "--events", "job.completed")
+    with cli_process(*argv) as (proc, out, err):
+        err.expect(lambda line: "watching" in line)
+        go.touch()
+        line = out.expect(lambda line: True)
         assert proc.wait(15) == 0
+    # --events chose what was printed, not what was read: the end was still seen
+    assert "job.completed" in line and job_id in line and out.lines.empty()
+
+    run = subprocess.run([*CLI, "--socket", daemon.socket, "watch", job_id], capture_output=True,
+                         text=True, env=cli_env(), timeout=30)
+    assert run.returncode == 0 and run.stdout == ""        # ended before: nothing to wait for
+
+
+def test_watch_with_an_id_shows_a_dead_letter_to_its_last_event_and_exits_1(
+        daemon: DaemonProc, client: Client, tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    first = client.submit(T + "wait_file", args=[str(go)])
+    job_id = client.submit(T + "always_fail", args=["kaput"], depends_on=[first], max_retries=0)
+    with cli_process("--socket", daemon.socket, "watch", job_id) as (proc, out, err):
+        err.expect(lambda line: "watching" in line)
+        go.touch()
+        assert proc.wait(15) == 1
+        out.expect(lambda line: "job.started" in line)
+        out.expect(lambda line: "job.failed" in line and "will_retry=false" in line)
+        out.expect(lambda line: "job.dead_letter" in line)
+        err.expect(lambda line: f"job {job_id} dead_letter: RuntimeError: kaput" in line)
+
+
+def test_wait_for_several_jobs_reports_each_as_it_ends(daemon: DaemonProc, client: Client,
+                                                       tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    slow = client.submit(T + "wait_file", args=[str(go)])
+    quick = client.submit(T + "add", args=[1, 2])
+    with cli_process("--socket", daemon.socket, "wait", slow, quick) as (proc, out, _):
+        first = out.expect(lambda line: True)
+        assert first.split()[:3] == [quick, "completed", "3"]     # the one that ended first
+        go.touch()
+        assert out.expect(lambda line: True).split()[:3] == [slow, "completed", '"released"']
+        assert proc.wait(15) == 0
+
+
+def test_wait_for_several_jobs_fails_unless_all_completed(cli: Callable[..., Run],
+                                                          client: Client) -> None:
+    done = client.submit(T + "add", args=[2, 2])
+    failed = client.submit(T + "permanent", args=["bad input"])
+    later = client.submit(T + "noop", delay=600)
+    client.wait(failed, timeout=10)
+    run = cli("wait", done, failed)
+    assert run.code == 1 and "1 of 2 jobs did not complete" in run.err
+    assert sorted(line.split()[1] for line in run.out.splitlines()) == ["completed", "failed"]
+    assert f"{failed} failed      PermanentError: bad input" in run.out
+    run = cli("wait", done, later, "--timeout", "0.3")
+    assert run.code == 1 and "timeout: 1 of 2 jobs had not ended after 0.3s" in run.err
+    assert run.out.splitlines()[-1].split() == [later, "scheduled"]
+    run = cli("wait", later, done, "--timeout", "0")       # no time to wait: still a report
+    assert [line.split()[:2] for line in run.out.splitlines()] == \
+        [[done, "completed"], [later, "scheduled"]]
+    run = cli("--json", "wait", later, done, done, "--timeout", "0.2")
+    assert run.code == 1 and run.err == ""
+    assert [(j["job_id"], j["status"]) for j in run.json()["jobs"]] == \
+        [(later, "scheduled"), (done, "completed")]
+    assert cli("wait", done, "0" * 32).code == 1
+
+
+def test_schedule_add_says_when_it_will_run(cli: Callable[..., Run]) -> None:
+    run = cli("schedule", "add", "nightly", "0 3 * * * *", T + "noop")
+    assert run.code == 0 and "schedule nightly: at minute 3 of every hour (0 3 * * * *, UTC)" in run.out
+    run = cli("schedule", "add", "nightly", "0 3 * * *", T + "noop")
+    assert "schedule nightly: at 03:00 every day (0 3 * * *, UTC); next run " in run.out
 
 
 # --- terminal views under a pseudo-terminal -----------------------------------------------------------

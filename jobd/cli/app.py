@@ -1,8 +1,10 @@
 """jobd-cli's entry point: the argument parser, socket resolution and exit statuses.
 
-Parsing lives here and nowhere else; the commands (`commands`, `top`) get a
-`Context` and a parsed namespace, and raise JobdError for the daemon's errors,
-which `main` maps to the exit statuses of SPEC §8.
+Parsing lives here and nowhere else; the commands (`commands`, `top`, ...) get
+a `Context` and a parsed namespace, and raise JobdError for the daemon's
+errors, which `main` maps to exit statuses (docs/cli.md). With `--json`
+every error, a usage error too, is a JSON document on stdout
+(`{"ok": false, "error": {"code", "message"}}`), so a script reads one stream.
 """
 from __future__ import annotations
 
@@ -12,26 +14,49 @@ import math
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from jobd import __version__
 from jobd import constants as C
 from jobd_client import Client, DaemonUnavailable, JobdError, default_socket_path
 
 from . import commands as cmd
+from . import handlers as code
+from . import logs
 from . import schedules as sched
-from .context import Context
+from .context import Context, error_document
 from .top import cmd_top
 
 # Bounds connecting and each reply; `result`/`wait` add the time the daemon may hold a reply.
 REPLY_TIMEOUT_S = 30.0
 EXIT_INTERRUPTED = 130  # shell convention for SIGINT
+# Error codes of the CLI's own, for `--json` errors that are not the daemon's
+# (those carry the protocol's codes, or the client's `daemon_unavailable`).
+E_USAGE = "usage"
+E_TIMEOUT = "timeout"
 
 EPILOG = """\
 The socket is --socket, else $JOBD_SOCKET, else the default path of `jobd serve`.
 --json prints each reply as JSON (without `ok`/`id`; `status --json` prints the job view).
-Exit status: 0 success, 1 the daemon answered an error (or `wait` ended other than
-completed), 2 usage error, 3 daemon unreachable."""
+Exit status: 0 success, 1 the daemon answered an error (or `wait`/`watch ID` ended
+other than completed, or `reload` did not reload), 2 usage error, 3 daemon unreachable.
+With --json, errors are printed to stdout as {"ok": false, "error": {"code", "message"}}."""
+
+
+class UsageError(Exception):
+    """A usage error found by argparse; `main` prints it (as JSON with --json)."""
+
+    def __init__(self, prog: str, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.prog, self.usage, self.message = prog, usage, message
+
+
+class CliParser(argparse.ArgumentParser):
+    """An ArgumentParser that raises UsageError instead of printing and exiting,
+    so `main` can answer in JSON when the command line asked for it."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(self.prog, self.format_usage(), message)
 
 
 # --- argument types ----------------------------------------------------------------------------
@@ -120,12 +145,12 @@ def event_names(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     # The global options are accepted after the command too (`status ID --json`);
     # SUPPRESS keeps a subcommand from resetting a value given before it.
-    common = argparse.ArgumentParser(add_help=False)
+    common = CliParser(add_help=False)
     common.add_argument("--socket", default=argparse.SUPPRESS, metavar="PATH",
                         help="the daemon's Unix socket")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="machine-readable JSON output")
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="jobd-cli", description="Operate a jobd daemon over its socket.", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--socket", default=None, metavar="PATH", help="the daemon's Unix socket")
@@ -144,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("result", cmd.cmd_result, "show a job's outcome")
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--wait", type=seconds, metavar="S", help="wait up to S s for the job to end")
-    p = add("wait", cmd.cmd_wait, "wait for a job, showing its progress; exit 0 only if it completed")
-    p.add_argument("job_id", metavar="ID")
+    p = add("wait", cmd.cmd_wait,
+            "wait for jobs (one: with its progress); exit 0 only if all completed")
+    p.add_argument("job_ids", nargs="+", metavar="ID")
     p.add_argument("--timeout", type=seconds, metavar="S", help="give up after S s (exit 1)")
     p = add("cancel", cmd.cmd_cancel, "cancel a job (a running one only with --force)")
     p.add_argument("job_id", metavar="ID")
@@ -162,9 +188,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("workers", cmd.cmd_workers, "list worker processes")
     add("scale", cmd.cmd_scale, "set the number of worker processes").add_argument(
         "count", type=count, metavar="N")
-    p = add("watch", cmd.cmd_watch, "print events as they happen (Ctrl-C stops)")
-    p.add_argument("job_id", nargs="?", metavar="ID", help="only this job's events")
+    p = add("watch", cmd.cmd_watch,
+            "print events as they happen (Ctrl-C stops; with an ID, the job's end does)")
+    p.add_argument("job_id", nargs="?", metavar="ID",
+                   help="only this job's events, until it ends (exit status as for wait)")
     p.add_argument("--events", type=event_names, metavar="A,B", help="only these event names")
+    p = add("logs", logs.cmd_logs, "print what a job wrote (stdout, stderr, logging)")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--follow", "-f", action="store_true",
+                   help="keep printing new output until the job has ended")
+    add("reload", code.cmd_reload,
+        "load the handler code afresh (exit 1 when it did not load; the old code keeps serving)")
+    add("handlers", code.cmd_handlers, "list registered handlers with their options")
     p = add("top", cmd_top, "live dashboard (q or Ctrl-C quits)")
     p.add_argument("--interval", type=interval, default=1.0, metavar="S",
                    help="refresh every S s (default 1)")
@@ -233,24 +268,25 @@ def _list_parser(p: argparse.ArgumentParser) -> None:
 # --- main -------------------------------------------------------------------------------------------
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (SPEC §8)."""
+    """Run one command; returns the exit status (docs/cli.md)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # --help/--version (0) or a usage error (2), already printed
+    except UsageError as exc:
+        return usage_error(exc, wants_json(argv))
+    except SystemExit as exc:  # --help or --version, already printed
         return exc.code if isinstance(exc.code, int) else C.CLI_USAGE
     socket_path = args.socket or default_socket_path()
     ctx = Context(Client(socket_path=socket_path, timeout=REPLY_TIMEOUT_S), socket_path, args.json)
     try:
         return int(args.run(ctx, args))
     except DaemonUnavailable as exc:
-        ctx.warn(f"error: {exc.message}")
-        return C.CLI_UNREACHABLE
+        return ctx.fail(exc.code, exc.message, C.CLI_UNREACHABLE)
     except JobdError as exc:
-        ctx.warn(f"error: {exc.code}: {exc.message}")
-        return C.CLI_OP_ERROR
+        return ctx.fail(exc.code, exc.message, C.CLI_OP_ERROR, f"error: {exc.code}: {exc.message}")
     except TimeoutError:
-        ctx.warn(f"error: jobd at {socket_path} did not answer within {REPLY_TIMEOUT_S:g}s")
-        return C.CLI_UNREACHABLE
+        message = f"jobd at {socket_path} did not answer within {REPLY_TIMEOUT_S:g}s"
+        return ctx.fail(E_TIMEOUT, message, C.CLI_UNREACHABLE)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
@@ -258,6 +294,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return C.CLI_OP_ERROR
     finally:
         ctx.client.close()
+
+
+def wants_json(argv: Sequence[str]) -> bool:
+    """`--json` anywhere before a `--`: read before parsing, since parsing is what failed."""
+    options = argv[: argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
+def usage_error(exc: UsageError, as_json: bool) -> int:
+    if as_json:
+        sys.stdout.write(error_document(E_USAGE, exc.message) + "\n")
+    else:
+        sys.stderr.write(f"{exc.usage}{exc.prog}: error: {exc.message}\n")
+    return C.CLI_USAGE
 
 
 def _silence_stdout() -> None:

@@ -1,4 +1,4 @@
-"""One function per jobd-cli command (SPEC §8): call the daemon, then print.
+"""One function per jobd-cli command (docs/cli.md): call the daemon, then print.
 
 Every command returns its exit status. With `--json` a command prints the
 op's reply without its envelope (`ok`, `id`); `status --json` prints the job
@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 from jobd import constants as C
+from jobd_client import Event
 from jobd_client import protocol as P
 
 from .context import Context
@@ -34,6 +35,7 @@ from .tables import (
     short_time,
     table,
 )
+from .waiting import Outcome, Waiter, watch_until_end
 
 # Event data keys every event has; the line shows them in their own columns.
 _EVENT_COMMON = ("job_id", "timestamp")
@@ -76,7 +78,10 @@ def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_wait(ctx: Context, args: argparse.Namespace) -> int:
-    return wait_for(ctx, args.job_id, args.timeout)
+    job_ids = list(dict.fromkeys(args.job_ids))
+    if len(job_ids) == 1:
+        return wait_for(ctx, job_ids[0], args.timeout)
+    return wait_all(ctx, job_ids, args.timeout)
 
 
 def wait_for(ctx: Context, job_id: str, timeout: float | None) -> int:
@@ -88,11 +93,42 @@ def wait_for(ctx: Context, job_id: str, timeout: float | None) -> int:
     elif status == C.COMPLETED:
         ctx.say(fitting_json(outcome.get("result"), ctx.width))
     if status in C.TERMINAL and status != C.COMPLETED:
-        ctx.warn(f"job {job_id} {status}: {first_line(outcome.get('error'))}")
+        ctx.note(f"job {job_id} {status}: {first_line(outcome.get('error'))}")
     elif status not in C.TERMINAL:
         waited = f" after {timeout:g}s" if timeout is not None else ""
-        ctx.warn(f"error: timeout: job {job_id} is still {status}{waited}")
+        ctx.note(f"error: timeout: job {job_id} is still {status}{waited}")
     return C.CLI_OK if status == C.COMPLETED else C.CLI_OP_ERROR
+
+
+def wait_all(ctx: Context, job_ids: list[str], timeout: float | None) -> int:
+    """Wait for every job; a line per job as it ends (in the order they end),
+    then the ones that had not ended. 0 only when all completed."""
+    def report(job_id: str, outcome: Outcome) -> None:
+        ctx.say(end_line(job_id, outcome, ctx.width if ctx.tty else 0))
+        ctx.out.flush()
+    outcomes = Waiter(ctx.client, job_ids, None if ctx.json else report).run(timeout)
+    in_order = [outcomes[job_id] for job_id in job_ids]
+    running = [o for o in in_order if o.get("status") not in C.TERMINAL]
+    if ctx.json:
+        ctx.emit({"jobs": in_order})
+    else:
+        ctx.lines(end_line(str(o.get("job_id")), o, ctx.width if ctx.tty else 0) for o in running)
+    unsuccessful = sum(o.get("status") != C.COMPLETED for o in in_order) - len(running)
+    if unsuccessful:
+        ctx.note(f"{unsuccessful} of {len(job_ids)} jobs did not complete")
+    if running:
+        waited = f" after {timeout:g}s" if timeout is not None else ""
+        ctx.note(f"error: timeout: {len(running)} of {len(job_ids)} jobs had not ended{waited}")
+    return C.CLI_OK if not unsuccessful and not running else C.CLI_OP_ERROR
+
+
+def end_line(job_id: str, outcome: Outcome, width: int = 0) -> str:
+    """`<id> completed  <result>` or `<id> failed     <error's first line>`."""
+    status = str(outcome.get("status"))
+    detail = (compact_json(outcome.get("result")) if status == C.COMPLETED
+              else first_line(outcome.get("error")))
+    line = f"{job_id} {status:<11} {detail}".rstrip()
+    return clip(line, width) if width else line
 
 
 def _display(ctx: Context) -> Display:
@@ -210,7 +246,7 @@ def _page_footer(shown: int, total: int, offset: int) -> str:
 
 
 JOB_COLUMNS = (Column("ID"), Column("STATUS"), Column("PRI", right=True), Column("ATT", right=True),
-               Column("HANDLER", flex=True, left_cut=True), Column("CREATED"))
+               Column("HANDLER", flex=True, dotted=True), Column("CREATED"))
 
 
 def job_table(jobs: list[dict[str, Any]], width: int, mark: str = "~") -> list[str]:
@@ -221,7 +257,7 @@ def job_table(jobs: list[dict[str, Any]], width: int, mark: str = "~") -> list[s
 
 
 DEAD_COLUMNS = (Column("ID"), Column("ATT", right=True), Column("ENDED"),
-                Column("HANDLER", flex=True, left_cut=True), Column("ERROR", flex=True))
+                Column("HANDLER", flex=True, dotted=True), Column("ERROR", flex=True))
 
 
 def dead_table(jobs: list[dict[str, Any]], width: int, mark: str = "~") -> list[str]:
@@ -295,19 +331,40 @@ def cmd_scale(ctx: Context, args: argparse.Namespace) -> int:
 # --- events ---------------------------------------------------------------------------------------------
 
 def cmd_watch(ctx: Context, args: argparse.Namespace) -> int:
-    stream = ctx.client.watch(args.job_id, args.events)
-    what = f"job {args.job_id}" if args.job_id else "all jobs"
-    ctx.warn(f"watching {what} on {ctx.socket_path} (Ctrl-C to stop)")
+    if args.job_id:
+        return watch_job(ctx, args.job_id, args.events)
+    stream = ctx.client.watch(None, args.events)
+    ctx.warn(f"watching all jobs on {ctx.socket_path} (Ctrl-C to stop)")
     try:
         for event in stream:
-            raw = {"event": event.event, "data": event.data}
-            ctx.say(compact_json(raw) if ctx.json else event_line(raw, ctx.width if ctx.tty else 0))
-            ctx.out.flush()
+            _print_event(ctx, event)
     except KeyboardInterrupt:
         return C.CLI_OK
     finally:
         stream.close()
     return C.CLI_OK
+
+
+def watch_job(ctx: Context, job_id: str, shown: list[str] | None) -> int:
+    """One job's events until it ends; the exit status is `wait`'s. Every event is
+    subscribed to (its end must be seen); `--events` only chooses what is printed."""
+    def show(event: Event) -> None:
+        if shown is None or event.event in shown:
+            _print_event(ctx, event)
+    def subscribed() -> None:
+        ctx.warn(f"watching job {job_id} on {ctx.socket_path} until it ends (Ctrl-C to stop)")
+    watch_until_end(ctx.client, job_id, show, subscribed)
+    outcome = ctx.client.result(job_id)
+    status = outcome.get("status")
+    if status != C.COMPLETED:
+        ctx.note(f"job {job_id} {status}: {first_line(outcome.get('error'))}")
+    return C.CLI_OK if status == C.COMPLETED else C.CLI_OP_ERROR
+
+
+def _print_event(ctx: Context, event: Event) -> None:
+    raw = {"event": event.event, "data": event.data}
+    ctx.say(compact_json(raw) if ctx.json else event_line(raw, ctx.width if ctx.tty else 0))
+    ctx.out.flush()
 
 
 def event_line(event: dict[str, Any], width: int = 0) -> str:

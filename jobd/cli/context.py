@@ -13,7 +13,7 @@ from .tables import terminal_width, to_json
 
 @dataclass
 class Context:
-    """One CLI invocation. `json` selects machine output (SPEC §8 `--json`)."""
+    """One CLI invocation. `json` selects machine output (`--json`)."""
 
     client: Client
     socket_path: str
@@ -47,3 +47,24 @@ class Context:
     def warn(self, line: str) -> None:
         self.err.write(line + "\n")
         self.err.flush()
+
+    def note(self, line: str) -> None:
+        """A remark for a person (a failed job's error, a timeout); --json output
+        already says the same in its fields, so it stays quiet there."""
+        if not self.json:
+            self.warn(line)
+
+    def fail(self, code: str, message: str, status: int, line: str | None = None) -> int:
+        """Report an error and return `status`: with --json as a document on stdout
+        (a script reads one stream), else `line` (default `error: <message>`) on stderr."""
+        if self.json:
+            self.out.write(error_document(code, message) + "\n")
+            self.out.flush()
+        else:
+            self.warn(line or f"error: {message}")
+        return status
+
+
+def error_document(code: str, message: str) -> str:
+    """`{"ok": false, "error": {...}}`: the shape of the daemon's own error replies."""
+    return to_json({"ok": False, "error": {"code": code, "message": message}})

@@ -11,6 +11,7 @@ from typing import Any
 from jobd import constants as C
 
 from .context import Context
+from .cronwords import describe
 from .tables import Column, ellipsis, short_time, table
 
 
@@ -20,12 +21,16 @@ def cmd_schedule_add(ctx: Context, args: argparse.Namespace) -> int:
                                  ("tags", dict(args.tag) if args.tag else None)) if v is not None}
     schedule = ctx.client.schedule_add(args.name, args.cron, args.handler, args.args or None,
                                        args.kwargs, args.timezone, **options)
-    if ctx.json:
-        ctx.emit({"schedule": schedule})
-    else:
-        ctx.say(f"schedule {schedule.get('name')}: {schedule.get('cron')} "
-                f"({schedule.get('timezone')}), next run {schedule.get('next_run') or 'never'}")
+    ctx.emit({"schedule": schedule}) if ctx.json else ctx.say(added_line(schedule))
     return C.CLI_OK
+
+
+def added_line(schedule: dict[str, Any]) -> str:
+    """The expression in words first: a six-field typo ("0 3 * * * *" read as
+    "at minute 3 of every hour") shows before it fires at the wrong times."""
+    cron = str(schedule.get("cron"))
+    return (f"schedule {schedule.get('name')}: {describe(cron)} ({cron}, "
+            f"{schedule.get('timezone')}); next run {schedule.get('next_run') or 'never'}")
 
 
 def cmd_schedule_list(ctx: Context, args: argparse.Namespace) -> int:
@@ -40,7 +45,7 @@ def cmd_schedule_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 SCHEDULE_COLUMNS = (Column("NAME"), Column("CRON"), Column("TZ"),
-                    Column("HANDLER", flex=True, left_cut=True), Column("NEXT RUN"),
+                    Column("HANDLER", flex=True, dotted=True), Column("NEXT RUN"),
                     Column("LAST RUN"), Column("LAST JOB"))
 
 

@@ -50,11 +50,29 @@ def clip(text: str, width: int, mark: str = "~") -> str:
     return text[: max(0, width - len(mark))] + mark if width > len(mark) else text[:width]
 
 
-def clip_left(text: str, width: int, mark: str = "~") -> str:
-    """Cut from the left: a handler's last dotted part says more than its package."""
-    if len(text) <= width:
-        return text
-    return mark + text[len(text) - width + len(mark):] if width > len(mark) else text[-width:]
+def dotted_forms(name: str, mark: str = "~") -> list[str]:
+    """Ever shorter spellings of a dotted handler name, each cut only at a dot.
+
+    `myapp.tasks.reports.build` → `m.tasks.reports.build` → `m.t.reports.build`
+    → `m.t.r.build` → `~t.r.build` → `~r.build` → `~build`. The module path
+    gives way, first to initials, then from the left; the function name (the
+    last part) stays whole, because a name cut mid-word is one an operator
+    cannot type back.
+    """
+    *path, last = name.split(".")
+    forms = [name]
+    for i, part in enumerate(path):
+        if len(part) > 1:
+            path = [*path[:i], part[0], *path[i + 1:]]
+            forms.append(".".join([*path, last]))
+    forms += [mark + ".".join([*path[i:], last]) for i in range(1, len(path) + 1)]
+    return forms
+
+
+def shorten_dotted(name: str, width: int, mark: str = "~") -> str:
+    """The longest of `dotted_forms` that fits `width`; the shortest if none does."""
+    forms = dotted_forms(name, mark)
+    return next((form for form in forms if len(form) <= width), forms[-1])
 
 
 def first_line(text: Any) -> str:
@@ -67,12 +85,13 @@ def first_line(text: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One table column; `flex` columns shrink to fit, `left_cut` clips from the left."""
+    """One table column; `flex` columns shrink to fit. A `dotted` column holds
+    handler names and shortens them at dots only (`shorten_dotted`)."""
 
     title: str
     right: bool = False
     flex: bool = False
-    left_cut: bool = False
+    dotted: bool = False
 
 
 def table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], width: int,
@@ -80,16 +99,27 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], width: int,
     """Render rows under a header, at most `width` columns wide (the flex column gives way)."""
     cells = [[str(c.title) for c in columns]] + [["" if v is None else str(v) for v in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    _fit(columns, widths, width)
+    floors = [_floor(col, [row[i] for row in cells], widths[i], mark)
+              for i, col in enumerate(columns)]
+    _fit(widths, floors, width)
     return [_line(columns, widths, row, mark) for row in cells]
 
 
-def _fit(columns: Sequence[Column], widths: list[int], width: int) -> None:
-    """Shrink the widest flexible column one step at a time, so they share the cut."""
+def _floor(column: Column, cells: list[str], width: int, mark: str) -> int:
+    """The narrowest a column may become: fixed columns keep their width; a
+    dotted one is as wide as its longest whole function name (with the mark)."""
+    if not column.flex:
+        return width
+    if column.dotted:
+        return max(len(dotted_forms(cell, mark)[-1]) for cell in cells)
+    return min(width, MIN_FLEX)
+
+
+def _fit(widths: list[int], floors: list[int], width: int) -> None:
+    """Shrink the widest shrinkable column one step at a time, so they share the cut."""
     excess = sum(widths) + len(GAP) * (len(widths) - 1) - width
-    flex = [i for i, col in enumerate(columns) if col.flex]
     while excess > 0:
-        shrinkable = [i for i in flex if widths[i] > MIN_FLEX]
+        shrinkable = [i for i, w in enumerate(widths) if w > floors[i]]
         if not shrinkable:
             return
         widths[max(shrinkable, key=lambda i: widths[i])] -= 1
@@ -99,7 +129,7 @@ def _fit(columns: Sequence[Column], widths: list[int], width: int) -> None:
 def _line(columns: Sequence[Column], widths: list[int], row: Sequence[str], mark: str) -> str:
     parts = []
     for col, w, text in zip(columns, widths, row, strict=True):
-        text = clip_left(text, w, mark) if col.left_cut else clip(text, w, mark)
+        text = shorten_dotted(text, w, mark) if col.dotted else clip(text, w, mark)
         parts.append(text.rjust(w) if col.right else text.ljust(w))
     return GAP.join(parts).rstrip()
 
@@ -146,13 +176,18 @@ def parse_iso(text: str | None) -> datetime | None:
 
 
 def short_time(text: str | None, now: datetime | None = None) -> str:
-    """Local `HH:MM:SS` for today, else `MM-DD HH:MM`: enough to tell jobs apart in a table."""
+    """A timestamp for a table cell, in local time: `HH:MM:SS` when it is today,
+    `MM-DD HH:MM` in this year, `YYYY-MM-DD HH:MM` otherwise (a yearly
+    schedule's next run, a job kept since last December), so a date is never
+    mistaken for one of the current year."""
     when = parse_iso(text)
     if when is None:
         return "-"
     local = when.astimezone()
     today = (now or datetime.now(UTC)).astimezone().date()
-    return local.strftime("%H:%M:%S") if local.date() == today else local.strftime("%m-%d %H:%M")
+    if local.date() == today:
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%m-%d %H:%M" if local.year == today.year else "%Y-%m-%d %H:%M")
 
 
 def clock_time(text: str | None) -> str:

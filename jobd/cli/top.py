@@ -1,4 +1,4 @@
-"""`jobd-cli top`: a live full-screen dashboard (SPEC §8).
+"""`jobd-cli top`: a live full-screen dashboard (docs/cli.md).
 
 Each frame is fetched (`metrics`, `workers`, the newest failed and
 dead-lettered jobs), rendered to plain lines by pure functions, then drawn
@@ -134,7 +134,7 @@ def _fit(workers: list[str], failures: list[str], room: int | None) -> list[str]
 
 
 FAILURE_COLUMNS = (Column("ENDED"), Column("STATUS"), Column("ID"),
-                   Column("HANDLER", flex=True, left_cut=True), Column("ERROR", flex=True))
+                   Column("HANDLER", flex=True, dotted=True), Column("ERROR", flex=True))
 
 
 def failure_table(jobs: list[dict[str, Any]], width: int, mark: str = "~") -> list[str]:
