@@ -131,7 +131,7 @@ def usable_cpus() -> int:
 
 
 def default_data_dir(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    """SPEC §2: JOBD_DATA_DIR, STATE_DIRECTORY, XDG_STATE_HOME/jobd, ~/.local/state/jobd."""
+    """The default data dir: JOBD_DATA_DIR, STATE_DIRECTORY, XDG_STATE_HOME/jobd, ~/.local/state/jobd."""
     if env.get("JOBD_DATA_DIR"):
         return env["JOBD_DATA_DIR"]
     if env.get("STATE_DIRECTORY"):
@@ -289,7 +289,7 @@ def validate(cfg: Config) -> None:
 
 def load(path: str | None = None, env: os._Environ[str] | dict[str, str] = os.environ,
          overrides: dict[str, Any] | None = None) -> Config:
-    """Build the effective config (SPEC §2): embedded defaults, which read the
+    """Build the effective config (docs/configuration.md): embedded defaults, which read the
     environment (`JOBD_SOCKET`, `JOBD_DATA_DIR`, systemd's and XDG's
     directories), < the file < command-line flags (`overrides`)."""
     cfg = Config()

@@ -157,7 +157,7 @@ EXIT_FAILURE: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_CONFIG: Final = 78          # EX_CONFIG from sysexits.h
 
-# CLI exit codes (SPEC §8).
+# CLI exit codes (docs/cli.md).
 CLI_OK: Final = 0
 CLI_OP_ERROR: Final = 1
 CLI_USAGE: Final = 2

@@ -18,7 +18,7 @@ from typing import Any
 
 from jobd import constants as C
 from jobd.config import Config
-from jobd_client import Client, JobdError
+from jobd_client import Client, JobdError, WaitTimeout
 
 DEMO_JOBS: list[tuple[str, list[Any], dict[str, Any]]] = [
     ("jobd.examples.add", [2, 3], {}),
@@ -55,8 +55,12 @@ def _run_jobs(client: Client) -> bool:
     ids = [client.submit(h, args=a, kwargs=k) for h, a, k in DEMO_JOBS]
     print(f"submitted {len(ids)} jobs")
     ok = True
-    for job_id in ids:
-        job = client.wait(job_id, timeout=60)
+    try:
+        jobs = client.wait_many(ids, timeout=60)
+    except WaitTimeout as e:
+        print(f"the demo jobs did not finish within 60 s: {e}", file=sys.stderr)
+        return False
+    for job in jobs:
         ok = ok and job.status == C.COMPLETED
         print(f"  {job.id}  {job.handler:<28} {job.status:<10} result={job.result!r}")
     workers = client.workers()

@@ -1,4 +1,4 @@
-"""The handler registry and the API handler code uses (SPEC §3).
+"""The handler registry and the API handler code uses (docs/handlers.md).
 
 Only functions registered with `@handler` can run: a submit names a
 registered handler, never an arbitrary dotted path.

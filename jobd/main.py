@@ -1,4 +1,4 @@
-"""`jobd`: the daemon's command line (SPEC §2)."""
+"""`jobd`: the daemon's command line (docs/configuration.md)."""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,4 @@
-"""sd_notify and socket activation on the standard library (SPEC §9).
+"""sd_notify and socket activation on the standard library (docs/operations.md).
 
 No libsystemd: the notify protocol is one datagram of ``KEY=value`` lines
 sent to the AF_UNIX socket named by ``$NOTIFY_SOCKET``, and socket

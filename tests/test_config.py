@@ -1,4 +1,4 @@
-"""Startup configuration and failures of the real `jobd serve` (SPEC §2, §6).
+"""Startup configuration and failures of the real `jobd serve` (docs/configuration.md, docs/durability.md).
 
 Config errors exit 78 naming the key; other startup failures exit non-zero
 with one clear line; files and the socket get the documented modes.

@@ -1,4 +1,4 @@
-"""The daemon's command line and defaults as SPEC §2 states them, through real processes."""
+"""The daemon's command line and defaults as docs/configuration.md states them, through real processes."""
 from __future__ import annotations
 
 import os
@@ -50,7 +50,7 @@ def test_sigint_is_a_graceful_stop(make_daemon):
 
 
 def test_a_due_retry_reenters_behind_jobs_already_pending(make_daemon, tmp_path):
-    """SPEC §4: a due retry re-enters at its priority, behind jobs already pending."""
+    """A due retry re-enters at its priority, behind jobs already pending."""
     d = make_daemon(workers=1, config="[retry]\njitter = false\n")
     c = d.client()
     order, release, started = tmp_path / "order", tmp_path / "release", tmp_path / "started"

@@ -1,4 +1,4 @@
-"""Failure cascades through dependencies of any depth and width (SPEC §4).
+"""Failure cascades through dependencies of any depth and width (docs/protocol.md).
 
 A chain of 100,000 jobs, each waiting on the one before, and a fan-out of
 100,000 jobs waiting on one: when the root of either ends unsuccessfully

@@ -1,6 +1,6 @@
 """Execution through the real daemon: results, handler options, priority order,
 retries and their delays, dead letters, PermanentError, Retry(after), bad results,
-`result` with a wait, and large results (SPEC §3, §4, `result` of §5, §6)."""
+`result` with a wait, and large results (docs/handlers.md, docs/protocol.md)."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""Every way a worker (or the daemon) can die, through real processes (SPEC §2, §4).
+"""Every way a worker (or the daemon) can die, through real processes (docs/design.md).
 
 Each fault must fail the attempt with an error that says what happened, apply
 the retry policy, and leave the pool back at full strength with new processes.

@@ -1,5 +1,5 @@
 """The worker pool at runtime: scale, restart_worker, recycling, --workers 0, and
-the `workers` view (SPEC §2, §5)."""
+the `workers` view (docs/configuration.md, docs/protocol.md)."""
 from __future__ import annotations
 
 from collections import Counter

@@ -1,4 +1,4 @@
-"""The wire protocol through the real daemon (SPEC §5): every error code it
+"""The wire protocol through the real daemon (docs/protocol.md): every error code it
 serves, request id echo, pipelining, and garbage that must never crash it.
 
 Tests talk over raw sockets so they see exactly what the daemon sends.

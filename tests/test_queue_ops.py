@@ -1,4 +1,4 @@
-"""Queue operations through the real daemon (SPEC §4, §5).
+"""Queue operations through the real daemon (docs/protocol.md).
 
 Most tests run the daemon with `workers=0`: the queue accepts and keeps jobs
 but runs none, so every state seen here is the queue's own doing.

@@ -1,4 +1,4 @@
-"""Durability through the real daemon (SPEC §6): kill -9 and restart, a
+"""Durability through the real daemon (docs/durability.md, docs/wal.md): kill -9 and restart, a
 damaged WAL tail, corruption in the middle, compaction, and the relaxed
 fsync modes on a graceful stop.
 """

@@ -1,4 +1,4 @@
-"""sd_notify and socket activation with the real daemon (SPEC §9)."""
+"""sd_notify and socket activation with the real daemon (docs/operations.md)."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,4 @@
-"""jobd.systemd (sd_notify, socket activation) and the unit files (SPEC §9).
+"""jobd.systemd (sd_notify, socket activation) and the unit files (docs/operations.md).
 
 Real sockets and real processes throughout: a bound AF_UNIX datagram socket
 plays systemd's notify socket, and a small exec wrapper plays systemd's
@@ -25,7 +25,7 @@ from jobd.systemd import Notifier, listen_fds, watchdog_interval
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT_DIR = ROOT / "systemd"
-SHUTDOWN_TIMEOUT_DEFAULT = 30.0  # [workers] shutdown_timeout, SPEC §2
+SHUTDOWN_TIMEOUT_DEFAULT = 30.0  # [workers] shutdown_timeout (docs/configuration.md)
 
 
 # --- Notifier ---------------------------------------------------------------

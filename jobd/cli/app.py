@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 
 from jobd import __version__
 from jobd import constants as C
-from jobd_client import Client, DaemonUnavailable, JobdError, default_socket_path
+from jobd_client import Client, DaemonUnavailable, JobdError
 
 from . import commands as cmd
 from . import handlers as code
@@ -276,8 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return usage_error(exc, wants_json(argv))
     except SystemExit as exc:  # --help or --version, already printed
         return exc.code if isinstance(exc.code, int) else C.CLI_USAGE
-    socket_path = args.socket or default_socket_path()
-    ctx = Context(Client(socket_path=socket_path, timeout=REPLY_TIMEOUT_S), socket_path, args.json)
+    ctx = Context(Client(socket_path=args.socket, timeout=REPLY_TIMEOUT_S), args.json)
     try:
         return int(args.run(ctx, args))
     except DaemonUnavailable as exc:
@@ -285,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobdError as exc:
         return ctx.fail(exc.code, exc.message, C.CLI_OP_ERROR, f"error: {exc.code}: {exc.message}")
     except TimeoutError:
-        message = f"jobd at {socket_path} did not answer within {REPLY_TIMEOUT_S:g}s"
+        message = f"jobd at {ctx.socket_path} did not answer within {REPLY_TIMEOUT_S:g}s"
         return ctx.fail(E_TIMEOUT, message, C.CLI_UNREACHABLE)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -16,11 +16,15 @@ class Context:
     """One CLI invocation. `json` selects machine output (`--json`)."""
 
     client: Client
-    socket_path: str
     json: bool = False
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     inp: TextIO = field(default_factory=lambda: sys.stdin)
+
+    @property
+    def socket_path(self) -> str:
+        """The socket the client uses (found by the client's lookup unless given)."""
+        return self.client.socket_path
 
     @property
     def width(self) -> int:

@@ -14,9 +14,9 @@ import textwrap
 from typing import Any
 
 from jobd import constants as C
+from jobd_client.protocol import OP_HANDLERS, OP_RELOAD
 
 from .context import Context
-from .ops import OP_HANDLERS, OP_RELOAD
 from .tables import Column, ellipsis, table
 
 # The documented order of the options (docs/handlers.md); others follow by name.

@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 from jobd import constants as C
+from jobd_client.protocol import OP_LOGS
 
 from .context import Context
-from .ops import OP_LOGS
 from .tables import compact_json
 
 # A person watching a job's output does not notice half a second; a loop with

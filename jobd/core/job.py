@@ -284,7 +284,7 @@ class Job:
         job.wal_seq = 0
         return job
 
-    # --- the view clients see (SPEC §4) ---------------------------------------
+    # --- the view clients see (docs/protocol.md) ---------------------------------------
     def view(self) -> dict[str, Any]:
         return {
             "id": self.id, "name": self.name, "handler": self.handler,
@@ -355,7 +355,7 @@ _FLOATS: dict[float, float] = {}
 
 
 def progress_view(current: float, total: float | None, message: str, ts: float) -> dict[str, Any]:
-    """The `progress` object of SPEC §4; percentage is null without a total."""
+    """The job view's `progress` object; percentage is null without a total."""
     pct: float | None = None
     if total:
         pct = round(max(0.0, min(100.0, current * 100.0 / total)), 2)

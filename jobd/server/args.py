@@ -98,7 +98,7 @@ def _run_at(req: dict[str, Any], now: float) -> float | None:
 
 
 def parse_submit(req: Any, now: float) -> SubmitSpec:
-    """Check every field of a submit request (SPEC §5)."""
+    """Check every field of a submit request (docs/protocol.md)."""
     if not isinstance(req, dict):
         raise invalid("jobs", "each job must be an object")
     if req.keys() <= _PLAIN_FIELDS:

@@ -1,4 +1,4 @@
-"""The JSON-lines protocol over a Unix stream socket (SPEC §5).
+"""The JSON-lines protocol over a Unix stream socket (docs/protocol.md).
 
 One `Connection` per client. Requests are split on `\\n`, decoded with
 orjson and handed to the op table. Replies are answered in request order:
