@@ -324,8 +324,10 @@ def ensure_dir(path: str) -> None:
             pass
 
 
-# What SIGHUP applies; every other key needs a restart (the daemon says which changed).
-RELOADABLE = frozenset({"workers.count", "log_level", "schedule"})
+# What SIGHUP applies (the handler code is reloaded with its modules, app dir and
+# [handler."NAME"] options); every other key needs a restart (the daemon says which).
+RELOADABLE = frozenset({"workers.count", "log_level", "schedule", "handlers", "app_dir",
+                        "handler"})
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:

@@ -17,15 +17,18 @@ import logging
 import os
 import signal
 import time
+from typing import Any
 
 from jobd import config as config_mod
 from jobd import constants as C
+from jobd import handlers
 from jobd.boot import Boot, unlink_quiet
 from jobd.config import Config
 from jobd.core.job import Job
 from jobd.core.lifecycle import Lifecycle
 from jobd.errors import ConfigError, StartupError
 from jobd.jobs import Jobs
+from jobd.pool import forkserver
 from jobd.pool.arbiter import Arbiter
 from jobd.pool.dispatch import Dispatcher, concurrency_limits
 from jobd.pool.handle import Workers
@@ -46,6 +49,7 @@ from jobd.systemd import Notifier
 
 log = logging.getLogger("jobd")
 MiB = 1024 * 1024
+RELOAD_TIMEOUT_S = 120.0         # most a fresh fork server may take to import the code
 
 
 class Daemon:
@@ -63,6 +67,7 @@ class Daemon:
         self.poller = IdlePoller(cfg.server.busy_poll_us / 1e6) if cfg.server.busy_poll_us else None
         self._polling = False
         self._poll_until = 0.0
+        self._reloading: asyncio.Future[dict[str, Any]] | None = None
         self._build()
 
     def _build(self) -> None:
@@ -84,7 +89,8 @@ class Daemon:
         self.dispatcher = Dispatcher(
             store=self.store, outcomes=self.jobs, workers=self.workers,
             limits=concurrency_limits(self.boot.handlers, cfg.handler),
-            prefetch=cfg.workers.prefetch, memory_limit=cfg.workers.max_memory_mb * MiB)
+            prefetch=cfg.workers.prefetch, memory_limit=cfg.workers.max_memory_mb * MiB,
+            known=self.boot.handlers)
         self.arbiter = Arbiter(
             forkserver=self.boot.forkserver, cfg=cfg.workers, loop=loop, outcomes=self.jobs,
             dispatcher=self.dispatcher, workers=self.workers, events=self.events, wake=wake,
@@ -98,7 +104,7 @@ class Daemon:
                           parks=lambda: self.dispatcher.parks)
         ops = Ops(Services(jobs=self.jobs, store=self.store, arbiter=self.arbiter,
                            scheduler=self.scheduler, events=self.events, recorder=self.recorder,
-                           sources=sources, results=self.results, handlers=self.boot.handlers,
+                           sources=sources, results=self.results, reload=self.reload_code,
                            loop=loop, clock=clock))
         journal = self.wal
         self.server = Server(cfg.server, ops.table, lambda: journal.durable, wake, connections)
@@ -278,7 +284,8 @@ class Daemon:
     def reload(self) -> None:
         """SIGHUP: re-read the config's reloadable parts (worker count, log level, schedules)."""
         if not self.cfg.config_path:
-            log.info("SIGHUP: no config file to reload")
+            log.info("SIGHUP: no config file to reload; handler code reloading")
+            asyncio.ensure_future(self.reload_code())
             return
         try:
             fresh = config_mod.load(self.cfg.config_path, overrides=self.cfg.overrides)
@@ -297,6 +304,9 @@ class Daemon:
         if fresh.workers.count != self.arbiter.target:
             self.arbiter.scale(fresh.workers.count)
         applied = f"workers={fresh.workers.count}, log_level={fresh.log_level}"
+        self.cfg.handlers, self.cfg.app_dir = fresh.handlers, fresh.app_dir
+        self.cfg.handler = fresh.handler
+        asyncio.ensure_future(self.reload_code())     # new handler code: logged when done
         try:
             self.scheduler.apply_config(fresh.schedule)
         except ConfigError as e:
@@ -304,9 +314,67 @@ class Daemon:
             log.error("SIGHUP: config partly reloaded (%s); schedules not reloaded, "
                       "they stay as they were: %s", applied, e)
             return
-        log.info("SIGHUP: config reloaded (%s)", applied)
+        log.info("SIGHUP: config reloaded (%s); handler code reloading", applied)
+
+    # --- code reload -------------------------------------------------------------------------
+    async def reload_code(self) -> dict[str, Any]:
+        """New handler code without downtime: a fresh fork server imports the
+        handler modules anew; if that fails the old code keeps serving and the
+        reply says why. Else new workers run the new code, current ones finish
+        their job and exit, and the registry is replaced (jobs of handlers no
+        longer registered are held, not failed). One reload at a time: a
+        second request while one runs gets the same answer."""
+        if self._reloading is not None:
+            return await asyncio.shield(self._reloading)
+        self._reloading = asyncio.ensure_future(self._reload_code())
+        try:
+            return await asyncio.shield(self._reloading)
+        finally:
+            self._reloading = None
+
+    async def _reload_code(self) -> dict[str, Any]:
+        cfg = self.cfg
+        fresh = forkserver.exec_fresh(cfg.handlers, cfg.app_dir, cfg.handler,
+                                      cfg.workers.heartbeat_interval, cfg.log_level)
+        report = await self._first_message(fresh)
+        if "registry" not in report:
+            fresh.close()
+            why = report.get("error") or "the new fork server exited before importing the code"
+            log.error("code reload failed, the old code keeps serving: %s", why)
+            return {"reloaded": False, "handlers_added": [], "handlers_removed": [], "error": why}
+        registry = handlers.from_description(report["registry"])
+        old = set(self.jobs.handlers)
+        self.jobs.set_handlers(registry)
+        self.scheduler.handlers = registry
+        self.dispatcher.set_handlers(registry, concurrency_limits(registry, cfg.handler))
+        self.arbiter.switch(fresh)
+        added, removed = sorted(set(registry) - old), sorted(old - set(registry))
+        log.info("code reloaded: %d handler(s)%s%s; workers restart as they finish their job",
+                 len(registry), f", added {', '.join(added)}" if added else "",
+                 f", removed {', '.join(removed)} (their jobs are held)" if removed else "")
+        return {"reloaded": True, "handlers_added": added, "handlers_removed": removed,
+                "error": None}
+
+    async def _first_message(self, fs: forkserver.FreshForkServer) -> dict[str, Any]:
+        """The new fork server's report: its registry, or why the import failed."""
+        got: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+
+        def readable() -> None:
+            msgs = fs.read_messages()
+            if msgs is None or msgs:
+                self.loop.remove_reader(fs.sock.fileno())
+                if not got.done():
+                    got.set_result(msgs[0] if msgs else {})
+        self.loop.add_reader(fs.sock.fileno(), readable)
+        try:
+            return await asyncio.wait_for(got, RELOAD_TIMEOUT_S)
+        except TimeoutError:
+            self.loop.remove_reader(fs.sock.fileno())
+            return {"error": f"the new code did not finish importing within {RELOAD_TIMEOUT_S:g}s"}
 
     async def _shutdown(self) -> None:
+        if self._reloading is not None:
+            await asyncio.wait([self._reloading])    # a fork server half switched helps nobody
         # Keep listening while running jobs finish: a client that connects now
         # is answered (`unavailable` for submits, the truth for the rest), not
         # left waiting in the backlog.
@@ -320,7 +388,7 @@ class Daemon:
         self.tick()
         self.wal.close()
         self.server.close_all()
-        self.boot.forkserver.close()
+        self.arbiter.close_forkservers()
         if not self.boot.activated:
             unlink_quiet(self.cfg.server.socket)
         log.info("jobd stopped")

@@ -125,6 +125,35 @@ def resolve_exception(dotted: str) -> type[BaseException]:
     return found
 
 
+def describe(specs: dict[str, HandlerSpec]) -> dict[str, Any]:
+    """The registry as JSON: what the daemon needs of each handler (its options
+    and the shape of its parameters), sent by a fork server that imported
+    new code (the daemon itself never imports it again)."""
+    return {name: {"options": json_options(spec.options),
+                   "shape": spec.shape.to_json() if spec.shape else None}
+            for name, spec in specs.items()}
+
+
+def json_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options with exception classes as their dotted names."""
+    out = dict(options)
+    if out.get("no_retry_for"):
+        out["no_retry_for"] = [f"{c.__module__}.{c.__qualname__}" if isinstance(c, type) else c
+                               for c in out["no_retry_for"]]
+    return out
+
+
+def _runs_in_workers(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("this handler's code is imported by the workers, not the daemon")
+
+
+def from_description(described: dict[str, Any]) -> dict[str, HandlerSpec]:
+    """`describe`'s JSON back as specs the daemon can check submits with."""
+    return {name: HandlerSpec(name, _runs_in_workers, False, dict(d["options"]),
+                              Shape.from_json(d["shape"]) if d["shape"] else None)
+            for name, d in described.items()}
+
+
 def load_modules(names: list[str], app_dir: str | None = None) -> list[str]:
     """Import handler modules (their `@handler` decorators fill the registry),
     with `app_dir` first on `sys.path`. Returns the modules that registered no

@@ -30,7 +30,7 @@ from jobd.core.lifecycle import RETRYABLE, next_step
 from jobd.core.signature import check
 from jobd.core.values import MAX_TIMESTAMP, priority_value
 from jobd.errors import OpError, did_you_mean, invalid, not_found
-from jobd.handlers import HandlerSpec
+from jobd.handlers import HandlerSpec, json_options
 from jobd.storage.logs import JobLogs
 from jobd.storage.results import ResultStore, file_stem
 from jobd.storage.store import Store
@@ -96,6 +96,21 @@ class Jobs:
         self._evictions_unlogged = 0
         self._insert = store.insert         # bound once: the submit hot path
         self._next_seq = store.next_seq
+
+    def set_handlers(self, handlers: dict[str, HandlerSpec]) -> None:
+        """New handler code (a reload): submits are checked against it from now on."""
+        self.handlers = handlers
+        self._defaults.clear()
+
+    def handler_options(self, name: str) -> dict[str, Any]:
+        """A handler's options as its jobs get them: `@handler` options, then
+        its `[handler."NAME"]` config over them (JSON)."""
+        merged = {**json_options(self.handlers[name].options),
+                  **self.cfg.handler.get(name, {})}
+        priority, defaults, _ = self.defaults(name)
+        merged.update(zip(_DEFAULT_KEYS, defaults))
+        merged["priority"] = priority
+        return merged
 
     def get(self, job_id: Any) -> Job:
         job = self.table.jobs.get(job_id) if isinstance(job_id, str) else None

@@ -56,7 +56,8 @@ class Arbiter:
                  loop: asyncio.AbstractEventLoop, outcomes: Outcomes, dispatcher: Dispatcher,
                  workers: Workers, events: Events, wake: Callable[[], None],
                  fatal: Callable[[str], None]) -> None:
-        self.fs = forkserver
+        self.fs = forkserver                       # where new workers come from
+        self.retired: list[ForkServerClient] = []  # older ones, until their last worker exits
         self.cfg = cfg
         self.loop = loop
         self.outcomes = outcomes
@@ -75,7 +76,7 @@ class Arbiter:
 
     # --- lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
-        self.loop.add_reader(self.fs.sock.fileno(), self._on_forkserver)
+        self.loop.add_reader(self.fs.sock.fileno(), self._on_forkserver, self.fs)
         self.manage_workers()
         self._check = self.loop.call_later(self.cfg.heartbeat_interval, self._periodic)
 
@@ -116,6 +117,7 @@ class Arbiter:
         if max_jobs:
             w.recycle_after = max_jobs + self.rng.randint(0, max(0, max_jobs // 10))
         self.workers.all[w.id] = w
+        w.forkserver = self.fs
         self.fs.spawn(w.id, theirs)
         theirs.close()
         self.loop.add_reader(w.fd, self._on_readable, w)
@@ -394,12 +396,10 @@ class Arbiter:
                 self.kill_worker(w, K_HEARTBEAT)
 
     # --- the fork server ------------------------------------------------------------------
-    def _on_forkserver(self) -> None:
-        msgs = self.fs.read_messages()
+    def _on_forkserver(self, fs: ForkServerClient) -> None:
+        msgs = fs.read_messages()
         if msgs is None:
-            self.loop.remove_reader(self.fs.sock.fileno())
-            self._orphaned()
-            self.fatal("the fork server exited; jobd cannot start workers")
+            self._forkserver_gone(fs)
             return
         for msg in msgs:
             if "spawned" in msg:
@@ -410,7 +410,38 @@ class Arbiter:
                         self.kill_worker(w, w.kill_reason)
             elif "exited" in msg:
                 self.reap_worker(msg["exited"], msg["pid"], msg["code"], msg["signal"])
+        self._close_retired()
         self.wake()
+
+    def _forkserver_gone(self, fs: ForkServerClient) -> None:
+        self.loop.remove_reader(fs.sock.fileno())
+        self._orphaned(fs)
+        if fs is self.fs:
+            self.fatal("the fork server exited; jobd cannot start workers")
+        elif fs in self.retired:
+            self.retired.remove(fs)
+
+    # --- code reload: a new fork server ----------------------------------------------------
+    def switch(self, fresh: ForkServerClient) -> None:
+        """New workers come from `fresh` (new handler code) from now on: every
+        current worker finishes its job and exits (`STOP`; jobs sent ahead to it
+        go back to the queue), and the target count of new ones is started."""
+        self.loop.add_reader(fresh.sock.fileno(), self._on_forkserver, fresh)
+        self.retired.append(self.fs)
+        self.fs = fresh
+        for w in list(self.workers.all.values()):
+            self.stop_worker(w)
+        self.manage_workers()
+        self._close_retired()
+        self.wake()
+
+    def _close_retired(self) -> None:
+        """A retired fork server with no worker left is closed (it then exits)."""
+        for fs in list(self.retired):
+            if not any(w.forkserver is fs for w in self.workers.all.values()):
+                self.retired.remove(fs)
+                self.loop.remove_reader(fs.sock.fileno())
+                fs.close()
 
     def reap_worker(self, wid: int, pid: int, code: int | None, sig: str | None) -> None:
         w = self.workers.all.get(wid)
@@ -460,16 +491,26 @@ class Arbiter:
         w.jobs_failed += 1
         self.outcomes.attempt_failed(job, error, FAIL_ERROR, 0.0)
 
-    def _orphaned(self) -> None:
-        """The fork server is gone, so no exit reports will come: kill the
-        workers ourselves and put their jobs back without a counted attempt."""
-        self.dispatching = False
+    def _orphaned(self, fs: ForkServerClient) -> None:
+        """A fork server is gone, so no exit reports will come for its workers:
+        kill them ourselves and put their jobs back without a counted attempt."""
+        if fs is self.fs:
+            self.dispatching = False
         for w in list(self.workers.all.values()):
+            if w.forkserver is not fs:
+                continue
             self.kill_worker(w, K_SHUTDOWN)
             self._jobs_lost(w, None, None)
             self._channel_closed(w)
             del self.workers.all[w.id]
-        self.exited.set()
+        if not self.workers.all:
+            self.exited.set()
+
+    def close_forkservers(self) -> None:
+        """At the end of a stop: every fork server exits (and kills what is left)."""
+        for fs in [*self.retired, self.fs]:
+            fs.close()
+        self.retired.clear()
 
     # --- shutdown -------------------------------------------------------------------------
     async def shutdown(self, timeout: float) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any, Protocol
 
 import orjson
@@ -65,8 +65,13 @@ class WorkerView(Protocol):
 
 class Dispatcher:
     def __init__(self, *, store: Store, outcomes: Outcomes, workers: WorkerView,
-                 limits: dict[str, int], prefetch: int, memory_limit: int) -> None:
+                 limits: dict[str, int], prefetch: int, memory_limit: int,
+                 known: Collection[str] | None = None) -> None:
         self.store = store
+        # Handlers the workers' code registers (None: every job's): a job of
+        # another is held, never sent (it runs if a reload brings it back).
+        self.known = frozenset(known) if known is not None else None
+        self.held: dict[str, ReadyQueue] = {}
         self.outcomes = outcomes
         self.workers = workers
         self.limits = limits
@@ -274,17 +279,37 @@ class Dispatcher:
 
     # --- concurrency limits --------------------------------------------------------------
     def _next_job(self) -> Job | None:
-        claim, limits = self.store.claim, self.limits
+        claim, limits, known = self.store.claim, self.limits, self.known
         while True:
             job = claim()
-            if job is None or not limits or job.handler not in limits \
+            if job is None:
+                return None
+            if known is not None and job.handler not in known:
+                _hold(self.held, job)                 # its code is not loaded: held
+                continue
+            if not limits or job.handler not in limits \
                     or self.running[job.handler] < limits[job.handler]:
                 return job
-            parked = self.parked.get(job.handler)
-            if parked is None:
-                parked = self.parked[job.handler] = ReadyQueue()
-            parked.push(job)
+            _hold(self.parked, job)
             self.parks += 1
+
+    def set_handlers(self, known: Collection[str], limits: dict[str, int]) -> None:
+        """New handler code (a reload): jobs of handlers back again compete again."""
+        self.known = frozenset(known)
+        self.limits = limits
+        for handler in limits:
+            self.running.setdefault(handler, 0)
+        if limits:
+            self.store.unlisten(self._on_change)
+            self.store.listen(self._on_change)
+        for handler in [h for h in self.held if h in self.known]:
+            queue = self.held.pop(handler)
+            while (job := queue.pop()) is not None:
+                self.store.unclaim(job)
+
+    def held_count(self) -> int:
+        """Jobs held because the running code does not register their handler (upper bound)."""
+        return sum(len(q) for q in self.held.values())
 
     def _on_change(self, job: Job, old: str) -> None:
         """Count the running jobs of limited handlers; one that ends frees a slot."""
@@ -305,6 +330,13 @@ class Dispatcher:
         job = parked.pop() if parked is not None else None
         if job is not None:
             self.store.unclaim(job)
+
+
+def _hold(queues: dict[str, ReadyQueue], job: Job) -> None:
+    queue = queues.get(job.handler)
+    if queue is None:
+        queue = queues[job.handler] = ReadyQueue()
+    queue.push(job)
 
 
 def _still(job: Job, seq: int) -> bool:

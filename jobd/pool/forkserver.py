@@ -12,6 +12,13 @@ Control channel (SOCK_SEQPACKET, one orjson object per message):
                    {"exited": worker_id, "pid": pid, "code": int|None, "signal": str|None}
 When the control channel closes (the daemon exited or died), the server kills
 its workers and exits. Workers die with it (PR_SET_PDEATHSIG).
+
+Code reload (`reload`, SIGHUP) starts a second fork server the other way:
+executed afresh (`python -m jobd.pool.forkserver`, a new interpreter, never a
+fork of the running loop), it imports the handler modules anew and first
+sends either {"registry": <the handlers, as JSON>} or {"error": <why the
+import failed>}; then it serves like the first one. The daemon keeps the old
+one until its last worker has exited.
 """
 from __future__ import annotations
 
@@ -22,6 +29,8 @@ import os
 import selectors
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -60,7 +69,8 @@ class ForkServerClient:
         socket.send_fds(self.sock, [msg], [worker_sock.fileno()])
 
     def read_messages(self) -> list[dict[str, Any]] | None:
-        """Messages available now; None when the fork server is gone."""
+        """Messages available now; None when the fork server is gone (and every
+        message it sent before going has been returned)."""
         out: list[dict[str, Any]] = []
         while True:
             try:
@@ -68,9 +78,9 @@ class ForkServerClient:
             except BlockingIOError:
                 return out
             except OSError:
-                return None
+                return out or None
             if not data:
-                return None
+                return out or None
             out.append(orjson.loads(data))
 
     def close(self) -> None:
@@ -101,6 +111,58 @@ def start(worker_main: Callable[[socket.socket, int], None],
     child_end.close()
     parent_end.setblocking(False)
     return ForkServerClient(parent_end, pid)
+
+
+class FreshForkServer(ForkServerClient):
+    """A fork server started by exec for a code reload (see the module docstring)."""
+
+    def __init__(self, sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+        super().__init__(sock, proc.pid)
+        self.proc = proc
+
+    def close(self) -> None:
+        super().close()               # its workers are killed, and it exits
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def exec_fresh(modules: list[str], app_dir: str, overrides: dict[str, Any],
+               heartbeat: float, log_level: str) -> FreshForkServer:
+    """Start a fork server in a new interpreter that imports the handler code afresh."""
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    args = {"fd": child_end.fileno(), "modules": modules, "app_dir": app_dir,
+            "overrides": overrides, "heartbeat": heartbeat, "parent": os.getpid(),
+            "log_level": log_level}
+    proc = subprocess.Popen([sys.executable, "-m", "jobd.pool.forkserver", orjson.dumps(args)],
+                            pass_fds=(child_end.fileno(),), stdin=subprocess.DEVNULL)
+    child_end.close()
+    parent_end.setblocking(False)
+    return FreshForkServer(parent_end, proc)
+
+
+def _fresh_main(raw: str) -> int:
+    """`python -m jobd.pool.forkserver ARGS`: import, report, serve."""
+    from jobd import handlers
+    from jobd.errors import ConfigError
+    from jobd.pool import child
+    args = orjson.loads(raw)
+    logging.basicConfig(level=args["log_level"].upper(), format="%(levelname)s %(name)s: %(message)s")
+    ctl = socket.socket(fileno=args["fd"])
+    try:
+        empty = handlers.load_modules(args["modules"], args["app_dir"])
+        handlers.apply_overrides(args["overrides"])
+    except (handlers.HandlerImportError, ConfigError) as e:
+        ctl.send(orjson.dumps({"error": str(e)}))
+        return 1
+    for name in empty:
+        log.warning("handler module %r registers no handler (no @handler function in it)", name)
+    ctl.send(orjson.dumps({"registry": handlers.describe(handlers.registry())}))
+    hb = args["heartbeat"]
+    _ForkServer(ctl, lambda sock, wid: child.main(sock, wid, hb), args["parent"]).serve()
+    return 0
 
 
 class _ForkServer:
@@ -210,3 +272,7 @@ class _ForkServer:
                 os.waitpid(-1, 0)
             except ChildProcessError:
                 break
+
+
+if __name__ == "__main__":
+    sys.exit(_fresh_main(sys.argv[1]))

@@ -37,6 +37,7 @@ class WorkerHandle:
         self.call_later = call_later
         self.on_timeout = on_timeout
         self.pid: int | None = None
+        self.forkserver: Any = None              # the fork server it came from (code reload)
         self.status = C.W_STARTING
         self.job: Job | None = None              # the job it is running
         # Sent ahead, run after `job` (prefetch): each with its queue `seq` then,

@@ -112,6 +112,7 @@ class Recorder:
         self.dead_letter_evicted = 0
         self.pending_by_priority: dict[int, int] = defaultdict(int)
         self.running_by_handler: dict[str, int] = defaultdict(int)
+        self.pending_by_handler: dict[str, int] = defaultdict(int)
         self.duration: dict[str, Histogram] = {}
         self.queue_time: dict[int, Histogram] = {}
         self.retry_delay: dict[str, Histogram] = {}
@@ -123,12 +124,14 @@ class Recorder:
         new = job.status
         if old == C.PENDING:
             self.pending_by_priority[job.priority] -= 1
+            self.pending_by_handler[job.handler] -= 1
         elif old == C.RUNNING:
             self.running_by_handler[job.handler] -= 1
             if new != C.PENDING and new != C.RUNNING:   # PENDING: a stop put it back, uncounted
                 self._attempt_ended(job, new)
         if new == C.PENDING:
             self.pending_by_priority[job.priority] += 1
+            self.pending_by_handler[job.handler] += 1
         elif new == C.RUNNING:
             self.running_by_handler[job.handler] += 1
             if old == C.PENDING:
@@ -184,12 +187,15 @@ class Recorder:
     def reset_gauges(self, jobs: Iterable[Any]) -> None:
         """Recount the pending/running gauges from the state (after recovery)."""
         self.pending_by_priority.clear()
+        self.pending_by_handler.clear()
         self.running_by_handler.clear()
         for job in jobs:
             if job.status == C.PENDING:
                 self.pending_by_priority[job.priority] += 1
+                self.pending_by_handler[job.handler] += 1
             elif job.status == C.RUNNING:
                 self.running_by_handler[job.handler] += 1
+
 
 def snapshot(rec: Recorder, src: Sources) -> dict[str, Any]:
     """The `metrics` op's JSON."""

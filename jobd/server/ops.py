@@ -10,7 +10,7 @@ gunicorn's control handlers, and translate requests into calls on them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,7 +51,7 @@ class Services:
     recorder: Recorder
     sources: Sources
     results: ResultStore
-    handlers: Mapping[str, Any]
+    reload: Callable[[], Awaitable[dict[str, Any]]]    # new handler code (jobd/daemon.py)
     loop: asyncio.AbstractEventLoop
     clock: Callable[[], float]
 
@@ -66,7 +66,7 @@ class Ops:
     # --- basics -------------------------------------------------------------------------
     def op_hello(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         return {"version": __version__, "protocol": C.PROTOCOL_VERSION,
-                "handlers": sorted(self.s.handlers)}, 0
+                "handlers": sorted(self.s.jobs.handlers)}, 0
 
     def op_submit(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         if is_plain(req):
@@ -153,6 +153,26 @@ class Ops:
         return {"text": chunk.text, "offset": chunk.offset, "truncated": chunk.truncated,
                 "complete": job.terminal and not rest and not (chunk.text and
                                                                len(chunk.text) >= MAX_READ)}, job.wal_seq
+
+    def op_reload(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        """New handler code without downtime; answered once the new code is
+        imported (or failed to import: the old code keeps serving)."""
+        async def run() -> None:
+            reply = await self.s.reload()
+            conn.send_late(orjson.dumps({"id": rid, "ok": True, **reply}) + NL)
+        asyncio.ensure_future(run())
+        return DEFERRED, 0
+
+    def op_handlers(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        """Every registered handler with its options and how many of its jobs wait and run."""
+        counts = self.s.recorder
+        out = []
+        for name in sorted(self.s.jobs.handlers):
+            out.append({"name": name, "queue": "default", "state": "ok",
+                        "options": self.s.jobs.handler_options(name),
+                        "pending": counts.pending_by_handler.get(name, 0),
+                        "running": counts.running_by_handler.get(name, 0)})
+        return {"handlers": out}, 0
 
     # --- changes --------------------------------------------------------------------------
     def op_cancel(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
@@ -247,7 +267,7 @@ class Ops:
     # Adding and removing answer once the SA/SR record is durable, like a submit.
     def op_schedule_add(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         spec = parse_schedule(req, self.s.clock())
-        require_handler(spec, self.s.handlers)
+        require_handler(spec, self.s.jobs.handlers)
         schedule, seq = self.s.scheduler.add(spec, C.SCHEDULE_SOURCE_API)
         return {"schedule": schedule}, seq
 
