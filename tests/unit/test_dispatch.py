@@ -277,3 +277,21 @@ def test_a_limited_handler_never_runs_more_than_its_limit_and_others_pass_it(tmp
         assert r.dispatcher.running[LIMITED] == 1
     finally:
         r.close()
+
+
+def test_jobs_of_a_handler_the_code_does_not_register_are_held_until_it_does(tmp_path: Any) -> None:
+    r = Rig(tmp_path, prefetch=0)
+    try:
+        r.dispatcher.set_handlers({HANDLER}, {})           # LIMITED is not in the loaded code
+        w = r.worker()
+        held = r.submit(priority=30, handler=LIMITED)
+        other = r.submit(priority=0)
+        r.dispatcher.dispatch()
+        assert r.sent(w) == [(F.RUN, other)]                # the held job did not block it
+        assert r.status(held) == C.PENDING and r.dispatcher.held_count() == 1
+        r.done(w, other)
+        r.dispatcher.set_handlers({HANDLER, LIMITED}, {})   # a reload brings it back
+        r.dispatcher.dispatch()
+        assert r.sent(w) == [(F.RUN, held)]
+    finally:
+        r.close()
