@@ -22,6 +22,7 @@ log = logging.getLogger("jobd.http")
 MAX_HEADER = 16 * 1024
 MAX_CLIENTS = 8            # open connections; a scraper needs one
 CLIENT_TIMEOUT = 5.0       # seconds from accept to gone, request and answer included
+BACKLOG = 1024
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -98,6 +99,9 @@ async def serve(listen: str, render: Callable[[], str]) -> asyncio.AbstractServe
     host, port = parse_listen(listen)
     loop = asyncio.get_running_loop()
     slots = _Slots()
-    server = await loop.create_server(lambda: _MetricsHTTP(render, slots), host, port)
+    # A burst of connects must reach `accept` (and get its 503 or its slot),
+    # not be refused by a full kernel queue: the default backlog is 100.
+    server = await loop.create_server(lambda: _MetricsHTTP(render, slots), host, port,
+                                      backlog=BACKLOG)
     log.info("metrics served over HTTP at http://%s:%d/metrics", host, port)
     return server
