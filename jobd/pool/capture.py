@@ -70,22 +70,66 @@ class JobOutput(io.TextIOBase):
                 self._buf.clear()
 
 
+class Router(io.TextIOBase):
+    """The worker's stdout or stderr: writes go to the running job's output,
+    or to the real stream between jobs. Installed once per worker, so a job
+    costs two attribute changes, not a search of the logging handlers."""
+
+    def __init__(self, real: TextIO) -> None:
+        super().__init__()
+        self.real = real
+        self.job: JobOutput | None = None
+
+    @property
+    def encoding(self) -> str:                 # type: ignore[override]
+        return getattr(self.real, "encoding", "utf-8") or "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.job is None and self.real.isatty()
+
+    def fileno(self) -> int:
+        return self.real.fileno()
+
+    def write(self, text: str) -> int:
+        return (self.job or self.real).write(text)
+
+    def flush(self) -> None:
+        (self.job or self.real).flush()
+
+
+_routers: tuple[Router, Router] | None = None
+
+
+def install() -> None:
+    """Route this process's stdout, stderr and the logging handlers writing to
+    them through `Router`s (once per worker process, before its first job)."""
+    global _routers
+    if _routers is not None:
+        return
+    out, err = Router(sys.stdout), Router(sys.stderr)
+    for handler, stream in _console_handlers((sys.stdout, sys.stderr)).items():
+        handler.setStream(out if stream is sys.stdout else err)
+    sys.stdout, sys.stderr = out, err
+    _routers = (out, err)
+
+
 @contextmanager
 def captured(send: Callable[[bytes], None]) -> Iterator[JobOutput]:
     """Route this process's stdout, stderr and console logging to `send` for
     the duration of one job."""
+    install()
+    assert _routers is not None
     out = JobOutput(send)
-    saved = sys.stdout, sys.stderr
-    moved = _console_handlers(saved)
-    sys.stdout = sys.stderr = out
-    for handler in moved:
-        handler.setStream(out)
+    for router in _routers:
+        router.job = out
     try:
         yield out
     finally:
-        sys.stdout, sys.stderr = saved
-        for handler in moved:
-            handler.setStream(moved[handler])
+        for router in _routers:
+            router.job = None
         out.flush()
 
 

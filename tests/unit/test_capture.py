@@ -4,12 +4,22 @@ from __future__ import annotations
 import logging
 import sys
 
+import pytest
+
+from jobd.pool import capture
 from jobd.pool.capture import CHUNK, JobOutput, captured
+
+
+@pytest.fixture(autouse=True)
+def fresh_routers(monkeypatch):
+    """Each test installs the routers anew and leaves the process as it was."""
+    monkeypatch.setattr(sys, "stdout", sys.stdout)
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    monkeypatch.setattr(capture, "_routers", None)
 
 
 def test_complete_lines_go_out_at_once_and_the_rest_at_the_end():
     sent: list[bytes] = []
-    before = sys.stdout, sys.stderr
     with captured(sent.append):
         print("one")
         sys.stdout.write("partial")
@@ -17,24 +27,23 @@ def test_complete_lines_go_out_at_once_and_the_rest_at_the_end():
         print(" done", file=sys.stderr)
         sys.stdout.write("tail")
     assert b"".join(sent) == b"one\npartial done\ntail"
-    assert (sys.stdout, sys.stderr) == before                         # put back
+    print("between jobs")                          # to the real stream, not the job
+    assert b"between" not in b"".join(sent)
 
 
 def test_console_logging_is_captured_and_put_back():
     sent: list[bytes] = []
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)        # made before the worker's first job
     logger = logging.getLogger("capture-test")
     logger.addHandler(handler)
     logger.propagate = False
     try:
-        before = handler.stream
         with captured(sent.append):
             logger.warning("inside")
-        logger_stream_after = handler.stream
+        logger.warning("outside")
     finally:
         logger.removeHandler(handler)
-    assert b"inside\n" in b"".join(sent)
-    assert logger_stream_after is before
+    assert b"".join(sent) == b"inside\n"
 
 
 def test_one_long_line_is_sent_in_chunks_and_text_is_utf8():
