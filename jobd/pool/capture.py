@@ -116,21 +116,44 @@ def install() -> None:
     _routers = (out, err)
 
 
+class Capture:
+    """Per-job capture for one worker process: `begin(send)` before the job,
+    `end()` after it. One output stream is reused job after job (a job costs
+    a few attribute changes: the worker's per-job overhead is part of every
+    job's latency)."""
+
+    def __init__(self) -> None:
+        install()
+        assert _routers is not None
+        self.routers = _routers
+        self.out = JobOutput(_nowhere)
+
+    def begin(self, send: Callable[[bytes], None]) -> None:
+        self.out._send = send
+        out, err = self.routers
+        out.job = err.job = self.out
+
+    def end(self) -> None:
+        out, err = self.routers
+        out.job = err.job = None
+        self.out.flush()
+        self.out._send = _nowhere
+
+
+def _nowhere(data: bytes) -> None:
+    """Output between jobs has no job to go to (the routers send it to the real stream)."""
+
+
 @contextmanager
 def captured(send: Callable[[bytes], None]) -> Iterator[JobOutput]:
     """Route this process's stdout, stderr and console logging to `send` for
-    the duration of one job."""
-    install()
-    assert _routers is not None
-    out = JobOutput(send)
-    for router in _routers:
-        router.job = out
+    the duration of one job (`Capture`, as a context manager)."""
+    cap = Capture()
+    cap.begin(send)
     try:
-        yield out
+        yield cap.out
     finally:
-        for router in _routers:
-            router.job = None
-        out.flush()
+        cap.end()
 
 
 def _console_handlers(streams: tuple[TextIO, ...]) -> dict[logging.StreamHandler[Any], Any]:

@@ -24,7 +24,7 @@ from jobd import handlers as H
 from jobd.core.lifecycle import FAIL_ERROR, FAIL_PERMANENT, FAIL_RETRY
 from jobd.core.values import non_finite_path
 from jobd.pool import frames as F
-from jobd.pool.capture import captured
+from jobd.pool.capture import Capture
 
 PROGRESS_MIN_INTERVAL = 0.05     # seconds between progress frames for one job
 _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -53,6 +53,7 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.last_progress = 0.0
         self.queued_progress: tuple[float, float | None, str] | None = None
+        self.capture = Capture()               # what a job prints and logs goes to the daemon
 
     # --- channel -----------------------------------------------------------------
     def send(self, kind: int, body: bytes) -> None:
@@ -139,8 +140,11 @@ class Worker:
         try:
             if spec is None:
                 raise H.PermanentError(f"handler {name!r} is not registered in this worker")
-            with captured(lambda data: self.send(F.LOG, F.pack_done(job_id, data))):
+            self.capture.begin(lambda data: self.send(F.LOG, F.pack_done(job_id, data)))
+            try:
                 value = self._call(spec, args, kwargs)
+            finally:
+                self.capture.end()
             body = _encode_result(value)
         except H.PermanentError as e:
             self._finish_failure(job_id, FAIL_PERMANENT, _format(e), 0.0)
