@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 log = logging.getLogger("jobd.files")
 
@@ -47,3 +48,17 @@ def remove_temp_files(directory: str) -> None:
 def read(path: str) -> bytes:
     with open(path, "rb") as f:
         return f.read()
+
+
+def remove_unreferenced(directory: str, keep: Callable[[str], bool]) -> int:
+    """Delete the files of `directory` whose stem (the name up to its first
+    dot: a job's file stem) `keep` refuses; how many went."""
+    removed = 0
+    for entry in os.scandir(directory):
+        if not keep(entry.name.split(".", 1)[0]):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed

@@ -21,7 +21,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from jobd.storage.files import FILE_MODE, read, remove_temp_files
+from jobd.storage.files import FILE_MODE, read, remove_temp_files, remove_unreferenced
 
 log = logging.getLogger("jobd.logs")
 
@@ -110,16 +110,7 @@ class JobLogs:
 
     def forget_missing(self, live: Callable[[str], bool]) -> int:
         """Delete the output of jobs that are gone (purged, expired)."""
-        removed = 0
-        for entry in os.scandir(self.dir):
-            stem = entry.name.split(".", 1)[0]
-            if not live(stem):
-                try:
-                    os.unlink(entry.path)
-                    removed += 1
-                except OSError:
-                    pass
-        return removed
+        return remove_unreferenced(self.dir, live)
 
 
 def _split(raw: bytes) -> tuple[int, bytes]:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from jobd.core.job import Job
-from jobd.storage.files import FILE_MODE, fsync_dir, remove_temp_files
+from jobd.storage.files import FILE_MODE, fsync_dir, remove_temp_files, remove_unreferenced
 
 log = logging.getLogger("jobd.results")
 
@@ -102,17 +102,9 @@ class ResultStore:
         return orjson.Fragment(data)
 
     def forget_missing(self, live: Callable[[str], bool]) -> int:
-        """Delete result files whose job no longer exists (purged or expired)."""
-        removed = 0
-        for entry in os.scandir(self.dir):
-            stem = entry.name.split(".", 1)[0]
-            if not live(stem) and stem not in self.storing:
-                try:
-                    os.unlink(entry.path)
-                    removed += 1
-                except OSError:
-                    pass
-        return removed
+        """Delete result files whose job no longer exists (purged or expired),
+        sparing files being written (not referenced yet)."""
+        return remove_unreferenced(self.dir, lambda stem: live(stem) or stem in self.storing)
 
 
 def _file_name(job_id: str) -> str:
