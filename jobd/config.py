@@ -102,6 +102,7 @@ class Config:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     handlers: list[str] = field(default_factory=list)
     handler: dict[str, dict[str, Any]] = field(default_factory=dict)
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)   # [queues."NAME"]
     schedule: list[dict[str, Any]] = field(default_factory=list)
     data_dir: str = ""
     app_dir: str = "."              # put first on sys.path before handler modules are imported
@@ -121,9 +122,11 @@ _SECTION_CLASSES = {
     "monitoring": MonitoringConfig,
 }
 # Top-level keys a config file may hold besides the sections.
-_TOP_LEVEL = {"handlers", "handler", "schedule", "data_dir", "app_dir", "log_level"}
+_TOP_LEVEL = {"handlers", "handler", "queues", "schedule", "data_dir", "app_dir", "log_level"}
 HANDLER_OPTIONS = {"max_retries", "retry_delay", "retry_backoff", "timeout",
-                   "priority", "max_concurrency", "name", "jitter", "max_delay", "no_retry_for"}
+                   "priority", "max_concurrency", "name", "jitter", "max_delay", "no_retry_for",
+                   "queue", "rate", "burst"}
+QUEUE_KEYS = {"workers": int, "max_size": int, "rate": str, "burst": int, "paused": bool}
 
 
 def usable_cpus() -> int:
@@ -186,6 +189,8 @@ def _apply_top(cfg: Config, key: str, value: Any) -> None:
         setattr(cfg, key, _check_type(key, value, "str"))
     elif key == "handler":
         cfg.handler = _handler_overrides(value)
+    elif key == "queues":
+        cfg.queues = _queues(value)
     elif key == "schedule":
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise ConfigError("config key 'schedule': expected an array of tables")
@@ -212,13 +217,57 @@ def _handler_overrides(value: Any) -> dict[str, dict[str, Any]]:
     return value
 
 
+def _queues(value: Any) -> dict[str, dict[str, Any]]:
+    """`[queues."NAME"]` tables: workers, max_size, rate, burst, paused."""
+    from jobd.core.values import queue_name, rate_text
+    if not isinstance(value, dict):
+        raise ConfigError("config key 'queues': expected a table of tables")
+    for name, opts in value.items():
+        where = f"queues.\"{name}\""
+        try:
+            queue_name(where, name)
+        except OpError as e:
+            raise ConfigError(f"config key {e.message}") from None
+        if not isinstance(opts, dict):
+            raise ConfigError(f"config key '{where}': expected a table")
+        for key, option in opts.items():
+            if key not in QUEUE_KEYS:
+                raise ConfigError(f"unknown config key '{where}.{key}' (a queue takes "
+                                  f"{', '.join(QUEUE_KEYS)})")
+            _check_type(f"{where}.{key}", option, QUEUE_KEYS[key].__name__)
+        if opts.get("workers", 1) < 0 or opts.get("workers", 1) > 1024:
+            raise ConfigError(f"config key '{where}.workers': must be between 0 and 1024")
+        if name == "default" and "workers" in opts:
+            raise ConfigError(f"config key '{where}.workers': the default queue's pool is "
+                              "[workers] count")
+        if opts.get("max_size", 0) < 0:
+            raise ConfigError(f"config key '{where}.max_size': must be >= 0")
+        if not 1 <= opts.get("burst", 1) <= 1_000_000:
+            raise ConfigError(f"config key '{where}.burst': must be between 1 and 1000000")
+        if "rate" in opts:
+            try:
+                rate_text("rate", opts["rate"])
+            except OpError as e:
+                raise ConfigError(f"config key '{where}.rate': "
+                                  f"{e.message.split(': ', 1)[-1]}") from None
+    return value
+
+
 def check_handler_names(cfg: Config, registry: Any) -> None:
     """Once handler modules are imported: a `[handler."NAME"]` table must name a
-    registered handler (a misspelt name would silently lose its overrides)."""
+    registered handler (a misspelt name would silently lose its overrides),
+    and every handler's queue must be configured."""
     for name in cfg.handler:
         if name not in registry:
             raise ConfigError(f"config key 'handler.\"{name}\"': no handler named {name!r} "
                               f"is registered by the handler modules")
+    for name, spec in registry.items():
+        queue = cfg.handler.get(name, {}).get("queue", spec.options.get("queue"))
+        if queue and queue != "default" and queue not in cfg.queues:
+            where = (f"config key 'handler.\"{name}\".queue'" if "queue" in cfg.handler.get(name, {})
+                     else f"handler {name!r} (@handler(queue=...))")
+            raise ConfigError(f"{where}: no queue named {queue!r} is configured; add a "
+                              f"[queues.\"{queue}\"] table")
 
 
 def load_file(cfg: Config, path: str) -> None:
@@ -327,7 +376,7 @@ def ensure_dir(path: str) -> None:
 # What SIGHUP applies (the handler code is reloaded with its modules, app dir and
 # [handler."NAME"] options); every other key needs a restart (the daemon says which).
 RELOADABLE = frozenset({"workers.count", "log_level", "schedule", "handlers", "app_dir",
-                        "handler"})
+                        "handler", "queues"})
 
 
 def changed_keys(old: Config, new: Config) -> list[str]:

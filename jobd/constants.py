@@ -21,6 +21,7 @@ from jobd_client.protocol import (
 from jobd_client.protocol import (
     DEFAULT_PRIORITY as DEFAULT_PRIORITY,
 )
+from jobd_client.protocol import DEFAULT_QUEUE as DEFAULT_QUEUE
 from jobd_client.protocol import (
     E_BAD_REQUEST as E_BAD_REQUEST,
 )
@@ -96,6 +97,12 @@ from jobd_client.protocol import (
 from jobd_client.protocol import (
     FAILED as FAILED,
 )
+from jobd_client.protocol import H_BREAKER_OPEN as H_BREAKER_OPEN
+from jobd_client.protocol import H_HANDLER_PAUSED as H_HANDLER_PAUSED
+from jobd_client.protocol import H_QUARANTINED as H_QUARANTINED
+from jobd_client.protocol import H_QUEUE_PAUSED as H_QUEUE_PAUSED
+from jobd_client.protocol import H_RATE_LIMITED as H_RATE_LIMITED
+from jobd_client.protocol import HOLD_REASONS as HOLD_REASONS
 from jobd_client.protocol import (
     OPS as OPS,
 )

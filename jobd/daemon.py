@@ -24,13 +24,14 @@ from jobd import constants as C
 from jobd import handlers
 from jobd.boot import Boot, unlink_quiet
 from jobd.config import Config
+from jobd.control import Control, handler_flows, queue_specs
 from jobd.core.job import Job
 from jobd.core.lifecycle import Lifecycle
 from jobd.errors import ConfigError, StartupError
 from jobd.jobs import Jobs
 from jobd.pool import forkserver
 from jobd.pool.arbiter import Arbiter
-from jobd.pool.dispatch import Dispatcher, concurrency_limits
+from jobd.pool.dispatch import Dispatcher
 from jobd.pool.handle import Workers
 from jobd.runtime.gcpolicy import GcPolicy
 from jobd.runtime.idlepoll import IdlePoller
@@ -85,24 +86,27 @@ class Daemon:
                          self.recorder, wake, clock)
         self.jobs.cancel_interrupted(requeued)
         self.events = EventHub(self.store, cfg.server.max_unsent_bytes // 2)
-        self.workers = Workers(loop)
+        self.workers = Workers(loop, self.life.ready.queue)
         self.dispatcher = Dispatcher(
             store=self.store, outcomes=self.jobs, workers=self.workers,
-            limits=concurrency_limits(self.boot.handlers, cfg.handler),
             prefetch=cfg.workers.prefetch, memory_limit=cfg.workers.max_memory_mb * MiB,
-            known=self.boot.handlers)
+            clock=clock)
         self.arbiter = Arbiter(
             forkserver=self.boot.forkserver, cfg=cfg.workers, loop=loop, outcomes=self.jobs,
             dispatcher=self.dispatcher, workers=self.workers, events=self.events, wake=wake,
             fatal=self.fatal)
+        self.control = Control(cfg=cfg, store=self.store, handlers=self.boot.handlers,
+                               take_back=self.dispatcher, events=self.events, loop=loop,
+                               clock=clock, wake=wake)
+        self._size_pools(startup=True)
         self.scheduler = Scheduler(store=self.store, jobs=self.jobs, handlers=self.boot.handlers,
                                    loop=loop, wake=wake, clock=clock)
         self.timer = DueTimer(store=self.store, loop=loop, clock=clock, wake=wake)
         connections: set[Connection] = set()
         sources = Sources(counts=self.life.table.counts, pool=self.arbiter.counts, wal=self.wal,
                           poller=self.poller, connections=connections.__len__,
-                          parks=lambda: self.dispatcher.parks)
-        ops = Ops(Services(jobs=self.jobs, store=self.store, arbiter=self.arbiter,
+                          holds=lambda: self.life.ready.holds)
+        ops = Ops(Services(jobs=self.jobs, control=self.control, store=self.store, arbiter=self.arbiter,
                            scheduler=self.scheduler, events=self.events, recorder=self.recorder,
                            sources=sources, results=self.results, reload=self.reload_code,
                            loop=loop, clock=clock))
@@ -114,6 +118,10 @@ class Daemon:
     def _recover(self) -> tuple[Lifecycle, wal.Journal, list[Job]]:
         """Replay the WAL into a new Lifecycle; open the log for appending."""
         life = Lifecycle(framing=wal.FRAMING)
+        # Limits and pauses are known before replay: start records replayed
+        # take from the rate limiters, pause records override the config.
+        life.ready.configure(queue_specs(self.cfg), handler_flows(self.boot.handlers,
+                                                                  self.cfg.handler), time.time())
         wal_dir = os.path.join(self.cfg.data_dir, "wal")
         started = time.monotonic()
         gc.disable()          # a million new objects: the GC would rescan them all
@@ -142,6 +150,7 @@ class Daemon:
         self._install_signals()
         self._start_housekeeping()
         self.timer.arm()
+        self.control.arm()
         self.kick()
         self._ready()
         await self._stop.wait()
@@ -217,6 +226,9 @@ class Daemon:
             server.flush()
             arbiter.flush()
         self.timer.arm()
+        wakeups = self.life.ready.wakeups
+        if wakeups and (self.control._at is None or wakeups[0][0] < self.control._at):
+            self.control.arm()
         if self.workers.dirty or server.dirty:
             self.loop.call_soon(self.kick)        # e.g. a reply released by the last step
         elif self.poller is not None:
@@ -301,11 +313,13 @@ class Daemon:
                             "to apply it)", key)
         logging.getLogger().setLevel(fresh.log_level.upper())
         self.cfg.log_level = fresh.log_level
-        if fresh.workers.count != self.arbiter.target:
-            self.arbiter.scale(fresh.workers.count)
-        applied = f"workers={fresh.workers.count}, log_level={fresh.log_level}"
         self.cfg.handlers, self.cfg.app_dir = fresh.handlers, fresh.app_dir
         self.cfg.handler = fresh.handler
+        self.cfg.workers.count = fresh.workers.count
+        self.cfg.queues = self._keep_busy_queues(fresh.queues)
+        self._size_pools()
+        queues = f", queues={','.join(sorted(self.cfg.queues))}" if self.cfg.queues else ""
+        applied = f"workers={fresh.workers.count}{queues}, log_level={fresh.log_level}"
         asyncio.ensure_future(self.reload_code())     # new handler code: logged when done
         try:
             self.scheduler.apply_config(fresh.schedule)
@@ -315,6 +329,44 @@ class Daemon:
                       "they stay as they were: %s", applied, e)
             return
         log.info("SIGHUP: config reloaded (%s); handler code reloading", applied)
+
+    def _keep_busy_queues(self, queues: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """A queue removed from the config that still has jobs is kept (as it
+        was configured), with a log line; an empty one goes."""
+        kept = dict(queues)
+        for name, opts in self.cfg.queues.items():
+            if name in queues:
+                continue
+            gate = self.life.ready.queues.get(name)
+            if gate is not None and (gate.queued or gate.counts[C.RUNNING]):
+                log.warning("SIGHUP: queue %r was removed from the config but still has %d "
+                            "job(s); it is kept until they are done and the config is reloaded",
+                            name, gate.queued + gate.counts[C.RUNNING])
+                kept[name] = opts
+        return kept
+
+    def _size_pools(self, startup: bool = False) -> None:
+        """Each configured queue's pool to its worker count; the pools of
+        queues no longer configured to none (their workers finish and exit).
+        A queue found in the WAL that is not configured still has its jobs:
+        at startup it gets one worker, and a log line says so."""
+        self.control.configure(self.cfg, self.control.handlers)
+        wanted = {spec.name: spec.workers for spec in queue_specs(self.cfg)}
+        for name, gate in self.life.ready.queues.items():
+            if name not in wanted and (gate.queued or gate.counts[C.RUNNING]):
+                if startup:
+                    log.warning("queue %r is not configured but holds %d job(s) from the WAL; "
+                                "it runs them with 1 worker (add a [queues.%s] table)",
+                                name, gate.queued + gate.counts[C.RUNNING], name)
+                wanted[name] = max(1, self.workers.pool(name).target)
+        for name, pool in list(self.workers.pools.items()):
+            if name not in wanted:
+                pool.target = 0
+        for name, count in wanted.items():
+            self.workers.pool(name).target = count
+        if not startup:
+            self.arbiter.manage_workers()
+            self.kick()
 
     # --- code reload -------------------------------------------------------------------------
     async def reload_code(self) -> dict[str, Any]:
@@ -346,7 +398,7 @@ class Daemon:
         old = set(self.jobs.handlers)
         self.jobs.set_handlers(registry)
         self.scheduler.handlers = registry
-        self.dispatcher.set_handlers(registry, concurrency_limits(registry, cfg.handler))
+        self.control.configure(cfg, registry)
         self.arbiter.switch(fresh)
         added, removed = sorted(set(registry) - old), sorted(old - set(registry))
         log.info("code reloaded: %d handler(s)%s%s; workers restart as they finish their job",

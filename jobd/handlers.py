@@ -19,7 +19,7 @@ from jobd.core.signature import Shape
 
 OPTION_NAMES = frozenset({"name", "max_retries", "retry_delay", "retry_backoff",
                           "timeout", "priority", "max_concurrency", "jitter",
-                          "max_delay", "no_retry_for"})
+                          "max_delay", "no_retry_for", "queue", "rate", "burst"})
 
 
 class PermanentError(Exception):

@@ -25,6 +25,7 @@ import orjson
 from jobd import constants as C
 from jobd.config import Config
 from jobd.core import records as R
+from jobd.core.flow import QueueGate
 from jobd.core.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, SubmitSpec, progress_view
 from jobd.core.lifecycle import RETRYABLE, next_step
 from jobd.core.signature import check
@@ -91,7 +92,7 @@ class Jobs:
         self.accepting = True
         self.rng = random.Random()
         self.ids = JobIds()
-        self._defaults: dict[str, tuple[int, tuple[Any, ...], bool]] = {}
+        self._defaults: dict[str, tuple[int, tuple[Any, ...], bool, QueueGate]] = {}
         self._evictions_logged = -EVICTION_LOG_S
         self._evictions_unlogged = 0
         self._insert = store.insert         # bound once: the submit hot path
@@ -107,9 +108,10 @@ class Jobs:
         its `[handler."NAME"]` config over them (JSON)."""
         merged = {**json_options(self.handlers[name].options),
                   **self.cfg.handler.get(name, {})}
-        priority, defaults, _ = self.defaults(name)
+        priority, defaults, _, queue = self.defaults(name)
         merged.update(zip(_DEFAULT_KEYS, defaults))
         merged["priority"] = priority
+        merged["queue"] = queue.name
         return merged
 
     def get(self, job_id: Any) -> Job:
@@ -133,7 +135,7 @@ class Jobs:
         if held is not None:
             return held, held.wal_seq
         self._check_admit(spec, {})
-        self._check_room(1, len(spec.args_json) + len(spec.kwargs_json))
+        self._check_room(1, len(spec.args_json) + len(spec.kwargs_json), self._queue(spec))
         now = self.clock()
         job = self.build(spec, now)
         self.store.place(job, spec.run_at, now)
@@ -156,11 +158,12 @@ class Jobs:
         if args or kwargs or defaults[2]:
             self.check_call(handler, len(args), kwargs)
         table, size = self.table, len(args_json) + len(kwargs_json)
-        if table.queued >= self.cfg.queue.max_size or \
+        if table.queued >= self.cfg.queue.max_size or defaults[3].max_size or \
                 table.args_bytes + size > self.cfg.queue.max_args_bytes:
-            self._check_room(1, size)      # raises, naming the limit
+            self._check_room(1, size, defaults[3])      # raises, naming the limit
         job = Job.new(job_id, handler, defaults[0], self._next_seq(), self.clock(),
-                      defaults[1], None, args_json, kwargs_json, EMPTY_DICT, EMPTY_LIST)
+                      defaults[1], None, args_json, kwargs_json, EMPTY_DICT, EMPTY_LIST,
+                      defaults[3].name)
         seq = self._insert(job, job.new_record())      # `_admit`, inlined: the hot path
         self.wake()
         return job, seq
@@ -184,6 +187,12 @@ class Jobs:
         if linked:
             _check_acyclic(fresh)
         self._check_room(len(fresh), sum(len(s.args_json) + len(s.kwargs_json) for s in fresh))
+        per_queue: dict[str, int] = {}
+        for spec in fresh:
+            name = self._queue(spec).name
+            per_queue[name] = per_queue.get(name, 0) + 1
+        for name, n in per_queue.items():
+            self._check_room(n, 0, self.store.ready.queues[name])
         now = self.clock()
         batch: dict[str, Job] = {}
         for spec in _dependency_order(fresh) if linked else fresh:
@@ -230,22 +239,36 @@ class Jobs:
         return OpError(C.E_UNKNOWN_HANDLER, f"no handler registered as {name!r}"
                                             + did_you_mean(name, list(self.handlers)))
 
-    def _check_room(self, jobs: int, args_bytes: int) -> None:
+    def _queue(self, spec: SubmitSpec) -> QueueGate:
+        """The queue a submit goes to: its `queue`, else its handler's."""
+        if spec.queue is None:
+            return self.defaults(spec.handler)[3]
+        gate = self.store.ready.queues.get(spec.queue)
+        if gate is None:
+            raise invalid("queue", f"no queue named {spec.queue!r}"
+                          + did_you_mean(spec.queue, list(self.store.ready.queues)))
+        return gate
+
+    def _check_room(self, jobs: int, args_bytes: int, queue: QueueGate | None = None) -> None:
         """`queue_full` unless `jobs` more jobs holding `args_bytes` of args
-        and kwargs fit within [queue] max_size and max_args_bytes."""
+        and kwargs fit within [queue] max_size and max_args_bytes, and the
+        queue's own max_size."""
         q, table = self.cfg.queue, self.table
+        if queue is not None and queue.max_size and queue.queued + jobs > queue.max_size:
+            raise OpError(C.E_QUEUE_FULL, f"queue {queue.name!r} is full ({queue.max_size} jobs)")
         if table.queued + jobs > q.max_size:
             raise OpError(C.E_QUEUE_FULL, f"queue is full ({q.max_size} jobs)")
         if table.args_bytes + args_bytes > q.max_args_bytes:
             raise OpError(C.E_QUEUE_FULL, f"queue is full: jobs hold {table.args_bytes} bytes of "
                                           f"args and kwargs (max_args_bytes {q.max_args_bytes})")
 
-    def defaults(self, handler: str) -> tuple[int, tuple[Any, ...], bool]:
+    def defaults(self, handler: str) -> tuple[int, tuple[Any, ...], bool, QueueGate]:
         """A handler's job defaults, merged once:
         [handler."NAME"] config > @handler option > [retry] default.
         Returns (priority, (max_retries, retry_delay, retry_backoff, timeout,
-        jitter, max_delay)) as `Job.new` takes them, and whether a call without
-        arguments must be checked (the function has required parameters)."""
+        jitter, max_delay)) as `Job.new` takes them, whether a call without
+        arguments must be checked (the function has required parameters), and
+        the queue its jobs go to."""
         cached = self._defaults.get(handler)
         if cached is not None:
             return cached
@@ -255,7 +278,7 @@ class Jobs:
         merged: dict[str, Any] = {
             "priority": C.DEFAULT_PRIORITY, "max_retries": retry.max_retries,
             "retry_delay": retry.retry_delay, "retry_backoff": retry.retry_backoff,
-            "timeout": None, "jitter": None, "max_delay": None,
+            "timeout": None, "jitter": None, "max_delay": None, "queue": C.DEFAULT_QUEUE,
         }
         for source in (self.handlers[handler].options, self.cfg.handler.get(handler, {})):
             for key, value in source.items():
@@ -267,21 +290,24 @@ class Jobs:
         shape = self.handlers[handler].shape
         cached = (priority_value(merged["priority"]),
                   tuple(merged[k] for k in _DEFAULT_KEYS),
-                  shape is not None and bool(shape.required))
+                  shape is not None and bool(shape.required),
+                  self.store.ready.queue(merged["queue"]))
         self._defaults[handler] = cached
         return cached
 
     def build(self, spec: SubmitSpec, now: float) -> Job:
         """A new Job from a validated spec (submit arguments win over defaults);
         its status is set by `place`."""
-        priority, defaults, _ = self.defaults(spec.handler)
+        priority, defaults, _, queue = self.defaults(spec.handler)
         if not spec.plain:
             defaults = _override(defaults, spec)
             if spec.priority is not None:
                 priority = spec.priority
-        return Job.new(spec.job_id or self.ids.next(), spec.handler, priority,
-                       self._next_seq(), now, defaults, spec.name, spec.args_json,
-                       spec.kwargs_json, spec.tags, spec.depends_on)
+        job = Job.new(spec.job_id or self.ids.next(), spec.handler, priority,
+                      self._next_seq(), now, defaults, spec.name, spec.args_json,
+                      spec.kwargs_json, spec.tags, spec.depends_on,
+                      spec.queue or queue.name)
+        return job
 
     # --- client-driven changes -------------------------------------------------------------
     def cancel(self, job: Job, force: bool, runner: Runner) -> tuple[bool, int]:

@@ -35,11 +35,14 @@ OP_SCHEDULE_REMOVE: Final = "schedule_remove"
 OP_LOGS: Final = "logs"
 OP_RELOAD: Final = "reload"
 OP_HANDLERS: Final = "handlers"
+OP_PAUSE: Final = "pause"
+OP_RESUME: Final = "resume"
+OP_QUEUES: Final = "queues"
 OPS: Final = frozenset((
     OP_HELLO, OP_SUBMIT, OP_SUBMIT_MANY, OP_STATUS, OP_PROGRESS, OP_RESULT, OP_WAIT,
     OP_CANCEL, OP_LIST, OP_DEAD_LETTERS, OP_RETRY, OP_PURGE, OP_METRICS, OP_WORKERS,
     OP_SCALE, OP_RESTART_WORKER, OP_WATCH, OP_SCHEDULE_ADD, OP_SCHEDULE_LIST,
-    OP_SCHEDULE_REMOVE, OP_LOGS, OP_RELOAD, OP_HANDLERS,
+    OP_SCHEDULE_REMOVE, OP_LOGS, OP_RELOAD, OP_HANDLERS, OP_PAUSE, OP_RESUME, OP_QUEUES,
 ))
 
 # --- job statuses -----------------------------------------------------------------------
@@ -98,12 +101,29 @@ EV_DEAD_LETTER: Final = "job.dead_letter"
 EV_CANCELLED: Final = "job.cancelled"
 EV_WORKER_STARTED: Final = "worker.started"
 EV_WORKER_EXITED: Final = "worker.exited"
+EV_REPLAYED: Final = "job.replayed"
+EV_QUEUE_PAUSED: Final = "queue.paused"
+EV_QUEUE_RESUMED: Final = "queue.resumed"
+EV_HANDLER_PAUSED: Final = "handler.paused"
+EV_HANDLER_RESUMED: Final = "handler.resumed"
 # Sent to a watcher that fell too far behind, just before it is disconnected.
 EV_WATCH_LAGGED: Final = "watch.lagged"
 EVENTS: Final = frozenset((
     EV_SUBMITTED, EV_STARTED, EV_PROGRESS, EV_COMPLETED, EV_FAILED,
-    EV_DEAD_LETTER, EV_CANCELLED, EV_WORKER_STARTED, EV_WORKER_EXITED,
+    EV_DEAD_LETTER, EV_CANCELLED, EV_WORKER_STARTED, EV_WORKER_EXITED, EV_REPLAYED,
+    EV_QUEUE_PAUSED, EV_QUEUE_RESUMED, EV_HANDLER_PAUSED, EV_HANDLER_RESUMED,
 ))
+
+# --- queues and holds ------------------------------------------------------------------------
+DEFAULT_QUEUE: Final = "default"          # always exists; its pool is [workers] count
+# Why a pending job may not start (`held.reason`), most important first.
+H_QUARANTINED: Final = "quarantined"
+H_HANDLER_PAUSED: Final = "handler_paused"
+H_QUEUE_PAUSED: Final = "queue_paused"
+H_BREAKER_OPEN: Final = "breaker_open"
+H_RATE_LIMITED: Final = "rate_limited"
+HOLD_REASONS: Final = (H_QUARANTINED, H_HANDLER_PAUSED, H_QUEUE_PAUSED, H_BREAKER_OPEN,
+                       H_RATE_LIMITED)
 
 # --- worker states (the `workers` view) ------------------------------------------------------
 W_IDLE: Final = "idle"

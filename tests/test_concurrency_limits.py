@@ -1,7 +1,7 @@
 """`max_concurrency`: a handler never runs more jobs at once than its limit,
 jobs held back by it keep exact priority/FIFO order, and holding a backlog
 back costs each job O(log n), not a pass over the whole backlog per
-completion (counted with the `limits.parks_total` metric, not timed)."""
+completion (counted with the `limits.holds_total` metric, not timed)."""
 from __future__ import annotations
 
 import random
@@ -18,11 +18,11 @@ def test_a_limited_backlog_is_parked_once_per_freed_slot(make_daemon, tmp_path):
     c.submit_many([{"handler": T + "noop"} for _ in range(n)])
     c.scale(2)
     wait_until(lambda: c.metrics()["queue"]["completed"] == n, 120, what="the backlog to drain")
-    parks = c.metrics()["limits"]["parks_total"]
-    # Each completion frees one slot and puts back one job; with two workers
-    # a job is parked about once. Re-parking the whole backlog on every
-    # completion would park ~n*n/2 times.
-    assert parks <= 2 * n, parks
+    holds = c.metrics()["limits"]["holds_total"]
+    # Each completion frees one slot and puts the handler's lane back once;
+    # with two workers it is held about once per job. Holding every job of
+    # the backlog again on every completion would take ~n*n/2 holds.
+    assert holds <= 2 * n, holds
 
 
 def test_limited_jobs_run_in_priority_then_submit_order(make_daemon, tmp_path):
@@ -38,4 +38,4 @@ def test_limited_jobs_run_in_priority_then_submit_order(make_daemon, tmp_path):
     wait_until(lambda: c.metrics()["queue"]["completed"] == 90, 60, what="every job")
     ran = [int(line.split()[0]) for line in out.read_text().splitlines()]
     assert ran == sorted(range(60), key=lambda i: (-prios[i], i))
-    assert c.metrics()["limits"]["parks_total"] >= 1    # the limit did hold jobs
+    assert c.metrics()["limits"]["holds_total"] >= 1    # the limit did hold jobs

@@ -92,6 +92,10 @@ class SubmitSpec:
     depends_on: list[str]
     run_at: float | None       # absolute epoch seconds, from delay or run_at
     has_timeout: bool
+    queue: str | None = None   # the submit's `queue` (None: its handler's)
+    unique_key: str | None = None
+    unique_for: float | None = None
+    on_conflict: str = "return"
     plain: bool = False        # only handler/args/kwargs/job_id: every option from defaults
 
 
@@ -120,7 +124,8 @@ class Job:
         "tags", "depends_on", "created_at", "scheduled_for", "started_at",
         "completed_at", "worker_id", "progress", "error", "result",
         "result_ref", "seq", "cancel_requested", "schedule", "jitter",
-        "max_delay", "finished_attempt_at", "wal_seq",
+        "max_delay", "finished_attempt_at", "wal_seq", "queue", "unique_key", "unique_for",
+        "replay_of", "lane", "qtoken",
     )
 
     # The slots' types (annotations only: no class attributes are created).
@@ -154,6 +159,12 @@ class Job:
     max_delay: float | None
     finished_attempt_at: float | None
     wal_seq: int
+    queue: str                  # the queue it runs in (its pool of workers)
+    unique_key: str | None      # at most one non-terminal job holds a key
+    unique_for: float | None    # ... for at most this long after its submit
+    replay_of: str | None       # the job it was replayed from
+    lane: Any                   # its (queue, handler) lane (jobd/core/flow.py), not persisted
+    qtoken: int                 # pushes into its lane so far: only the latest entry is live
 
     def __init__(self) -> None:
         self.name: str | None = None
@@ -184,11 +195,18 @@ class Job:
         self.max_delay: float | None = None
         self.finished_attempt_at: float | None = None
         self.wal_seq = 0       # journal seq of the submit record; 0 once known durable
+        self.queue = C.DEFAULT_QUEUE
+        self.unique_key: str | None = None
+        self.unique_for: float | None = None
+        self.replay_of: str | None = None
+        self.lane: Any = None
+        self.qtoken = 0
 
     @classmethod
     def new(cls, job_id: str, handler: str, priority: int, seq: int, created_at: float,
             defaults: tuple[Any, ...], name: str | None, args: bytes,
-            kwargs: bytes, tags: dict[str, Any], depends_on: list[str]) -> Job:
+            kwargs: bytes, tags: dict[str, Any], depends_on: list[str],
+            queue: str = C.DEFAULT_QUEUE) -> Job:
         """A job as submitted, every slot set once (the submit hot path).
         `defaults` = (max_retries, retry_delay, retry_backoff, timeout, jitter,
         max_delay), already merged for the handler; `args`/`kwargs` are JSON
@@ -213,6 +231,9 @@ class Job:
         job.cancel_requested = False
         job.schedule = job.finished_attempt_at = None
         job.wal_seq = 0
+        job.queue = queue
+        job.unique_key = job.unique_for = job.replay_of = job.lane = None
+        job.qtoken = 0
         return job
 
     def __lt__(self, other: object) -> bool:
@@ -228,7 +249,8 @@ class Job:
                 and self.progress is None and self.error is None and self.result is None
                 and self.result_ref is None and not self.cancel_requested
                 and self.schedule is None and self.jitter is None and self.max_delay is None
-                and self.worker_id is None):
+                and self.worker_id is None and self.queue == C.DEFAULT_QUEUE
+                and self.unique_key is None and self.replay_of is None):
             return self.new_record()        # the shape of almost every submit
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff,
@@ -237,7 +259,7 @@ class Job:
                self.depends_on, self.scheduled_for, self.started_at, self.completed_at,
                self.progress, self.error, self.result, self.result_ref,
                self.cancel_requested, self.schedule, self.jitter, self.max_delay,
-               self.worker_id]
+               self.worker_id, self.queue, self.unique_key, self.unique_for, self.replay_of]
         n = len(rec)
         while n > _REQUIRED:
             value, default = rec[n - 1], _DEFAULTS[n - 1]
@@ -249,6 +271,8 @@ class Job:
 
     def new_record(self) -> list[Any]:
         """`to_record` of a job just submitted with only defaults set."""
+        if self.queue != C.DEFAULT_QUEUE or self.unique_key is not None:
+            return self.to_record()
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff]
         if self.kwargs is not EMPTY_KWARGS:
@@ -269,7 +293,9 @@ class Job:
          retry_delay, retry_backoff, job.name, args, kwargs, job.attempts, job.timeout, tags,
          depends_on, job.scheduled_for, job.started_at, job.completed_at, job.progress,
          job.error, job.result, job.result_ref, job.cancel_requested, job.schedule,
-         job.jitter, job.max_delay, job.worker_id) = rec
+         job.jitter, job.max_delay, job.worker_id, queue, job.unique_key, job.unique_for,
+         job.replay_of) = rec
+        job.queue = _intern(queue)
         job.handler = _intern(handler)
         job.status = _intern(status)
         job.retry_delay = _FLOATS.setdefault(retry_delay, retry_delay)
@@ -282,10 +308,13 @@ class Job:
         job.depends_on = depends_on or EMPTY_LIST
         job.finished_attempt_at = None
         job.wal_seq = 0
+        job.lane = None
+        job.qtoken = 0
         return job
 
     # --- the view clients see (docs/protocol.md) ---------------------------------------
-    def view(self) -> dict[str, Any]:
+    def view(self, held: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`held`: why it may not start now (jobd/core/flow.py `Hold.view`), if pending."""
         return {
             "id": self.id, "name": self.name, "handler": self.handler,
             "args": _Fragment(self.args), "kwargs": _Fragment(self.kwargs),
@@ -299,7 +328,8 @@ class Job:
             "started_at": iso(self.started_at),
             "completed_at": iso(self.completed_at),
             "worker_id": self.worker_id, "progress": self.progress,
-            "error": self.error,
+            "error": self.error, "queue": self.queue, "held": held,
+            "unique_key": self.unique_key, "replay_of": self.replay_of,
         }
 
     @property
@@ -340,13 +370,13 @@ RECORD_FIELDS = (
     "retry_delay", "retry_backoff", "name", "args", "kwargs", "attempts", "timeout",
     "tags", "depends_on", "scheduled_for", "started_at", "completed_at", "progress",
     "error", "result", "result_ref", "cancel_requested", "schedule", "jitter",
-    "max_delay", "worker_id",
+    "max_delay", "worker_id", "queue", "unique_key", "unique_for", "replay_of",
 )
 _REQUIRED = 9            # id .. retry_backoff are always written
 _DEFAULTS: tuple[Any, ...] = (
     None, None, None, None, None, None, None, None, None,     # required fields
     None, EMPTY_LIST, EMPTY_DICT, 0, None, EMPTY_DICT, EMPTY_LIST, None, None, None,
-    None, None, None, None, False, None, None, None, None,
+    None, None, None, None, False, None, None, None, None, C.DEFAULT_QUEUE, None, None, None,
 )
 _DEFAULTS_LIST = list(_DEFAULTS)
 _FULL = len(RECORD_FIELDS)

@@ -25,8 +25,9 @@ from typing import Any
 
 from jobd import constants as C
 from jobd.core import records as R
+from jobd.core.flow import Pause, Ready
 from jobd.core.job import Job, compact_result
-from jobd.core.pqueue import ReadyQueue, TimerQueue
+from jobd.core.pqueue import TimerQueue
 from jobd.core.table import DEP_BOUND, JobTable
 
 Listener = Callable[[Job, str], None]       # (job, its old status; "" when new)
@@ -93,7 +94,7 @@ class Lifecycle:
 
     def __init__(self, framing: Mapping[str, Callable[[list[Any]], None]] | None = None) -> None:
         self.table = JobTable()
-        self.ready = ReadyQueue()
+        self.ready = Ready()
         self.timers = TimerQueue()
         self.listeners: list[Listener] = []      # told of every change once live
         self._apply: dict[str, Callable[[list[Any]], None]] = {
@@ -105,6 +106,8 @@ class Lifecycle:
             R.SCHEDULE_ADD: self._a_schedule_add,
             R.SCHEDULE_REMOVE: self._a_schedule_remove,
             R.SCHEDULE_FIRED: self._a_schedule_fired, R.SEQ: self._a_seq,
+            R.PAUSE: self._a_pause, R.RESUME: self._a_resume, R.RATE_HOLD: self._a_rate_hold,
+            R.LIMITER: self._a_limiter, R.SNOOZE: self._a_snooze,
             R.JOBS: self.replay,
             # the log's own records replay meets (its format marks), theirs to check
             **(framing or {}),
@@ -151,6 +154,7 @@ class Lifecycle:
         jobs = table.jobs
         old = jobs.get(job_id)
         if old is not None:                     # snapshot + replayed submit overlap
+            self.ready.moved(old, old.status, "")
             table.forget(old)
         jobs[job_id] = job
         table.args_bytes += len(job.args) + len(job.kwargs)
@@ -158,9 +162,8 @@ class Lifecycle:
             table.seq = job.seq
         status = job.status
         table.counts[status] += 1
-        if status == _PENDING:
-            self.ready.push(job)
-        elif status in _TIMED:
+        self.ready.admit(job)                   # its lane; queued if pending
+        if status in _TIMED:
             self.timers.push(job)
         elif status == _RUNNING:
             table.running[job_id] = job
@@ -184,8 +187,7 @@ class Lifecycle:
             table.running[job.id] = job
         elif old == _RUNNING:
             table.running.pop(job.id, None)
-        if new == _PENDING:
-            self.ready.push(job)
+        self.ready.moved(job, old, new)
         for fn in self.listeners:
             fn(job, old)
 
@@ -203,6 +205,7 @@ class Lifecycle:
         job.started_at = rec[2]
         job.completed_at = None
         job.worker_id = rec[3]
+        self.ready.took(job, rec[2])
         self._set_status(job, C.RUNNING)
 
     def _a_progress(self, rec: list[Any]) -> None:
@@ -271,6 +274,7 @@ class Lifecycle:
             job = table.jobs.pop(job_id, None)
             if job is not None:
                 old = job.status
+                self.ready.moved(job, old, "")
                 table.forget(job)
                 for fn in listeners:
                     fn(job, old)
@@ -290,6 +294,29 @@ class Lifecycle:
             sched["last_due"] = rec[2]
             sched["last_job_id"] = rec[3]
             sched["last_run"] = rec[4] if len(rec) > 4 else rec[2]
+
+    def _a_pause(self, rec: list[Any]) -> None:
+        self.ready.pause(rec[1], rec[2], Pause(rec[3], rec[4], rec[5], rec[6]))
+
+    def _a_resume(self, rec: list[Any]) -> None:
+        self.ready.resume(rec[1], rec[2])
+
+    def _a_rate_hold(self, rec: list[Any]) -> None:
+        self.ready.rate_hold(rec[1], rec[2], rec[3])
+
+    def _a_limiter(self, rec: list[Any]) -> None:
+        self.ready.restore_limiter(rec[1], rec[2], rec[3])
+
+    def _a_snooze(self, rec: list[Any]) -> None:
+        """Snooze(after): the job waits until `due` and runs again; the attempt
+        it just made is not counted."""
+        job = self.table.jobs[rec[1]]
+        if job.attempts > 0:
+            job.attempts -= 1
+        job.worker_id = None
+        job.scheduled_for = rec[3]
+        self._set_status(job, C.SCHEDULED)
+        self.timers.push(job)
 
     def _a_seq(self, rec: list[Any]) -> None:
         self.table.seq = max(self.table.seq, rec[1])
@@ -386,6 +413,7 @@ class Lifecycle:
         yield [R.SEQ, table.seq]
         for sched in table.schedules.values():
             yield [R.SCHEDULE_ADD, sched]
+        yield from self.ready.snapshot()
         chunk: list[Any] = []
         for job in table.jobs.values():       # chunks: one frame and one decode per
             chunk.append(job.to_record())     # thousand jobs makes replay faster

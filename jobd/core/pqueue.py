@@ -1,10 +1,9 @@
-"""Priority queues of jobs: the ready queue and the timer queue (pure).
+"""The timer queue: scheduled and retrying jobs by due time (pure).
 
-Both are lazy heaps: an entry is `(key, token, job)` and stays valid only
-while the job still has the status and token it was pushed with, so removing
-a job (cancel, purge, a new place after a retry) is O(1) and its stale entry
-is dropped when it reaches the top. `LazyHeap` is the one copy of that
-peek/check/pop loop.
+A lazy heap: an entry is `(key, token, job)` and stays valid only while the
+job still has the status and due time it was pushed with, so removing a job
+(cancel, purge) is O(1) and its stale entry is dropped when it reaches the
+top. Pending jobs wait in the flow structure's lanes (jobd/core/flow.py).
 """
 from __future__ import annotations
 
@@ -20,7 +19,6 @@ Entry = tuple[K, int, Job]
 
 _heappush = heapq.heappush
 _heappop = heapq.heappop
-_PENDING = C.PENDING
 _TIMED = frozenset((C.SCHEDULED, C.RETRYING))
 
 
@@ -67,47 +65,6 @@ class LazyHeap(Generic[K]):
     def __len__(self) -> int:
         """Entries held, stale ones included (an upper bound of the live ones)."""
         return len(self.heap)
-
-
-def _pending_with_seq(entry: Entry[int]) -> bool:
-    job = entry[2]
-    return job.status == _PENDING and job.seq == entry[1]
-
-
-class ReadyQueue:
-    """Pending jobs: highest priority first, FIFO (submit order, `seq`)
-    within a priority. A job's `seq` is its place: a retry gives it a new one."""
-
-    __slots__ = ("_heap",)
-
-    def __init__(self) -> None:
-        self._heap: LazyHeap[int] = LazyHeap(_pending_with_seq)
-
-    def push(self, job: Job) -> None:
-        _heappush(self._heap.heap, (-job.priority, job.seq, job))     # hot: no extra call
-
-    def pop(self) -> Job | None:
-        """The job to run next, removed (give it back with `push`)."""
-        entry = self._heap.pop()
-        return None if entry is None else entry[2]
-
-    def peek(self) -> Job | None:
-        entry = self._heap.peek()
-        return None if entry is None else entry[2]
-
-    def __len__(self) -> int:
-        return len(self._heap)
-
-    def order(self) -> list[Job]:
-        """The pending jobs in the order `pop` would give them, each once
-        (a copy: the queue is left as it is)."""
-        copy = ReadyQueue()
-        copy._heap.heap = list(self._heap.heap)
-        heapq.heapify(copy._heap.heap)
-        out: dict[int, Job] = {}
-        while (job := copy.pop()) is not None:
-            out.setdefault(id(job), job)
-        return list(out.values())
 
 
 def _due_at(entry: Entry[float]) -> bool:

@@ -24,6 +24,11 @@ DELETE: Final = "D"        # ["D", [ids]]
 SCHEDULE_ADD: Final = "SA"   # ["SA", schedule]
 SCHEDULE_REMOVE: Final = "SR"  # ["SR", name]
 SCHEDULE_FIRED: Final = "ST"   # ["ST", name, due, job_id, ran_at]  (older: no ran_at)
+PAUSE: Final = "PA"         # ["PA", "queue"|"handler", name, since, until, reason, by_uid]
+RESUME: Final = "PR"        # ["PR", "queue"|"handler", name, ts]
+RATE_HOLD: Final = "RH"     # ["RH", handler, since, until]   RateLimited(after) from a job
+LIMITER: Final = "RL"       # ["RL", "queue"|"handler", name, tat]   snapshot: a rate limiter's state
+SNOOZE: Final = "Z"         # ["Z", id, ts, due]   Snooze(after): scheduled again, attempt not counted
 SEQ: Final = "N"           # ["N", next_seq]   snapshot header
 JOBS: Final = "J"          # ["J", [job_record, ...]]   snapshot body, in chunks
 SNAPSHOT_CHUNK: Final = 1000
@@ -40,3 +45,12 @@ def complete(job_id: str, ts: float, result: Any, ref: Any) -> list[Any]:
 def fail(job_id: str, ts: float, error: str, next_status: str, due: float | None) -> list[Any]:
     return [FAIL, job_id, ts, error, next_status, due]
 
+
+
+def pause(kind: str, name: str, since: float, until: float | None, reason: str | None,
+          by_uid: int | None) -> list[Any]:
+    return [PAUSE, kind, name, since, until, reason, by_uid]
+
+
+def resume(kind: str, name: str, ts: float) -> list[Any]:
+    return [RESUME, kind, name, ts]

@@ -6,6 +6,7 @@ field; config turns that into a config error naming the key.
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import orjson
@@ -146,8 +147,35 @@ def handler_option(key: str, value: Any) -> None:
         get_bool(opts, key, False)
     elif key == "no_retry_for":
         _exception_list(key, value)
+    elif key == "queue":
+        queue_name(key, value)
+    elif key == "rate":
+        rate_text(key, value)
+    elif key == "burst":
+        get_int(opts, key, None, 1, 1_000_000)
     else:
         raise invalid(key, "unknown option")
+
+
+QUEUE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+
+
+def queue_name(field: str, value: Any) -> str:
+    """A queue's name: 1-64 of A-Z a-z 0-9 . _ - (it labels metrics and CLI columns)."""
+    if not isinstance(value, str) or not QUEUE_NAME_RE.match(value):
+        raise invalid(field, f"must be a queue name (1-64 of A-Z a-z 0-9 . _ -, starting with "
+                             f"a letter or digit), got {value!r}")
+    return value
+
+
+def rate_text(field: str, value: Any) -> str:
+    """A rate limit: "N/s", "N/m" or "N/h"."""
+    from jobd.core.flow import parse_rate
+    try:
+        parse_rate(value)
+    except ValueError as e:
+        raise invalid(field, str(e)) from None
+    return str(value)
 
 
 def _exception_list(key: str, value: Any) -> None:

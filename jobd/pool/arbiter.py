@@ -30,7 +30,7 @@ from jobd.core.lifecycle import FAIL_ERROR
 from jobd.pool import frames as F
 from jobd.pool.dispatch import Dispatcher, Outcomes
 from jobd.pool.forkserver import ForkServerClient
-from jobd.pool.handle import WorkerHandle, Workers
+from jobd.pool.handle import Pool, WorkerHandle, Workers
 
 log = logging.getLogger("jobd.pool")
 
@@ -66,7 +66,7 @@ class Arbiter:
         self.events = events
         self.wake = wake                # something happened: run the daemon's turn
         self.fatal = fatal              # the fork server is gone: the daemon must stop
-        self.target = cfg.count
+        workers.pool(C.DEFAULT_QUEUE).target = cfg.count
         self.next_id = 1
         self.boot_failures = 0
         self.dispatching = True
@@ -80,6 +80,11 @@ class Arbiter:
         self.manage_workers()
         self._check = self.loop.call_later(self.cfg.heartbeat_interval, self._periodic)
 
+    @property
+    def target(self) -> int:
+        """Workers wanted, all pools together."""
+        return sum(p.target for p in self.workers.pools.values())
+
     def counts(self) -> dict[str, int]:
         live = list(self.workers.all.values())
         busy = sum(1 for w in live if w.busy)
@@ -87,28 +92,35 @@ class Arbiter:
         return {"total": len(live), "idle": len(live) - busy, "busy": busy,
                 "healthy": healthy, "target": self.target, "prefetched": len(self.dispatcher.reserved)}
 
+    def pool_counts(self, pool: Pool) -> dict[str, int]:
+        live = list(pool.members.values())
+        busy = sum(1 for w in live if w.busy)
+        return {"total": len(live), "idle": len(live) - busy, "busy": busy, "target": pool.target}
+
     def describe(self) -> list[dict[str, Any]]:
         timeout = self.cfg.heartbeat_timeout
         return [w.view(timeout) for w in sorted(self.workers.all.values(), key=lambda w: w.id)]
 
-    def _active(self) -> int:
-        """Workers that count towards the target (not on their way out)."""
-        return sum(1 for w in self.workers.all.values() if not w.stop_sent and w.kill_reason is None)
+    @staticmethod
+    def _active(pool: Pool) -> int:
+        """Workers that count towards the pool's target (not on their way out)."""
+        return sum(1 for w in pool.members.values() if not w.stop_sent and w.kill_reason is None)
 
     def manage_workers(self) -> None:
-        """Spawn up to the target; ask extras to stop, idle ones first."""
+        """Spawn each pool up to its target; ask extras to stop, idle ones first."""
         if not self.dispatching:
             return
-        while self._active() < self.target and self.boot_failures < BOOT_FAILURES_MAX:
-            self.spawn_worker()
-        extra = self._active() - self.target
-        if extra > 0:
-            keep = sorted((w for w in self.workers.all.values() if not w.stop_sent
-                           and w.kill_reason is None), key=lambda w: (w.busy, -w.id))
-            for w in keep[:extra]:
-                self.stop_worker(w)
+        for pool in list(self.workers.pools.values()):
+            while self._active(pool) < pool.target and self.boot_failures < BOOT_FAILURES_MAX:
+                self.spawn_worker(pool)
+            extra = self._active(pool) - pool.target
+            if extra > 0:
+                keep = sorted((w for w in pool.members.values() if not w.stop_sent
+                               and w.kill_reason is None), key=lambda w: (w.busy, -w.id))
+                for w in keep[:extra]:
+                    self.stop_worker(w)
 
-    def spawn_worker(self) -> WorkerHandle:
+    def spawn_worker(self, pool: Pool | None = None) -> WorkerHandle:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         ours.setblocking(False)
         w = WorkerHandle(self.next_id, ours, self.loop.call_later, self.timed_out)
@@ -116,7 +128,7 @@ class Arbiter:
         max_jobs = self.cfg.max_jobs_per_worker
         if max_jobs:
             w.recycle_after = max_jobs + self.rng.randint(0, max(0, max_jobs // 10))
-        self.workers.all[w.id] = w
+        self.workers.add(w, pool if pool is not None else self.workers.pool(C.DEFAULT_QUEUE))
         w.forkserver = self.fs
         self.fs.spawn(w.id, theirs)
         theirs.close()
@@ -143,11 +155,14 @@ class Arbiter:
             except ProcessLookupError:
                 pass
 
-    def scale(self, count: int) -> None:
-        self.target = count
+    def scale(self, count: int, queue: str = C.DEFAULT_QUEUE) -> int:
+        """Set a pool's worker count; returns the previous one."""
+        pool = self.workers.pool(queue)
+        previous, pool.target = pool.target, count
         self.boot_failures = 0
         self.manage_workers()
         self.wake()
+        return previous
 
     def restart(self, wid: int) -> bool:
         w = self.workers.all.get(wid)
@@ -265,7 +280,7 @@ class Arbiter:
         w.last_heartbeat_wall = time.time()
         self.boot_failures = 0
         if w.accepting:
-            self.workers.idle.append(w)
+            self.workers.set_idle(w)
         self.events.publish(C.EV_WORKER_STARTED, None, {"worker_id": w.id, "pid": w.pid})
         log.debug("worker %d ready (pid %s)", w.id, w.pid)
 
@@ -353,7 +368,7 @@ class Arbiter:
             self.manage_workers()
             return
         w.status = C.W_IDLE
-        self.workers.idle.append(w)
+        self.workers.set_idle(w)
 
     def _should_recycle(self, w: WorkerHandle) -> bool:
         if w.recycle_after and w.jobs_completed + w.jobs_failed >= w.recycle_after:
@@ -448,7 +463,7 @@ class Arbiter:
         if w is None:
             return
         self._drain(w)
-        del self.workers.all[wid]
+        self.workers.remove(w)
         self._channel_closed(w)
         self.workers.dirty.discard(w)
         if w.sock is not None:
@@ -502,7 +517,7 @@ class Arbiter:
             self.kill_worker(w, K_SHUTDOWN)
             self._jobs_lost(w, None, None)
             self._channel_closed(w)
-            del self.workers.all[w.id]
+            self.workers.remove(w)
         if not self.workers.all:
             self.exited.set()
 

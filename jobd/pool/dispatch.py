@@ -1,21 +1,23 @@
 """Which pending job goes to which worker, and when (the arbiter keeps the processes).
 
-Order: highest priority first, FIFO within a priority (the store's ready
-queue). Per-handler concurrency limits (`max_concurrency`): a job popped
-while its handler is at its limit is parked in that handler's own queue (same
-order); each job of the handler that ends frees one slot and puts back
-exactly one parked job, the best, to compete again. Per-job cost stays
-O(log n) however long the parked backlog grows. The dispatcher counts the
-running jobs of limited handlers itself, from the store's status changes.
+Each queue has its own pool of workers (jobd/pool/handle.py `Pool`) and
+each pool runs only its queue's jobs. Order within a queue: highest
+priority first, FIFO within a priority, among the jobs that may start now:
+which may is the flow structure's (jobd/core/flow.py `Ready`: pauses, rate
+limits, `max_concurrency`, handlers whose code is not loaded). Held jobs
+stay pending in their lane and cost nothing here.
 
-Prefetch: when every worker is busy and more jobs wait than there are
-workers, each worker is sent up to `[workers] prefetch` jobs ahead
+Prefetch: when every worker of a pool is busy and more jobs wait than it
+has workers, each worker is sent up to `[workers] prefetch` jobs ahead
 ("reserved"), so it starts the next one the moment it finishes instead of
 waiting a round trip. A reserved job stays `pending` until the daemon hears
 that its predecessor ended; then it is recorded as started and its timeout
 begins. A reserved job is taken back (the worker is sent `DROP`) when it is
-cancelled, when its worker stops or dies, and when a pending job outranks it:
-higher priority runs first even against jobs already sent ahead.
+cancelled, when its worker stops or dies, when a pending job outranks it
+(higher priority runs first even against jobs already sent ahead), when
+its queue or handler is paused, and when a worker of its pool is idle with
+nothing else to run (it runs there instead of behind a long job). Jobs whose handler or queue has a rate
+limit or a concurrency limit are never sent ahead: limits count real starts.
 
 A job is known by its token `(job, seq)`: `seq` is its place in the queue,
 which a retry changes, and a job that left the table has no status; so a
@@ -25,17 +27,16 @@ with the same `seq`.
 from __future__ import annotations
 
 import logging
-from collections import deque
-from collections.abc import Collection, Iterator
-from typing import Any, Protocol
+import time
+from collections.abc import Callable, Iterator
+from typing import Protocol
 
 import orjson
 
 from jobd import constants as C
 from jobd.core.job import Job
-from jobd.core.pqueue import ReadyQueue
 from jobd.pool import frames as F
-from jobd.pool.handle import WorkerHandle
+from jobd.pool.handle import Pool, WorkerHandle
 from jobd.storage.store import Store
 
 log = logging.getLogger("jobd.dispatch")
@@ -56,7 +57,7 @@ class Outcomes(Protocol):
 class WorkerView(Protocol):
     """The workers as the dispatcher sees them (jobd/pool/handle.py `Workers`)."""
 
-    idle: deque[WorkerHandle]
+    pools: dict[str, Pool]
 
     def send(self, w: WorkerHandle, data: bytes) -> None: ...
     def __iter__(self) -> Iterator[WorkerHandle]: ...
@@ -65,39 +66,38 @@ class WorkerView(Protocol):
 
 class Dispatcher:
     def __init__(self, *, store: Store, outcomes: Outcomes, workers: WorkerView,
-                 limits: dict[str, int], prefetch: int, memory_limit: int,
-                 known: Collection[str] | None = None) -> None:
+                 prefetch: int, memory_limit: int,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
-        # Handlers the workers' code registers (None: every job's): a job of
-        # another is held, never sent (it runs if a reload brings it back).
-        self.known = frozenset(known) if known is not None else None
-        self.held: dict[str, ReadyQueue] = {}
+        self.ready = store.ready
         self.outcomes = outcomes
         self.workers = workers
-        self.limits = limits
         self.prefetch = prefetch
         self.memory_limit = memory_limit           # bytes; a worker above it is recycled (0: never)
+        self.clock = clock
         self.reserved: dict[str, WorkerHandle] = {}    # job id → worker it was sent ahead to
-        self.reserved_floor = 0                        # <= the lowest priority in `reserved`
-        self.running: dict[str, int] = dict.fromkeys(limits, 0)   # of limited handlers
-        self.parked: dict[str, ReadyQueue] = {}        # limited handler → jobs held back
-        self.parks = 0          # jobs parked so far (each at most once per freed slot)
-        if limits:
-            store.listen(self._on_change)
 
     def dispatch(self) -> None:
-        """Hand pending jobs to idle workers, highest priority first; when all
-        are busy and jobs still wait, send each worker up to `prefetch` ahead."""
-        idle = self.workers.idle
-        while idle:
-            job = self._next_job()
-            if job is None:
-                return
-            self._start(idle.popleft(), job)
-        if self.reserved:
-            self._take_back_outranked()
-        if self.prefetch and self._backlog():
-            self._prefetch()
+        """Hand each pool's pending jobs to its idle workers, best first; when
+        all are busy and jobs still wait, send each worker up to `prefetch` ahead."""
+        ready = self.ready
+        now = self.clock()
+        if ready.wakeups and ready.wakeups[0][0] <= now:
+            ready.release_due(now)
+        pop = ready.pop
+        for pool in self.workers.pools.values():
+            idle, gate = pool.idle, pool.gate
+            while idle:
+                job = pop(gate, now)
+                if job is None:
+                    break
+                self._start(idle.popleft(), job)
+            if self.reserved:
+                if idle:
+                    self._take_back_for_idle(pool)
+                self._take_back_outranked(pool, now)
+            if self.prefetch and self._backlog(pool):
+                self._prefetch(pool, now)
 
     # --- the worker's current job ------------------------------------------------------
     def _start(self, w: WorkerHandle, job: Job) -> None:
@@ -127,34 +127,42 @@ class Dispatcher:
         return False
 
     # --- sending ahead -------------------------------------------------------------------
-    def _backlog(self) -> bool:
-        """Prefetch only when more jobs wait than there are workers, and none
-        is still starting: then sending ahead never keeps a job from a worker
-        that is (or is about to be) idle."""
-        waiting = self.store.table.counts[C.PENDING] - len(self.reserved)
-        if waiting <= len(self.workers):
+    def _backlog(self, pool: Pool) -> bool:
+        """Prefetch only when more jobs wait than the pool has workers, and
+        none is still starting: then sending ahead never keeps a job from a
+        worker that is (or is about to be) idle."""
+        waiting = pool.gate.counts[C.PENDING]
+        members = pool.members.values()
+        if waiting - sum(len(w.queued) for w in members) <= len(members):
             return False
-        return all(w.status != C.W_STARTING for w in self.workers)
+        return all(w.status != C.W_STARTING for w in members)
 
-    def _prefetch(self) -> None:
+    def _prefetch(self, pool: Pool, now: float) -> None:
+        if pool.gate.limiter is not None:        # limits count jobs that really start
+            return
+        ready = self.ready
         for depth in range(1, self.prefetch + 1):
-            for w in self.workers:
+            for w in pool.members.values():
                 if w.busy and len(w.queued) < depth and w.accepting and not w.drops \
                         and not self._last_jobs(w):
-                    job = self._next_job()
+                    job = ready.pop(pool.gate, now)
                     if job is None:
                         return
-                    if job.handler in self.limits:    # limits count jobs that really run
-                        self.store.unclaim(job)
+                    gate = job.lane.handler
+                    if gate.limit or gate.limiter is not None:
+                        ready.push(job)
                         return
-                    self._reserve(w, job)
+                    self._reserve(pool, w, job)
 
-    def _reserve(self, w: WorkerHandle, job: Job) -> None:
+    def _reserve(self, pool: Pool, w: WorkerHandle, job: Job) -> None:
+        if job.priority < pool.reserved_floor or not self._pool_reserved(pool):
+            pool.reserved_floor = job.priority
         self._send_run(w, job)
         w.queued.append((job, job.seq))
-        if not self.reserved or job.priority < self.reserved_floor:
-            self.reserved_floor = job.priority
         self.reserved[job.id] = w
+
+    def _pool_reserved(self, pool: Pool) -> bool:
+        return any(w.queued for w in pool.members.values())
 
     def _last_jobs(self, w: WorkerHandle) -> bool:
         """The worker will be recycled after what it already has: send nothing ahead."""
@@ -162,23 +170,44 @@ class Dispatcher:
             return True
         return bool(self.memory_limit) and w.rss > self.memory_limit
 
-    def _take_back_outranked(self) -> None:
+    def _take_back_outranked(self, pool: Pool, now: float) -> None:
         """Higher priority runs first: a job sent ahead that a pending job
-        outranks is taken back (it may be sent ahead again, behind it).
-        `reserved_floor` is at most the lowest priority sent ahead, so the
-        usual case (nothing outranks it) costs one queue peek."""
-        top_job = self.store.top()
-        if top_job is None or top_job.priority <= self.reserved_floor:
+        (of the same queue, that may start) outranks is taken back (it may be
+        sent ahead again, behind it). `reserved_floor` is at most the lowest
+        priority sent ahead in the pool, so the usual case (nothing outranks
+        it) costs one queue peek."""
+        top_job = self.ready.peek(pool.gate, now)
+        if top_job is None or top_job.priority <= pool.reserved_floor:
             return
         top = top_job.priority
         floor = C.PRIORITY_MAX
-        for w in self.workers:
+        for w in pool.members.values():
             for job, _seq in list(w.queued):
                 if job.priority < top:
                     self.take_back(job)
                 elif job.priority < floor:
                     floor = job.priority
-        self.reserved_floor = floor
+        pool.reserved_floor = floor
+
+    def _take_back_for_idle(self, pool: Pool) -> None:
+        """Workers of the pool are idle (e.g. just scaled up) while jobs wait
+        sent ahead to busy ones: take back the last ones sent, one per idle
+        worker not already waiting for one taken back, so they run now."""
+        want = len(pool.idle) - sum(len(w.dropping) for w in pool.members.values())
+        for w in pool.members.values():
+            while want > 0 and w.queued:
+                self.take_back(w.queued[-1][0])
+                want -= 1
+
+    def take_back_held(self) -> None:
+        """A queue or handler was paused: jobs of it sent ahead are taken back."""
+        now = self.clock()
+        hold = self.ready.hold_of
+        for job_id, w in list(self.reserved.items()):
+            for job, _seq in w.queued:
+                if job.id == job_id and hold(job, now) is not None:
+                    self.take_back(job)
+                    break
 
     def take_back(self, job: Job) -> None:
         """Take back a job sent ahead: the worker is told to drop it. A job
@@ -261,7 +290,7 @@ class Dispatcher:
     def _requeue(self, job: Job, seq: int) -> None:
         """A job taken back goes back to the queue if it is still the same pending job."""
         if _still(job, seq):
-            self.store.unclaim(job)
+            self.ready.push(job)
 
     def take_back_all(self, w: WorkerHandle) -> None:
         """The worker stops: everything sent ahead to it is taken back."""
@@ -277,78 +306,7 @@ class Dispatcher:
             if token is not None:
                 self._requeue(*token)
 
-    # --- concurrency limits --------------------------------------------------------------
-    def _next_job(self) -> Job | None:
-        claim, limits, known = self.store.claim, self.limits, self.known
-        while True:
-            job = claim()
-            if job is None:
-                return None
-            if known is not None and job.handler not in known:
-                _hold(self.held, job)                 # its code is not loaded: held
-                continue
-            if not limits or job.handler not in limits \
-                    or self.running[job.handler] < limits[job.handler]:
-                return job
-            _hold(self.parked, job)
-            self.parks += 1
-
-    def set_handlers(self, known: Collection[str], limits: dict[str, int]) -> None:
-        """New handler code (a reload): jobs of handlers back again compete again."""
-        self.known = frozenset(known)
-        self.limits = limits
-        for handler in limits:
-            self.running.setdefault(handler, 0)
-        if limits:
-            self.store.unlisten(self._on_change)
-            self.store.listen(self._on_change)
-        for handler in [h for h in self.held if h in self.known]:
-            queue = self.held.pop(handler)
-            while (job := queue.pop()) is not None:
-                self.store.unclaim(job)
-
-    def held_count(self) -> int:
-        """Jobs held because the running code does not register their handler (upper bound)."""
-        return sum(len(q) for q in self.held.values())
-
-    def _on_change(self, job: Job, old: str) -> None:
-        """Count the running jobs of limited handlers; one that ends frees a slot."""
-        handler = job.handler
-        if handler not in self.running:
-            return
-        if job.status == C.RUNNING:
-            self.running[handler] += 1
-        if old == C.RUNNING:
-            self.running[handler] -= 1
-            self._unpark(handler)
-
-    def _unpark(self, handler: str) -> None:
-        """A slot of `handler` is free: the best of its parked jobs that is
-        still pending competes again (jobs cancelled or queued again since
-        are stale entries, dropped here)."""
-        parked = self.parked.get(handler)
-        job = parked.pop() if parked is not None else None
-        if job is not None:
-            self.store.unclaim(job)
-
-
-def _hold(queues: dict[str, ReadyQueue], job: Job) -> None:
-    queue = queues.get(job.handler)
-    if queue is None:
-        queue = queues[job.handler] = ReadyQueue()
-    queue.push(job)
-
 
 def _still(job: Job, seq: int) -> bool:
     """Is the job of token (job, seq) still pending in the same place?"""
     return job.status == C.PENDING and job.seq == seq
-
-
-def concurrency_limits(handlers: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """max_concurrency per handler: config [handler."NAME"] over @handler option."""
-    limits = {}
-    for name, spec in handlers.items():
-        value = overrides.get(name, {}).get("max_concurrency", spec.options.get("max_concurrency"))
-        if value:
-            limits[name] = int(value)
-    return limits

@@ -37,6 +37,7 @@ class WorkerHandle:
         self.call_later = call_later
         self.on_timeout = on_timeout
         self.pid: int | None = None
+        self.pool: Pool | None = None            # the queue it runs jobs of
         self.forkserver: Any = None              # the fork server it came from (code reload)
         self.status = C.W_STARTING
         self.job: Job | None = None              # the job it is running
@@ -91,6 +92,7 @@ class WorkerHandle:
         fresh = time.monotonic() - self.last_heartbeat < healthy_within
         return {
             "id": self.id, "pid": self.pid,
+            "queue": self.pool.name if self.pool is not None else C.DEFAULT_QUEUE,
             "status": self.status if self.status != C.W_STARTING else C.W_IDLE,
             "current_job": self.job.id if self.job else None,
             "jobs_completed": self.jobs_completed, "jobs_failed": self.jobs_failed,
@@ -148,15 +150,60 @@ class WorkerHandle:
         return _SCRATCH_VIEW[:n] if n else None
 
 
-class Workers:
-    """Every worker handle, the idle ones in the order they became idle, and
-    the frames buffered for them this turn (written once, by `flush`)."""
+class Pool:
+    """The workers of one queue: they run only that queue's jobs."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, name: str, gate: Any, target: int) -> None:
+        self.name = name
+        self.gate = gate                 # the queue's gate (jobd/core/flow.py QueueGate)
+        self.target = target             # workers it should have
+        self.members: dict[int, WorkerHandle] = {}
+        self.idle: deque[WorkerHandle] = deque()   # in the order they became idle
+        self.reserved_floor = 0          # <= the lowest priority sent ahead to its workers
+
+    def __iter__(self) -> Iterator[WorkerHandle]:
+        return iter(self.members.values())
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
+class Workers:
+    """Every worker handle, by id and by pool (one per queue), the idle ones
+    of each pool, and the frames buffered for them this turn (written once,
+    by `flush`)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 gate: Callable[[str], Any] = lambda name: None) -> None:
         self.loop = loop
+        self.gate = gate                 # a queue's gate, by name
         self.all: dict[int, WorkerHandle] = {}
-        self.idle: deque[WorkerHandle] = deque()
+        self.pools: dict[str, Pool] = {}
         self.dirty: set[WorkerHandle] = set()
+        self.pool(C.DEFAULT_QUEUE)
+
+    def pool(self, name: str) -> Pool:
+        """The pool of queue `name` (made, with no workers, if new)."""
+        pool = self.pools.get(name)
+        if pool is None:
+            pool = self.pools[name] = Pool(name, self.gate(name), 0)
+        return pool
+
+    @property
+    def idle(self) -> deque[WorkerHandle]:
+        """The default queue's idle workers."""
+        return self.pools[C.DEFAULT_QUEUE].idle
+
+    def add(self, w: WorkerHandle, pool: Pool) -> None:
+        w.pool = pool
+        self.all[w.id] = w
+        pool.members[w.id] = w
+
+    def remove(self, w: WorkerHandle) -> None:
+        self.all.pop(w.id, None)
+        if w.pool is not None:
+            w.pool.members.pop(w.id, None)
+        self.not_idle(w)
 
     def send(self, w: WorkerHandle, data: bytes) -> None:
         """Buffer a frame; every buffer is written once at the end of the turn."""
@@ -171,8 +218,13 @@ class Workers:
             dirty.pop().flush(loop, broken)
 
     def not_idle(self, w: WorkerHandle) -> None:
-        if w in self.idle:
-            self.idle.remove(w)
+        idle = w.pool.idle if w.pool is not None else ()
+        if w in idle:
+            idle.remove(w)           # type: ignore[union-attr]
+
+    def set_idle(self, w: WorkerHandle) -> None:
+        assert w.pool is not None
+        w.pool.idle.append(w)
 
     def __iter__(self) -> Iterator[WorkerHandle]:
         return iter(self.all.values())

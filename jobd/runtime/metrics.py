@@ -95,7 +95,7 @@ class Sources:
     wal: WalStats
     poller: Any                                   # jobd/runtime/idlepoll.py, or None
     connections: Callable[[], int]
-    parks: Callable[[], int]                      # jobs held back by max_concurrency so far
+    holds: Callable[[], int]                      # lanes held back so far (jobd/core/flow.py)
 
 
 class Recorder:
@@ -214,7 +214,7 @@ def snapshot(rec: Recorder, src: Sources) -> dict[str, Any]:
         "uptime_s": round(time.monotonic() - rec.started, 3),
         "polling": _polling(src.poller),
         # jobs held back by a handler's max_concurrency, counted each time
-        "limits": {"parks_total": src.parks()},
+        "limits": {"holds_total": src.holds()},
         "totals": {
             "submitted": sum(rec.submitted.values()),
             "completed": sum(n for (_, s), n in rec.completed.items() if s == C.COMPLETED),

@@ -22,6 +22,7 @@ from jobd.core.values import (
     get_str,
     in_range,
     priority_value,
+    queue_name,
 )
 from jobd.errors import invalid
 
@@ -76,8 +77,9 @@ def _depends_on(req: dict[str, Any]) -> list[str]:
 SUBMIT_FIELDS = frozenset({
     "op", "id", "handler", "args", "kwargs", "priority", "max_retries",
     "retry_delay", "retry_backoff", "timeout", "tags", "name", "depends_on",
-    "delay", "run_at", "job_id",
+    "delay", "run_at", "job_id", "queue", "unique_key", "unique_for", "on_conflict",
 })
+ON_CONFLICT = ("return", "error", "replace")
 
 
 def _run_at(req: dict[str, Any], now: float) -> float | None:
@@ -161,7 +163,7 @@ def _parse_plain(req: dict[str, Any]) -> SubmitSpec:
     job_id = req.get("job_id")
     return SubmitSpec(None if job_id is None else get_job_id(req), handler, args, kwargs,
                       args_json, kwargs_json, None, None, None, None, None, EMPTY_DICT, None,
-                      EMPTY_LIST, None, False, True)
+                      EMPTY_LIST, None, False, plain=True)
 
 
 def _parse_full(req: dict[str, Any], now: float) -> SubmitSpec:
@@ -189,4 +191,17 @@ def _parse_full(req: dict[str, Any], now: float) -> SubmitSpec:
         depends_on=_depends_on(req),
         run_at=_run_at(req, now),
         has_timeout="timeout" in req,
+        queue=None if req.get("queue") is None else queue_name("queue", req["queue"]),
+        unique_key=get_str(req, "unique_key", limit=256),
+        unique_for=get_number(req, "unique_for", None, positive=True),
+        on_conflict=_on_conflict(req),
     )
+
+
+def _on_conflict(req: dict[str, Any]) -> str:
+    v = req.get("on_conflict", "return")
+    if v not in ON_CONFLICT:
+        raise invalid("on_conflict", f"must be one of {', '.join(ON_CONFLICT)}, got {v!r}")
+    if "on_conflict" in req and req.get("unique_key") is None:
+        raise invalid("on_conflict", "only applies with a unique_key")
+    return str(v)

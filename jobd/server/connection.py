@@ -117,6 +117,18 @@ class Connection(asyncio.Protocol):
         # once drained; holding less, the connection is already resumable.
         transport.set_write_buffer_limits(high=self.max_unsent // 2, low=self.max_unsent // 4)
 
+    def peer_uid(self) -> int | None:
+        """The connected process's user id (SO_PEERCRED), None if unknown."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return None
+        try:
+            _pid, uid, _gid = _PEERCRED.unpack(
+                sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size))
+        except OSError:
+            return None
+        return int(uid)
+
     def _refuse(self, line: bytes) -> None:
         """One error line, then close; nothing the peer sent is read."""
         assert self.transport is not None

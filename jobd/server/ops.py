@@ -18,6 +18,7 @@ import orjson
 
 from jobd import __version__
 from jobd import constants as C
+from jobd.control import HANDLER, QUEUE, Control
 from jobd.core.job import Job, iso
 from jobd.core.values import get_bool, get_int, get_number, get_str
 from jobd.errors import OpError, invalid
@@ -44,6 +45,7 @@ class Services:
     """What the ops work with (built by the daemon once every part exists)."""
 
     jobs: Jobs
+    control: Control
     store: Store
     arbiter: Arbiter
     scheduler: Scheduler
@@ -93,7 +95,10 @@ class Ops:
     # client learns of a job, or of its outcome, that a crash could still erase.
     def op_status(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         job = self.s.jobs.get(get_job_id(req))
-        return {"job": job.view()}, job.wal_seq
+        return {"job": self.view(job)}, job.wal_seq
+
+    def view(self, job: Job) -> dict[str, Any]:
+        return job.view(self.s.control.held(job) if job.status == C.PENDING else None)
 
     def op_progress(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         job = self.s.jobs.get(get_job_id(req))
@@ -164,15 +169,41 @@ class Ops:
         return DEFERRED, 0
 
     def op_handlers(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        """Every registered handler with its options and how many of its jobs wait and run."""
-        counts = self.s.recorder
+        """Every registered handler: its queue and state, its options, and how
+        many of its jobs wait, run and are held."""
         out = []
         for name in sorted(self.s.jobs.handlers):
-            out.append({"name": name, "queue": "default", "state": "ok",
-                        "options": self.s.jobs.handler_options(name),
-                        "pending": counts.pending_by_handler.get(name, 0),
-                        "running": counts.running_by_handler.get(name, 0)})
+            out.append({"name": name, **self.s.control.handler_fields(name),
+                        "options": self.s.jobs.handler_options(name)})
         return {"handlers": out}, 0
+
+    # --- flow control (docs/flow-control.md) -------------------------------------------------
+    def _target(self, req: dict[str, Any]) -> tuple[str, str]:
+        """(kind, name) of a pause/resume: exactly one of `queue` and `handler`."""
+        queue, handler = get_str(req, QUEUE), get_str(req, HANDLER)
+        if (queue is None) == (handler is None):
+            raise invalid("queue", "give exactly one of queue and handler")
+        return (QUEUE, queue) if queue is not None else (HANDLER, handler)
+
+    def op_pause(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        kind, name = self._target(req)
+        for_s = get_number(req, "for", None, positive=True)
+        reason = get_str(req, "reason", limit=1024)
+        paused, seq = self.s.control.pause(kind, name, for_s, reason, conn.peer_uid())
+        return {"paused": paused}, seq
+
+    def op_resume(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        kind, name = self._target(req)
+        resumed, seq = self.s.control.resume(kind, name)
+        return {"resumed": resumed}, seq
+
+    def op_queues(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        pools = self.s.arbiter.workers.pools
+        out = []
+        for name, gate in sorted(self.s.store.ready.queues.items()):
+            pool = pools.get(name)
+            out.append(self.s.control.queue_view(gate, pool.target if pool is not None else 0))
+        return {"queues": out}, 0
 
     # --- changes --------------------------------------------------------------------------
     def op_cancel(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
@@ -195,6 +226,7 @@ class Ops:
     def op_list(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         status = get_status(req)
         handler = get_str(req, "handler")
+        queue = get_str(req, "queue")
         tag = get_str(req, "tag", limit=2048)
         if tag is not None and "=" not in tag:
             raise invalid("tag", "must look like key=value")
@@ -205,6 +237,7 @@ class Ops:
         def keep(j: Job) -> bool:
             return ((status is None or j.status == status)
                     and (handler is None or j.handler == handler)
+                    and (queue is None or j.queue == queue)
                     and (tag is None or j.matches_tag(key, value)))
         return self._page(keep, limit, offset, status), 0
 
@@ -221,7 +254,7 @@ class Ops:
         for job in jobs:
             if keep(job):
                 if offset <= total < offset + limit:
-                    out.append(job.view())
+                    out.append(self.view(job))
                 total += 1
         return {"jobs": out, "total": total}
 
@@ -242,8 +275,10 @@ class Ops:
         if count is None:
             raise invalid("count", "required")
         count = get_int(req, "count", 0, 0, 1024)
-        previous = self.s.arbiter.target
-        self.s.arbiter.scale(count)
+        queue = get_str(req, "queue", C.DEFAULT_QUEUE)
+        if queue not in self.s.store.ready.queues:
+            raise OpError(C.E_NOT_FOUND, f"no queue named {queue!r}")
+        previous = self.s.arbiter.scale(count, queue)
         return {"previous": previous, "target": count}, 0
 
     def op_restart_worker(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:

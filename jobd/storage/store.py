@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from jobd import constants as C
 from jobd.core import records as R
+from jobd.core.flow import Ready
 from jobd.core.job import Job
 from jobd.core.lifecycle import Lifecycle, Listener
 from jobd.core.table import JobTable
@@ -32,6 +33,9 @@ class Store(Protocol):
 
     @property
     def durable(self) -> int: ...              # the last sequence number known durable
+
+    @property
+    def ready(self) -> Ready: ...              # pending jobs by queue and handler, and their gates
 
     def commit(self, rec: list[Any], undo: Undo | None = None, undo_arg: Any = None) -> int:
         """Record a change and apply it; the sequence number to wait for.
@@ -69,7 +73,7 @@ class _LifecycleStore:
     def __init__(self, life: Lifecycle) -> None:
         self.life = life
         self.table = life.table
-        ready = life.ready
+        self.ready = ready = life.ready
         self.claim = ready.pop          # bound once: the dispatcher's hot path
         self.unclaim = ready.push
         self.top = ready.peek

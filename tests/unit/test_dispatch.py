@@ -20,12 +20,13 @@ import pytest
 from jobd import constants as C
 from jobd.config import load
 from jobd.core import records as R
+from jobd.core.flow import HandlerFlow
 from jobd.core.job import EMPTY_ARGS, EMPTY_KWARGS, Job
 from jobd.handlers import HandlerSpec
 from jobd.jobs import Jobs
 from jobd.pool import frames as F
 from jobd.pool.arbiter import Arbiter
-from jobd.pool.dispatch import Dispatcher, concurrency_limits
+from jobd.pool.dispatch import Dispatcher
 from jobd.pool.handle import WorkerHandle, Workers
 from jobd.storage.logs import JobLogs
 from jobd.storage.results import ResultStore
@@ -69,10 +70,12 @@ class Rig:
         results = ResultStore(str(tmp_path / "results"), 1 << 20, 1 << 16, self.loop)
         logs = JobLogs(str(tmp_path / "logs"), 1 << 20, lambda job_id: job_id)
         self.jobs = Jobs(cfg, self.store, handlers, results, logs, Stats(), lambda: None, self.clock)
-        self.workers = Workers(self.loop)
+        self.workers = Workers(self.loop, self.store.ready.queue)
+        self.store.ready.configure([], {HANDLER: HandlerFlow(),
+                                        LIMITED: HandlerFlow(max_concurrency=(limits or {}).get(LIMITED, 0))})
         self.dispatcher = dispatcher_class(store=self.store, outcomes=self.jobs,
-                                           workers=self.workers, limits=limits or {},
-                                           prefetch=prefetch, memory_limit=0)
+                                           workers=self.workers, prefetch=prefetch,
+                                           memory_limit=0, clock=self.clock)
         self.arbiter = Arbiter(forkserver=NoForkServer(), cfg=cfg.workers,  # type: ignore[arg-type]
                                loop=self.loop, outcomes=self.jobs, dispatcher=self.dispatcher,
                                workers=self.workers, events=Events(), wake=lambda: None,
@@ -87,7 +90,7 @@ class Rig:
         """A ready, idle worker (as after its READY frame)."""
         w = WorkerHandle(len(self.workers.all) + 1, None, self.loop.call_later,
                          self.arbiter.timed_out)
-        self.workers.all[w.id] = w
+        self.workers.add(w, self.workers.pool(C.DEFAULT_QUEUE))
         self.arbiter._on_frame(w, F.READY, orjson.dumps([1000 + w.id, 0]))
         return w
 
@@ -144,12 +147,17 @@ class DropWithoutWaiting(Dispatcher):
         w.queued = type(w.queued)(e for e in w.queued if e[0] is not job)
         self.workers.send(w, F.frame(F.DROP, job.id.encode()))
         w.drops += 1
-        self.store.unclaim(job)
+        self.ready.push(job)
 
 
 def drain(rig: Rig) -> None:
     """Run everything left: each worker finishes its current job, again and again."""
     for _ in range(100):
+        rig.dispatcher.dispatch()
+        for w in rig.workers:                # a job taken back had not started yet
+            for kind, job_id in rig.sent(w):
+                if kind == F.DROP:
+                    rig.dropped(w, job_id, False)
         rig.dispatcher.dispatch()
         busy = [w for w in rig.workers if w.job is not None]
         if not busy and rig.store.top() is None:
@@ -259,9 +267,7 @@ def test_priority_then_fifo_with_one_worker(rig: Rig) -> None:
 
 
 def test_a_limited_handler_never_runs_more_than_its_limit_and_others_pass_it(tmp_path: Any) -> None:
-    r = Rig(tmp_path, prefetch=0,
-            limits=concurrency_limits({LIMITED: HandlerSpec(LIMITED, lambda: None, False,
-                                                            {"max_concurrency": 1})}, {}))
+    r = Rig(tmp_path, prefetch=0, limits={LIMITED: 1})
     try:
         ws = [r.worker() for _ in range(3)]
         limited = [r.submit(priority=30, handler=LIMITED) for _ in range(3)]
@@ -269,12 +275,11 @@ def test_a_limited_handler_never_runs_more_than_its_limit_and_others_pass_it(tmp
         r.dispatcher.dispatch()
         running = {w.job.id for w in ws if w.job is not None}
         assert running == {limited[0], *other}            # the limit holds; others are not blocked
-        assert r.dispatcher.parks == 2                    # limited[1] and [2] were passed over
         holder = next(w for w in ws if w.job is not None and w.job.id == limited[0])
         r.done(holder, limited[0])
         r.dispatcher.dispatch()
         assert holder.job is not None and holder.job.id == limited[1]   # one slot freed, one job
-        assert r.dispatcher.running[LIMITED] == 1
+        assert r.store.ready.handlers[LIMITED].running == 1
     finally:
         r.close()
 
@@ -282,15 +287,17 @@ def test_a_limited_handler_never_runs_more_than_its_limit_and_others_pass_it(tmp
 def test_jobs_of_a_handler_the_code_does_not_register_are_held_until_it_does(tmp_path: Any) -> None:
     r = Rig(tmp_path, prefetch=0)
     try:
-        r.dispatcher.set_handlers({HANDLER}, {})           # LIMITED is not in the loaded code
+        r.store.ready.configure([], {HANDLER: HandlerFlow()})   # LIMITED is not in the loaded code
         w = r.worker()
         held = r.submit(priority=30, handler=LIMITED)
         other = r.submit(priority=0)
         r.dispatcher.dispatch()
         assert r.sent(w) == [(F.RUN, other)]                # the held job did not block it
-        assert r.status(held) == C.PENDING and r.dispatcher.held_count() == 1
+        assert r.status(held) == C.PENDING
+        hold = r.store.ready.hold_of(r.store.get(held), r.clock())     # type: ignore[arg-type]
+        assert hold is not None and hold.reason == C.H_QUARANTINED
         r.done(w, other)
-        r.dispatcher.set_handlers({HANDLER, LIMITED}, {})   # a reload brings it back
+        r.store.ready.configure([], {HANDLER: HandlerFlow(), LIMITED: HandlerFlow()})   # reload
         r.dispatcher.dispatch()
         assert r.sent(w) == [(F.RUN, held)]
     finally:

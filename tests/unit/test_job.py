@@ -96,7 +96,7 @@ def test_a_changed_field_keeps_the_defaults_before_it_and_drops_those_after():
     assert len(rec) == RECORD_FIELDS.index("cancel_requested") + 1
     assert field(rec, "attempts") == 0 and field(rec, "tags") == {}
     assert field(rec, "cancel_requested") is True
-    job.worker_id = 3                      # the last field: the whole record
+    job.replay_of = "j0"                   # the last field: the whole record
     assert len(job.to_record()) == len(RECORD_FIELDS)
 
 

@@ -772,6 +772,6 @@ def test_framing_cannot_be_mistaken_for_state():
 def test_replay_refuses_a_record_type_it_does_not_know():
     from jobd.core.lifecycle import UnknownRecord
     life = Lifecycle()
-    with pytest.raises(UnknownRecord, match="'Z'"):
-        life.replay(["Z", 1])
+    with pytest.raises(UnknownRecord, match="'ZZ'"):
+        life.replay(["ZZ", 1])
     assert life.table.orphan_records == 0

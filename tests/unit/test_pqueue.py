@@ -1,18 +1,14 @@
-"""jobd/core/pqueue.py: the lazy heap's peek/pop/pop_while, the ready queue's
-priority-then-FIFO order and its dropping of stale entries (a job no longer
-pending, or given a new place), `order()` as a copy, and the timer queue's
-due times (stale entries, equal times in the order they were armed).
+"""jobd/core/pqueue.py: the lazy heap's peek/pop/pop_while and the timer
+queue's due times (stale entries, equal times in the order they were armed).
+The ready order is tests/unit/test_flow.py.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from jobd import constants as C
 from jobd.core.job import EMPTY_ARGS, EMPTY_DICT, EMPTY_KWARGS, EMPTY_LIST, Job
-from jobd.core.pqueue import LazyHeap, ReadyQueue, TimerQueue
+from jobd.core.pqueue import LazyHeap, TimerQueue
 
 DEFAULTS = (3, 1.0, 2.0, None, None, None)
 
@@ -24,13 +20,6 @@ def job(job_id: str, priority: int = 10, seq: int = 0, status: str = C.PENDING,
     j.status = status
     j.scheduled_for = due
     return j
-
-
-def drain(q: ReadyQueue) -> list[str]:
-    out = []
-    while (j := q.pop()) is not None:
-        out.append(j.id)
-    return out
 
 
 # --- LazyHeap ------------------------------------------------------------------------------
@@ -71,93 +60,6 @@ def test_lazy_heap_len_counts_stale_entries_until_they_surface():
     heap = heap_of(set(), (2, 2), (1, 1))
     assert len(heap) == 2                  # an upper bound of the live ones
     assert heap.pop() is None and len(heap) == 0
-
-
-# --- ReadyQueue -----------------------------------------------------------------------------
-
-def test_higher_priority_first_and_submit_order_within_a_priority():
-    q = ReadyQueue()
-    for j in (job("low1", 0, 1), job("norm1", 10, 2), job("crit", 30, 3), job("norm2", 10, 4),
-              job("low2", 0, 5), job("norm0", 10, 0)):
-        q.push(j)
-    assert drain(q) == ["crit", "norm0", "norm1", "norm2", "low1", "low2"]
-
-
-def test_a_job_that_left_pending_is_skipped():
-    q = ReadyQueue()
-    a, b, c = job("a", seq=1), job("b", seq=2), job("c", seq=3)
-    for j in (a, b, c):
-        q.push(j)
-    a.status = C.RUNNING
-    c.status = C.CANCELLED
-    assert q.peek() is b
-    assert drain(q) == ["b"]
-
-
-def test_a_job_given_a_new_place_is_found_only_at_the_new_one():
-    q = ReadyQueue()
-    a, b = job("a", seq=1), job("b", seq=2)
-    q.push(a)
-    q.push(b)
-    a.seq = 3                              # a retry: a new seq, pushed again
-    q.push(a)
-    assert drain(q) == ["b", "a"]
-
-
-def test_a_job_back_in_pending_with_its_old_seq_keeps_its_place():
-    q = ReadyQueue()
-    a, b = job("a", seq=1), job("b", seq=2)
-    q.push(a)
-    q.push(b)
-    assert q.pop() is a
-    a.status = C.RUNNING
-    a.status = C.PENDING                   # put back (unclaim/requeue): same seq
-    q.push(a)
-    assert q.pop() is a and q.pop() is b
-
-
-def test_order_is_a_copy_each_job_once_in_pop_order():
-    q = ReadyQueue()
-    jobs = [job(f"j{i}", priority=(i * 7) % 3 * 10, seq=i) for i in range(12)]
-    for j in jobs:
-        q.push(j)
-    q.push(jobs[4])                        # two valid entries for one job (replay + requeue)
-    jobs[5].status = C.RUNNING             # one stale entry
-    order = [j.id for j in q.order()]
-    assert len(q) == 13                    # untouched: every entry still held, stale included
-    assert len(order) == len(set(order)) == 11
-    popped = drain(q)
-    assert popped[0] == order[0]
-    assert list(dict.fromkeys(popped)) == order
-
-
-def test_empty_queue():
-    q = ReadyQueue()
-    assert q.pop() is None and q.peek() is None and q.order() == [] and len(q) == 0
-
-
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from([0, 10, 20, 30, 1000]),
-                          st.sampled_from(["keep", "leave", "renew"])), max_size=40))
-def test_pop_order_is_priority_then_seq_over_any_mix_of_stale_entries(plan):
-    q = ReadyQueue()
-    seq = 0
-    live: list[Job] = []
-    for i, (priority, fate) in enumerate(plan):
-        seq += 1
-        j = job(f"j{i}", priority, seq)
-        q.push(j)
-        if fate == "leave":
-            j.status = C.RUNNING
-        elif fate == "renew":
-            seq += 1
-            j.seq = seq
-            q.push(j)
-        if fate != "leave":
-            live.append(j)
-    expected = [j.id for j in sorted(live, key=lambda j: (-j.priority, j.seq))]
-    assert [j.id for j in q.order()] == expected
-    assert drain(q) == expected
 
 
 # --- TimerQueue -----------------------------------------------------------------------------

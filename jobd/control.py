@@ -1,0 +1,208 @@
+"""Flow control as operators steer it: queues, pause and resume, and the
+views of queues and handlers (docs/flow-control.md).
+
+Which pending job may start is decided by the flow structure
+(jobd/core/flow.py `Ready`), which lives beside the jobs in the store; this
+service configures it from `[queues."NAME"]` and the handlers' options,
+records pauses and resumes in the WAL (one record each, however many jobs
+they hold), resumes a pause with a `for` when its time comes, and answers
+what is held and why.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from jobd import constants as C
+from jobd.config import Config
+from jobd.core import records as R
+from jobd.core.flow import HandlerFlow, Pause, QueueGate, QueueSpec, Ready
+from jobd.core.job import Job, iso
+from jobd.errors import OpError
+from jobd.handlers import HandlerSpec
+from jobd.storage.store import Store
+
+log = logging.getLogger("jobd.flow")
+
+QUEUE = "queue"
+HANDLER = "handler"
+
+
+class Events(Protocol):
+    def publish(self, name: str, job_id: str | None, data: dict[str, Any]) -> None: ...
+
+
+class TakeBack(Protocol):
+    def take_back_held(self) -> None: ...
+
+
+def queue_specs(cfg: Config) -> list[QueueSpec]:
+    """Every configured queue; `default` always, its pool `[workers] count`."""
+    specs = [_spec(C.DEFAULT_QUEUE, cfg.queues.get(C.DEFAULT_QUEUE, {}), cfg.workers.count)]
+    for name, opts in cfg.queues.items():
+        if name != C.DEFAULT_QUEUE:
+            specs.append(_spec(name, opts, opts.get("workers", 1)))
+    return specs
+
+
+def _spec(name: str, opts: dict[str, Any], workers: int) -> QueueSpec:
+    return QueueSpec(name, workers, opts.get("max_size", 0), opts.get("rate"),
+                     opts.get("burst"), bool(opts.get("paused", False)))
+
+
+def handler_flows(handlers: dict[str, HandlerSpec],
+                  overrides: dict[str, dict[str, Any]]) -> dict[str, HandlerFlow]:
+    """Each handler's queue, rate limit and concurrency limit: `[handler."NAME"]`
+    over its `@handler` options."""
+    out = {}
+    for name, spec in handlers.items():
+        merged = {**spec.options, **overrides.get(name, {})}
+        out[name] = HandlerFlow(merged.get("queue") or C.DEFAULT_QUEUE, merged.get("rate"),
+                                merged.get("burst"), int(merged.get("max_concurrency") or 0))
+    return out
+
+
+class Control:
+    def __init__(self, *, cfg: Config, store: Store, handlers: dict[str, HandlerSpec],
+                 take_back: TakeBack, events: Events, loop: asyncio.AbstractEventLoop,
+                 clock: Callable[[], float], wake: Callable[[], None]) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.ready: Ready = store.ready
+        self.handlers = handlers
+        self.take_back = take_back
+        self.events = events
+        self.loop = loop
+        self.clock = clock
+        self.wake = wake
+        self._timer: asyncio.TimerHandle | None = None
+        self._at: float | None = None
+
+    def configure(self, cfg: Config, handlers: dict[str, HandlerSpec]) -> None:
+        """Queues and handlers as configured now (startup, SIGHUP, code reload)."""
+        self.cfg = cfg
+        self.handlers = handlers
+        self.ready.configure(queue_specs(cfg), handler_flows(handlers, cfg.handler), self.clock())
+        self.wake()
+
+    def queue_of(self, handler: str) -> str:
+        gate = self.ready.handlers.get(handler)
+        return gate.queue if gate is not None else C.DEFAULT_QUEUE
+
+    # --- pause and resume -----------------------------------------------------------------
+    def pause(self, kind: str, name: str, for_s: float | None, reason: str | None,
+              uid: int | None) -> tuple[dict[str, Any], int]:
+        self._check_exists(kind, name)
+        now = self.clock()
+        until = now + for_s if for_s is not None else None
+        since = now
+        current = self._pause_of(kind, name)
+        if current is not None:
+            since = current.since           # already paused: update until and reason
+        seq = self.store.commit(R.pause(kind, name, since, until, reason, uid))
+        pause = self._pause_of(kind, name)
+        assert pause is not None
+        view = pause.view(kind, name)
+        log.info("%s %s paused%s%s", kind, name, f" until {iso(until)}" if until else "",
+                 f": {reason}" if reason else "")
+        self.events.publish(f"{kind}.paused", None, dict(view))
+        self.take_back.take_back_held()     # jobs of it sent ahead do not start
+        self.arm()
+        return view, seq
+
+    def resume(self, kind: str, name: str) -> tuple[bool, int]:
+        """Lift a pause (a queue paused in its config too: the resume is
+        recorded, and wins over the config from then on); False if it was
+        not paused (nothing is recorded)."""
+        self._check_exists(kind, name)
+        if self._pause_of(kind, name) is None:
+            return False, 0
+        seq = self.store.commit(R.resume(kind, name, self.clock()))
+        log.info("%s %s resumed", kind, name)
+        self.events.publish(f"{kind}.resumed", None, {kind: name})
+        self.wake()
+        return True, seq
+
+    def _pause_of(self, kind: str, name: str) -> Pause | None:
+        if kind == QUEUE:
+            q = self.ready.queues.get(name)
+            return q.pause if q is not None else None
+        gate = self.ready.handlers.get(name)
+        return gate.pause if gate is not None else None
+
+    def _check_exists(self, kind: str, name: str) -> None:
+        if kind == QUEUE and name not in self.ready.queues:
+            raise OpError(C.E_NOT_FOUND, f"no queue named {name!r}")
+        if kind == HANDLER and name not in self.handlers:
+            raise OpError(C.E_NOT_FOUND, f"no handler registered as {name!r}")
+
+    # --- the timer: pauses with `for`, and holds that end by themselves -------------------
+    def arm(self) -> None:
+        """One loop timer for the earliest of: a pause's end, a rate hold's end."""
+        due = self.ready.next_wakeup()
+        for _kind, _name, pause in self.ready.pauses():
+            if pause.until is not None and (due is None or pause.until < due):
+                due = pause.until
+        if due is None or (self._at is not None and self._at <= due):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._at = due
+        self._timer = self.loop.call_later(max(0.0, due - self.clock()), self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        self._at = None
+        now = self.clock()
+        for kind, name, pause in list(self.ready.pauses()):
+            if pause.until is not None and pause.until <= now:
+                self.store.commit(R.resume(kind, name, now))
+                log.info("%s %s resumed: its pause ended", kind, name)
+                self.events.publish(f"{kind}.resumed", None, {kind: name})
+        self.ready.release_due(now)
+        self.wake()
+        self.arm()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # --- views ------------------------------------------------------------------------------
+    def held(self, job: Job) -> dict[str, Any] | None:
+        if job.status != C.PENDING:
+            return None
+        hold = self.ready.hold_of(job, self.clock())
+        return hold.view() if hold is not None else None
+
+    def queue_view(self, q: QueueGate, workers: int) -> dict[str, Any]:
+        now = self.clock()
+        held = sum(lane.pending for lane in q.lanes.values()
+                   if lane.pending and self.ready.lane_hold(lane, now) is not None)
+        lim = q.limiter
+        return {"name": q.name, "workers": workers,
+                "paused": q.pause.view(QUEUE, q.name) if q.pause is not None else None,
+                "rate": lim.text if lim is not None else None,
+                "burst": lim.burst if lim is not None else None,
+                "max_size": q.max_size or None, "counts": dict(q.counts), **q.counts,
+                "held": held}
+
+    def handler_fields(self, name: str) -> dict[str, Any]:
+        """The flow part of a handler's row in the `handlers` view."""
+        gate = self.ready.handler(name)
+        now = self.clock()
+        held = 0
+        pending = 0
+        for lane in gate.lanes:
+            pending += lane.pending
+            if lane.pending and self.ready.lane_hold(lane, now) is not None:
+                held += lane.pending
+        lim = gate.limiter
+        return {"queue": gate.queue, "state": "paused" if gate.pause is not None else "ok",
+                "paused": gate.pause.view(HANDLER, name) if gate.pause is not None else None,
+                "quarantine": None,
+                "rate": lim.text if lim is not None else None,
+                "burst": lim.burst if lim is not None else None,
+                "pending": pending, "running": gate.running, "held": held}

@@ -1,0 +1,647 @@
+"""Flow control (pure): which pending jobs may start now, and which goes first.
+
+Pending jobs wait in lanes, one per (queue, handler), each a heap in
+priority-then-FIFO order. Each queue keeps an index of its lanes' heads: a
+small heap with one live entry per lane that may start jobs. Taking the next
+job of a queue looks at the best head; if that lane's handler is held
+(paused, rate limited, at its concurrency limit, its code not loaded) the
+lane leaves the index, at O(log lanes), and the next best head is taken.
+So a held handler never delays another handler's jobs (no head-of-line
+blocking), priority and FIFO stay exact among the jobs that may run, and
+holding belongs to a queue or a handler, never to each job:
+
+- pausing a queue sets one field: the dispatcher does not take from it;
+- pausing a handler sets one field: its lanes leave the index when they
+  next come up, and come back (one push each) when it is resumed.
+
+Gates: a `QueueGate` per queue, a `HandlerGate` per handler, each with its
+pause, its rate limiter (GCRA, `Limiter`) and, for handlers, the concurrency
+limit, a `RateLimited` hold and whether the running code registers it.
+Holds that end by themselves (a rate limiter's next start, a hold's end)
+are kept as wake-up times (`next_wakeup`); the daemon arms one timer for
+the earliest and calls `release_due`.
+
+Heap entries are `(-priority, seq, token, job)`. `token` is the job's push
+count (`job.qtoken`), so only a job's latest entry is live: giving a job
+back, or queueing it again after a crash, never leaves two live entries.
+
+No clock: the dispatcher passes `now`; records bring their own times.
+"""
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from jobd import constants as C
+from jobd.core import records as R
+from jobd.core.job import Job, iso
+
+DEFAULT_QUEUE = C.DEFAULT_QUEUE
+# Hold reasons (most important first: the job view shows the first that applies).
+QUARANTINED = C.H_QUARANTINED
+HANDLER_PAUSED = C.H_HANDLER_PAUSED
+QUEUE_PAUSED = C.H_QUEUE_PAUSED
+BREAKER_OPEN = C.H_BREAKER_OPEN
+RATE_LIMITED = C.H_RATE_LIMITED
+AT_LIMIT = "max_concurrency"      # waits for a slot: not a hold (the view shows none)
+
+_heappush = heapq.heappush
+_heappop = heapq.heappop
+_heapreplace = heapq.heapreplace
+_PENDING = C.PENDING
+_RUNNING = C.RUNNING
+_PERIODS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+# --- rate limits ------------------------------------------------------------------------------
+
+def parse_rate(text: Any) -> tuple[float, float]:
+    """`"N/s"`, `"N/m"` or `"N/h"` → (N, period in seconds); ValueError if not."""
+    if not isinstance(text, str):
+        raise ValueError(f"must be a string like \"10/s\", \"60/m\" or \"100/h\", got {text!r}")
+    count, _, unit = text.strip().partition("/")
+    try:
+        n = float(count)
+    except ValueError:
+        n = -1.0
+    if unit not in _PERIODS or not (math.isfinite(n) and n > 0):
+        raise ValueError(f"must look like \"10/s\", \"60/m\" or \"100/h\" (a positive count "
+                         f"per second, minute or hour), got {text!r}")
+    return n, _PERIODS[unit]
+
+
+class Limiter:
+    """The generic cell rate algorithm: at most `burst + n * t / period` starts
+    in any span `t`. `tat` is the theoretical arrival time: a start at `now`
+    conforms if `now >= tat - tau`, and moves `tat` on by one interval. A new
+    limiter is full (`burst` starts at once). Starts are taken from the start
+    records (`take`), live and in replay, so a restart rebuilds the same
+    state and never allows a burst above the limit."""
+
+    __slots__ = ("text", "burst", "interval", "tau", "tat")
+
+    def __init__(self, text: str, burst: int) -> None:
+        n, period = parse_rate(text)
+        self.text = text
+        self.burst = burst
+        self.interval = period / n
+        self.tau = (burst - 1) * self.interval
+        self.tat = -math.inf
+
+    def allows(self, now: float) -> bool:
+        return now >= self.tat - self.tau
+
+    def next_at(self) -> float:
+        """The earliest time a start conforms."""
+        return self.tat - self.tau
+
+    def take(self, ts: float) -> None:
+        tat = self.tat
+        self.tat = (tat if tat > ts else ts) + self.interval
+
+    def same(self, text: str | None, burst: int) -> bool:
+        return text == self.text and burst == self.burst
+
+
+def limiter(rate: str | None, burst: int | None, old: Limiter | None) -> Limiter | None:
+    """The limiter for `rate`/`burst` (None: no limit), keeping `old`'s state
+    when the limit did not change (a reload keeps counting)."""
+    if not rate:
+        return None
+    burst = burst or 1
+    if old is not None and old.same(rate, burst):
+        return old
+    new = Limiter(rate, burst)
+    if old is not None:
+        new.tat = old.tat            # no burst from changing the limit
+    return new
+
+
+# --- holds --------------------------------------------------------------------------------------
+
+@dataclass(slots=True)
+class Pause:
+    since: float
+    until: float | None       # resumes by itself then (None: until resumed)
+    reason: str | None
+    by_uid: int | None
+
+    def view(self, kind: str, name: str) -> dict[str, Any]:
+        return {kind: name, "since": iso(self.since), "until": iso(self.until),
+                "reason": self.reason, "by_uid": self.by_uid}
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    reason: str
+    since: float | None
+    until: float | None
+
+    def view(self) -> dict[str, Any]:
+        return {"reason": self.reason, "since": iso(self.since), "until": iso(self.until)}
+
+
+class HandlerGate:
+    __slots__ = ("name", "queue", "pause", "limiter", "limit", "running", "known",
+                 "hold_until", "hold_since", "rate_since", "lanes", "shut", "waking")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.queue = DEFAULT_QUEUE        # where its jobs go unless a submit says otherwise
+        self.pause: Pause | None = None
+        self.limiter: Limiter | None = None
+        self.limit = 0                    # max_concurrency (0: none)
+        self.running = 0
+        self.known = True                 # the running code registers it
+        self.hold_until = 0.0             # RateLimited(after): no starts before this
+        self.hold_since = 0.0
+        self.rate_since: float | None = None   # when its limiter first said "not yet"
+        self.lanes: list[Lane] = []
+        self.shut = False                 # held until something changes (not by time)
+        self.waking: float | None = None  # a wake-up is noted for then
+
+    def refresh(self) -> None:
+        self.shut = (not self.known or self.pause is not None
+                     or (self.limit > 0 and self.running >= self.limit))
+
+    def blocked(self, now: float) -> str | None:
+        """Why its jobs may not start at `now` (None: they may)."""
+        if not self.known:
+            return QUARANTINED
+        if self.pause is not None:
+            return HANDLER_PAUSED
+        if self.hold_until > now:
+            return RATE_LIMITED
+        lim = self.limiter
+        if lim is not None and not lim.allows(now):
+            return RATE_LIMITED
+        if self.limit and self.running >= self.limit:
+            return AT_LIMIT
+        return None
+
+    def wakes_at(self) -> float:
+        """When a rate hold ends by itself."""
+        lim = self.limiter
+        return max(self.hold_until, lim.next_at() if lim is not None else 0.0)
+
+
+class QueueGate:
+    __slots__ = ("name", "pause", "config_paused", "explicit", "limiter", "index", "lanes",
+                 "counts", "rate_since", "max_size", "waking")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.pause: Pause | None = None
+        self.config_paused = False        # `paused = true` in its config table
+        self.explicit = False             # paused or resumed at runtime: that wins over config
+        self.limiter: Limiter | None = None
+        self.index: list[tuple[int, int, int, Lane]] = []   # (-priority, seq, mark, lane)
+        self.lanes: dict[str, Lane] = {}
+        self.counts: dict[str, int] = dict.fromkeys(C.STATUSES, 0)
+        self.rate_since: float | None = None
+        self.max_size = 0                 # jobs it may hold (0: only the global limit)
+        self.waking: float | None = None
+
+    @property
+    def paused(self) -> bool:
+        return self.pause is not None
+
+    def blocked(self, now: float) -> str | None:
+        if self.pause is not None:
+            return QUEUE_PAUSED
+        lim = self.limiter
+        if lim is not None and not lim.allows(now):
+            return RATE_LIMITED
+        return None
+
+    @property
+    def queued(self) -> int:
+        c = self.counts
+        return c[C.SCHEDULED] + c[C.WAITING] + c[C.PENDING] + c[C.RETRYING]
+
+
+class Lane:
+    """The pending jobs of one handler in one queue."""
+
+    __slots__ = ("queue", "handler", "heap", "mark", "head", "pending")
+
+    def __init__(self, queue: QueueGate, handler: HandlerGate) -> None:
+        self.queue = queue
+        self.handler = handler
+        self.heap: list[tuple[int, int, int, Job]] = []
+        self.mark = 0                     # the live index entry's mark
+        self.head: tuple[int, int] | None = None   # (-priority, seq) indexed; None: not indexed
+        self.pending = 0                  # its jobs with status pending (sent ahead included)
+
+    def __lt__(self, other: object) -> bool:      # index entries never tie on a lane
+        return False
+
+    def top(self) -> Job | None:
+        """Its best live job, left in place (dead entries are dropped)."""
+        heap = self.heap
+        while heap:
+            entry = heap[0]
+            job = entry[3]
+            if job.status == _PENDING and job.qtoken == entry[2]:
+                return job
+            _heappop(heap)
+        return None
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """A queue as configured (`[queues."NAME"]`)."""
+    name: str
+    workers: int = 1
+    max_size: int = 0
+    rate: str | None = None
+    burst: int | None = None
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class HandlerFlow:
+    """A handler's flow options, merged from `@handler` and `[handler."NAME"]`."""
+    queue: str = DEFAULT_QUEUE
+    rate: str | None = None
+    burst: int | None = None
+    max_concurrency: int = 0
+
+
+# --- the ready structure ---------------------------------------------------------------------
+
+class Ready:
+    """Every pending job, by queue and handler, and the gates that hold them."""
+
+    def __init__(self) -> None:
+        self.queues: dict[str, QueueGate] = {DEFAULT_QUEUE: QueueGate(DEFAULT_QUEUE)}
+        self.handlers: dict[str, HandlerGate] = {}
+        self.wakeups: list[tuple[float, int, HandlerGate | QueueGate]] = []
+        self._wake_n = 0
+        self.default = self.queues[DEFAULT_QUEUE]
+        self.known: frozenset[str] | None = None     # registered handlers (None: all)
+        self.holds = 0              # lanes taken out of an index because their handler was held
+
+    # --- configuration -------------------------------------------------------------------
+    def configure(self, queues: Iterable[QueueSpec], handlers: dict[str, HandlerFlow] | None,
+                  now: float = 0.0) -> None:
+        """Set queues and handlers as configured. Handlers not in `handlers`
+        are not registered by the running code: their jobs are held
+        (`quarantined`) until code that registers them is loaded. `handlers`
+        None: every handler counts as registered (unit tests)."""
+        for spec in queues:
+            q = self.queue(spec.name)
+            q.limiter = limiter(spec.rate, spec.burst, q.limiter)
+            q.max_size = spec.max_size
+            q.config_paused = spec.paused
+            if not q.explicit:
+                self._config_pause(q, now)
+        if handlers is None:
+            return
+        self.known = frozenset(handlers)
+        for name, gate in self.handlers.items():
+            if name not in handlers:
+                gate.known = False
+                gate.refresh()
+        for name, flow in handlers.items():
+            gate = self.handler(name)
+            gate.queue = flow.queue
+            gate.limiter = limiter(flow.rate, flow.burst, gate.limiter)
+            gate.limit = flow.max_concurrency
+            gate.known = True
+            self._changed(gate)
+
+    def _config_pause(self, q: QueueGate, now: float) -> None:
+        if q.config_paused and q.pause is None:
+            q.pause = Pause(now, None, "paused in config", None)
+        elif not q.config_paused and q.pause is not None and q.pause.reason == "paused in config":
+            q.pause = None
+
+    def queue(self, name: str) -> QueueGate:
+        q = self.queues.get(name)
+        if q is None:
+            q = self.queues[name] = QueueGate(name)
+        return q
+
+    def handler(self, name: str) -> HandlerGate:
+        gate = self.handlers.get(name)
+        if gate is None:
+            gate = self.handlers[name] = HandlerGate(name)
+            if self.known is not None and name not in self.known:
+                gate.known = False
+                gate.refresh()
+        return gate
+
+    def lane(self, queue: str, handler: str) -> Lane:
+        q = self.queues.get(queue) or self.queue(queue)
+        lane = q.lanes.get(handler)
+        if lane is None:
+            gate = self.handler(handler)
+            lane = q.lanes[handler] = Lane(q, gate)
+            gate.lanes.append(lane)
+        return lane
+
+    # --- jobs in and out -----------------------------------------------------------------------
+    def push(self, job: Job) -> None:
+        """Queue a pending job (or give back one that was taken)."""
+        lane: Lane = job.lane
+        token = job.qtoken = job.qtoken + 1
+        key = -job.priority
+        seq = job.seq
+        _heappush(lane.heap, (key, seq, token, job))
+        head = lane.head
+        if head is None:
+            if not lane.handler.shut:
+                lane.mark += 1
+                lane.head = (key, seq)
+                _heappush(lane.queue.index, (key, seq, lane.mark, lane))
+        elif key < head[0] or (key == head[0] and seq < head[1]):
+            lane.mark += 1
+            lane.head = (key, seq)
+            _heappush(lane.queue.index, (key, seq, lane.mark, lane))
+
+    def _best(self, q: QueueGate, now: float) -> Lane | None:
+        """The lane whose head is the queue's best job that may start now, its
+        live index entry at the top of the index; None if there is none."""
+        index = q.index
+        while index:
+            key, seq, mark, lane = index[0]
+            if mark != lane.mark:                 # superseded entry
+                _heappop(index)
+                continue
+            gate = lane.handler
+            if gate.shut or (gate.hold_until or gate.limiter is not None) \
+                    and gate.blocked(now) is not None:
+                self._hold_lane(lane, now)
+                _heappop(index)
+                continue
+            job = lane.top()
+            if job is None:
+                lane.head = None
+                _heappop(index)
+                continue
+            if job.seq != seq or -job.priority != key:    # its head changed: re-rank it
+                lane.mark += 1
+                lane.head = (-job.priority, job.seq)
+                _heapreplace(index, (-job.priority, job.seq, lane.mark, lane))
+                continue
+            return lane
+        return None
+
+    def pop(self, q: QueueGate | None = None, now: float = 0.0) -> Job | None:
+        """The next job of queue `q` (default: `default`) that may start at
+        `now`, taken off; None if the queue is held or has none."""
+        if q is None:
+            q = self.default
+        if q.pause is not None or (q.limiter is not None and q.blocked(now) is not None):
+            if q.pause is None:
+                self._limited(q, now)
+            return None
+        lane = self._best(q, now)
+        if lane is None:
+            return None
+        job = _heappop(lane.heap)[3]
+        nxt = lane.top()
+        index = q.index
+        if nxt is None:
+            lane.head = None
+            _heappop(index)
+        else:
+            lane.mark += 1
+            lane.head = (-nxt.priority, nxt.seq)
+            _heapreplace(index, (-nxt.priority, nxt.seq, lane.mark, lane))
+        return job
+
+    def peek(self, q: QueueGate | None = None, now: float = 0.0) -> Job | None:
+        """The job `pop` would give, left in place."""
+        if q is None:
+            q = self.default
+        if q.blocked(now) is not None:
+            return None
+        lane = self._best(q, now)
+        return None if lane is None else lane.top()
+
+    def _hold_lane(self, lane: Lane, now: float) -> None:
+        """The lane's handler is held: it leaves the index (it comes back when
+        the hold ends); a hold that ends by itself is noted as a wake-up."""
+        lane.head = None
+        self.holds += 1
+        gate = lane.handler
+        if not gate.shut:
+            if gate.rate_since is None:
+                gate.rate_since = now
+            self._wake_at(gate.wakes_at(), gate)
+
+    def _limited(self, q: QueueGate, now: float) -> None:
+        if q.rate_since is None:
+            q.rate_since = now
+        assert q.limiter is not None
+        self._wake_at(q.limiter.next_at(), q)
+
+    def _wake_at(self, at: float, gate: HandlerGate | QueueGate) -> None:
+        """Note that `gate`'s hold ends at `at` (once: a gate already due to
+        wake by then is not noted again)."""
+        if gate.waking is not None and gate.waking <= at:
+            return
+        gate.waking = at
+        self._wake_n += 1
+        _heappush(self.wakeups, (at, self._wake_n, gate))
+
+    def next_wakeup(self) -> float | None:
+        return self.wakeups[0][0] if self.wakeups else None
+
+    def release_due(self, now: float) -> bool:
+        """Holds that ended by `now` let their jobs compete again; True if any did."""
+        woke = False
+        wakeups = self.wakeups
+        while wakeups and wakeups[0][0] <= now:
+            at, _, gate = _heappop(wakeups)
+            if gate.waking != at:
+                continue                  # superseded by an earlier wake-up
+            gate.waking = None
+            woke = True
+            if gate.blocked(now) != RATE_LIMITED:
+                gate.rate_since = None
+            if isinstance(gate, HandlerGate):
+                self._reopen(gate)        # still held: the next pop holds it again
+        return woke
+
+    def _reopen(self, gate: HandlerGate) -> None:
+        """Put the handler's lanes that left the index back in it."""
+        if gate.shut:
+            return
+        for lane in gate.lanes:
+            if lane.head is None:
+                job = lane.top()
+                if job is not None:
+                    lane.mark += 1
+                    lane.head = (-job.priority, job.seq)
+                    _heappush(lane.queue.index, (-job.priority, job.seq, lane.mark, lane))
+
+    def _changed(self, gate: HandlerGate) -> None:
+        gate.refresh()
+        self._reopen(gate)
+
+    # --- status changes (Lifecycle tells every one) ---------------------------------------------
+    def admit(self, job: Job) -> None:
+        """A job enters the table with its status."""
+        lane = job.lane = self.lane(job.queue, job.handler)
+        status = job.status
+        lane.queue.counts[status] += 1
+        if status == _PENDING:
+            lane.pending += 1
+            self.push(job)
+        elif status == _RUNNING:
+            self._run(lane.handler, 1)
+
+    def moved(self, job: Job, old: str, new: str) -> None:
+        """A job's status changed from `old` to `new` ("" for none: it left)."""
+        lane: Lane = job.lane
+        counts = lane.queue.counts
+        if old:
+            counts[old] -= 1
+            if old == _PENDING:
+                lane.pending -= 1
+            elif old == _RUNNING:
+                self._run(lane.handler, -1)
+        if new:
+            counts[new] += 1
+            if new == _PENDING:
+                lane.pending += 1
+                self.push(job)
+            elif new == _RUNNING:
+                self._run(lane.handler, 1)
+
+    def _run(self, gate: HandlerGate, n: int) -> None:
+        gate.running += n
+        if gate.limit:
+            self._changed(gate)
+
+    def took(self, job: Job, ts: float) -> None:
+        """A job started at `ts` (its start record): one start off the limits."""
+        lane: Lane = job.lane
+        lim = lane.handler.limiter
+        if lim is not None:
+            lim.take(ts)
+        lim = lane.queue.limiter
+        if lim is not None:
+            lim.take(ts)
+
+    # --- pauses and holds -----------------------------------------------------------------------
+    def pause(self, kind: str, name: str, pause: Pause) -> None:
+        if kind == "queue":
+            q = self.queue(name)
+            q.pause = pause
+            q.explicit = True
+        else:
+            gate = self.handler(name)
+            gate.pause = pause
+            gate.refresh()
+
+    def resume(self, kind: str, name: str) -> bool:
+        """Lift a pause; True if there was one."""
+        if kind == "queue":
+            q = self.queue(name)
+            was = q.pause is not None
+            q.pause = None
+            q.explicit = True
+            return was
+        gate = self.handler(name)
+        was = gate.pause is not None
+        gate.pause = None
+        self._changed(gate)
+        return was
+
+    def rate_hold(self, handler: str, since: float, until: float) -> None:
+        """`RateLimited(after)`: the handler starts nothing before `until`."""
+        gate = self.handler(handler)
+        if until > gate.hold_until:
+            gate.hold_until = until
+            gate.hold_since = since
+            self._wake_at(until, gate)
+
+    def restore_limiter(self, kind: str, name: str, tat: float) -> None:
+        """A limiter's state from a snapshot (ignored if it has no limit now)."""
+        gate = self.queues.get(name) if kind == "queue" else self.handlers.get(name)
+        lim = gate.limiter if gate is not None else None
+        if lim is not None and tat > lim.tat:
+            lim.tat = tat
+
+    def snapshot(self) -> Iterator[list[Any]]:
+        """Records that rebuild the gates' state: pauses (and queues resumed
+        at runtime, which wins over their config), limiters, rate holds."""
+        for q in self.queues.values():
+            if q.explicit:
+                p = q.pause
+                yield (R.pause("queue", q.name, p.since, p.until, p.reason, p.by_uid)
+                       if p is not None else R.resume("queue", q.name, 0.0))
+            if q.limiter is not None and q.limiter.tat > -math.inf:
+                yield [R.LIMITER, "queue", q.name, q.limiter.tat]
+        for gate in self.handlers.values():
+            p = gate.pause
+            if p is not None:
+                yield R.pause("handler", gate.name, p.since, p.until, p.reason, p.by_uid)
+            if gate.limiter is not None and gate.limiter.tat > -math.inf:
+                yield [R.LIMITER, "handler", gate.name, gate.limiter.tat]
+            if gate.hold_until:
+                yield [R.RATE_HOLD, gate.name, gate.hold_since, gate.hold_until]
+
+    def pauses(self) -> Iterator[tuple[str, str, Pause]]:
+        for q in self.queues.values():
+            if q.pause is not None and q.explicit:
+                yield "queue", q.name, q.pause
+        for gate in self.handlers.values():
+            if gate.pause is not None:
+                yield "handler", gate.name, gate.pause
+
+    # --- what the views show ----------------------------------------------------------------------
+    def hold_of(self, job: Job, now: float) -> Hold | None:
+        """Why a pending job may not start now (None: it may, or it is not pending)."""
+        if job.status != _PENDING:
+            return None
+        lane: Lane = job.lane
+        return self.lane_hold(lane, now)
+
+    def lane_hold(self, lane: Lane, now: float) -> Hold | None:
+        gate, q = lane.handler, lane.queue
+        if not gate.known:
+            return Hold(QUARANTINED, None, None)
+        if gate.pause is not None:
+            return Hold(HANDLER_PAUSED, gate.pause.since, gate.pause.until)
+        if q.pause is not None:
+            return Hold(QUEUE_PAUSED, q.pause.since, q.pause.until)
+        if gate.hold_until > now:
+            return Hold(RATE_LIMITED, gate.hold_since, gate.hold_until)
+        lim = gate.limiter
+        if lim is not None and not lim.allows(now):
+            return Hold(RATE_LIMITED, gate.rate_since, lim.next_at())
+        lim = q.limiter
+        if lim is not None and not lim.allows(now):
+            return Hold(RATE_LIMITED, q.rate_since, lim.next_at())
+        return None
+
+    def held_counts(self, now: float) -> Iterator[tuple[str, str, str, int]]:
+        """(queue, handler, reason, pending jobs held) for every held lane."""
+        for q in self.queues.values():
+            for lane in q.lanes.values():
+                if lane.pending:
+                    hold = self.lane_hold(lane, now)
+                    if hold is not None:
+                        yield q.name, lane.handler.name, hold.reason, lane.pending
+
+    def order(self) -> list[Job]:
+        """Every pending job that waits in a lane, by queue name, then in
+        priority and FIFO order (holds ignored): a copy, for tests."""
+        out: list[Job] = []
+        for name in sorted(self.queues):
+            entries = [e for lane in self.queues[name].lanes.values() for e in lane.heap
+                       if e[3].status == _PENDING and e[3].qtoken == e[2]]
+            out += [e[3] for e in sorted(entries, key=lambda e: (e[0], e[1]))]
+        return out
+
+    def __len__(self) -> int:
+        """Heap entries held, dead ones included (an upper bound of the live ones)."""
+        return sum(len(lane.heap) for q in self.queues.values() for lane in q.lanes.values())
