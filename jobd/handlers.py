@@ -34,6 +34,26 @@ class Retry(Exception):
         self.after = float(after)
 
 
+class RateLimited(Exception):
+    """Raise from a handler when the service it calls is limiting it (an
+    HTTP 429, say): the attempt is not counted, the job goes back to
+    `pending` in its place, and no job of this handler starts before
+    `after` seconds from now (held `rate_limited`)."""
+
+    def __init__(self, after: float = 1.0, message: str = "") -> None:
+        super().__init__(message or f"rate limited for {after}s")
+        self.after = float(after)
+
+
+class Snooze(Exception):
+    """Raise from a handler to run this job again in `after` seconds (it is
+    `scheduled` until then) without counting the attempt."""
+
+    def __init__(self, after: float = 1.0, message: str = "") -> None:
+        super().__init__(message or f"snoozed for {after}s")
+        self.after = float(after)
+
+
 @dataclass(frozen=True)
 class HandlerSpec:
     name: str

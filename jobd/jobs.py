@@ -27,7 +27,7 @@ from jobd.config import Config
 from jobd.core import records as R
 from jobd.core.flow import QueueGate
 from jobd.core.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, SubmitSpec, progress_view
-from jobd.core.lifecycle import RETRYABLE, next_step
+from jobd.core.lifecycle import FAIL_RATE_LIMITED, FAIL_SNOOZE, RETRYABLE, next_step
 from jobd.core.signature import check
 from jobd.core.values import MAX_TIMESTAMP, priority_value
 from jobd.errors import OpError, did_you_mean, invalid, not_found
@@ -388,6 +388,9 @@ class Jobs:
     def attempt_failed(self, job: Job, error: str, kind: int, after: float) -> None:
         """Apply the retry policy to a failed attempt. The daemon's tick
         re-arms its timer for a retry's due time."""
+        if kind == FAIL_RATE_LIMITED or kind == FAIL_SNOOZE:
+            self._held_back(job, kind, after)
+            return
         log.info("job %s (%s) attempt %d failed: %s", job.id, job.handler, job.attempts,
                  _first_line(error))
         r = self.cfg.retry
@@ -407,6 +410,27 @@ class Jobs:
             log.warning("job %s (%s) moved to the dead-letter queue after %d attempt(s): %s",
                         job.id, job.handler, job.attempts, _first_line(error))
             self.evict_dead_letters()
+
+    def _held_back(self, job: Job, kind: int, after: float) -> None:
+        """`RateLimited(after)` or `Snooze(after)`: held back, never failed.
+        The attempt is not counted. RateLimited puts the job back to pending
+        in its place and holds its handler's starts until `after` seconds
+        from now; Snooze makes only this job wait (scheduled) that long. A
+        job whose cancel was requested ends cancelled instead."""
+        now = self.clock()
+        if job.cancel_requested:
+            self.store.commit([R.CANCEL, job.id, now])
+            return
+        until = min(now + max(0.0, after), MAX_TIMESTAMP)
+        if kind == FAIL_SNOOZE:
+            log.info("job %s (%s) snoozed for %.3gs", job.id, job.handler, after)
+            self.store.commit([R.SNOOZE, job.id, now, until])
+            return
+        log.info("job %s (%s) rate limited by its service: %s holds for %.3gs",
+                 job.id, job.handler, job.handler, after)
+        self.store.commit([R.RATE_HOLD, job.handler, now, until])
+        self.store.commit([R.REQUEUE, job.id, True])
+        self.wake()
 
     def cancelled_by_force(self, job: Job) -> int:
         return self.store.commit([R.CANCEL, job.id, self.clock()])

@@ -40,6 +40,8 @@ _TIMED = frozenset((C.SCHEDULED, C.RETRYING))
 FAIL_ERROR = 0          # an ordinary exception: the retry policy decides
 FAIL_PERMANENT = 1      # PermanentError: no retry
 FAIL_RETRY = 2          # Retry(after=...): retry after exactly that delay
+FAIL_RATE_LIMITED = 3   # RateLimited(after=...): not an attempt; the handler is held that long
+FAIL_SNOOZE = 4         # Snooze(after=...): not an attempt; the job waits that long
 
 # The statuses `retry` applies to; `cancel` applies to every other non-terminal one.
 RETRYABLE = frozenset((C.DEAD_LETTER, C.FAILED, C.CANCELLED))

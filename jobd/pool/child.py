@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from jobd import handlers as H
-from jobd.core.lifecycle import FAIL_ERROR, FAIL_PERMANENT, FAIL_RETRY
+from jobd.core.lifecycle import FAIL_ERROR, FAIL_PERMANENT, FAIL_RATE_LIMITED, FAIL_RETRY, FAIL_SNOOZE
 from jobd.core.values import non_finite_path
 from jobd.pool import frames as F
 from jobd.pool.capture import Capture
@@ -150,6 +150,10 @@ class Worker:
             self._finish_failure(job_id, FAIL_PERMANENT, _format(e), 0.0)
         except H.Retry as e:
             self._finish_failure(job_id, FAIL_RETRY, str(e), e.after)
+        except H.RateLimited as e:
+            self._finish_failure(job_id, FAIL_RATE_LIMITED, str(e), e.after)
+        except H.Snooze as e:
+            self._finish_failure(job_id, FAIL_SNOOZE, str(e), e.after)
         except _NotSerialisable as e:
             self._finish_failure(job_id, FAIL_ERROR, str(e), 0.0)
         except BaseException as e:   # noqa: BLE001 - any handler error fails the attempt

@@ -11,7 +11,7 @@ import signal
 import time
 from typing import Any
 
-from jobd import PermanentError, Retry, current_job, handler
+from jobd import PermanentError, RateLimited, Retry, Snooze, current_job, handler
 
 
 @handler
@@ -275,3 +275,23 @@ def flood(size: int) -> int:
     for i in range(size // 100):
         print(f"{i:09d}" + "." * 90)
     return size
+
+
+@handler
+def rate_limited_once(path: str, after: float) -> int:
+    """The service it calls says 429 the first time: RateLimited(after)."""
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(str(time.time()))
+        raise RateLimited(after=after)
+    return current_job().attempt
+
+
+@handler
+def snooze_once(path: str, after: float) -> int:
+    """Not ready yet the first time: Snooze(after)."""
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(str(time.time()))
+        raise Snooze(after=after)
+    return current_job().attempt
