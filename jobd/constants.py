@@ -186,3 +186,10 @@ SCHEDULE_HASHED_PREFIX: Final = "sched+"
 # The schedule timer wakes at least this often (s), so a wall-clock jump
 # (NTP, suspend) delays a fire by at most this much.
 SCHEDULE_MAX_SLEEP: Final = 60.0
+
+# --- unique jobs (docs/flow-control.md) -------------------------------------------
+# What a submit does when a live job already holds its unique_key.
+ON_CONFLICT_RETURN: Final = "return"     # answer the holder (duplicate: true)
+ON_CONFLICT_ERROR: Final = "error"       # `conflict`
+ON_CONFLICT_REPLACE: Final = "replace"   # cancel a holder that is not running; queue this one
+ON_CONFLICT: Final = (ON_CONFLICT_RETURN, ON_CONFLICT_ERROR, ON_CONFLICT_REPLACE)

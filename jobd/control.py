@@ -79,6 +79,7 @@ class Control:
         self.wake = wake
         self._timer: asyncio.TimerHandle | None = None
         self._at: float | None = None
+        self.pool_size: Callable[[str], int] = lambda queue: 0    # the daemon's pools
 
     def configure(self, cfg: Config, handlers: dict[str, HandlerSpec]) -> None:
         """Queues and handlers as configured now (startup, SIGHUP, code reload)."""
@@ -176,6 +177,34 @@ class Control:
             return None
         hold = self.ready.hold_of(job, self.clock())
         return hold.view() if hold is not None else None
+
+    def queue_views(self) -> list[dict[str, Any]]:
+        return [self.queue_view(q, self.pool_size(name))
+                for name, q in sorted(self.ready.queues.items())]
+
+    # --- metrics (jobd/runtime/metrics.py FlowStats) ------------------------------------------
+    @property
+    def holds(self) -> int:
+        return self.ready.holds
+
+    def held_counts(self) -> list[tuple[str, str, str, int]]:
+        return list(self.ready.held_counts(self.clock()))
+
+    def queue_summaries(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for view in self.queue_views():
+            out[view["name"]] = {"paused": view["paused"] is not None, "workers": view["workers"],
+                                 "rate": view["rate"], "pending": view[C.PENDING],
+                                 "running": view[C.RUNNING], "held": view["held"]}
+        return out
+
+    def handler_summaries(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name in sorted(self.handlers):
+            f = self.handler_fields(name)
+            out[name] = {"queue": f["queue"], "state": f["state"], "pending": f["pending"],
+                         "running": f["running"], "held": f["held"]}
+        return out
 
     def queue_view(self, q: QueueGate, workers: int) -> dict[str, Any]:
         now = self.clock()

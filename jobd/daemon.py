@@ -95,9 +95,12 @@ class Daemon:
             forkserver=self.boot.forkserver, cfg=cfg.workers, loop=loop, outcomes=self.jobs,
             dispatcher=self.dispatcher, workers=self.workers, events=self.events, wake=wake,
             fatal=self.fatal)
+        self.jobs.runner = self.arbiter
         self.control = Control(cfg=cfg, store=self.store, handlers=self.boot.handlers,
                                take_back=self.dispatcher, events=self.events, loop=loop,
                                clock=clock, wake=wake)
+        pools = self.workers.pools
+        self.control.pool_size = lambda name: pools[name].target if name in pools else 0
         self._size_pools(startup=True)
         self.scheduler = Scheduler(store=self.store, jobs=self.jobs, handlers=self.boot.handlers,
                                    loop=loop, wake=wake, clock=clock)
@@ -105,7 +108,7 @@ class Daemon:
         connections: set[Connection] = set()
         sources = Sources(counts=self.life.table.counts, pool=self.arbiter.counts, wal=self.wal,
                           poller=self.poller, connections=connections.__len__,
-                          holds=lambda: self.life.ready.holds)
+                          flow=self.control)
         ops = Ops(Services(jobs=self.jobs, control=self.control, store=self.store, arbiter=self.arbiter,
                            scheduler=self.scheduler, events=self.events, recorder=self.recorder,
                            sources=sources, results=self.results, reload=self.reload_code,

@@ -51,6 +51,7 @@ class JobStats(Protocol):
     def observe_result_size(self, handler: str, size: int) -> None: ...
     def observe_retry_delay(self, handler: str, seconds: float) -> None: ...
     def count_evicted(self, n: int) -> None: ...
+    def count_deduplicated(self, handler: str) -> None: ...
 
 
 class Runner(Protocol):
@@ -95,6 +96,7 @@ class Jobs:
         self._defaults: dict[str, tuple[int, tuple[Any, ...], bool, QueueGate]] = {}
         self._evictions_logged = -EVICTION_LOG_S
         self._evictions_unlogged = 0
+        self.runner: Runner | None = None   # the pool, once built (a replaced job may be sent ahead)
         self._insert = store.insert         # bound once: the submit hot path
         self._next_seq = store.next_seq
 
@@ -135,11 +137,46 @@ class Jobs:
         if held is not None:
             return held, held.wal_seq
         self._check_admit(spec, {})
-        self._check_room(1, len(spec.args_json) + len(spec.kwargs_json), self._queue(spec))
         now = self.clock()
+        replaced = None
+        if spec.unique_key is not None:
+            holder = self._holder(spec, now)
+            if holder is not None:
+                if spec.on_conflict != C.ON_CONFLICT_REPLACE or holder.status == C.RUNNING:
+                    spec.duplicate = True
+                    return holder, holder.wal_seq
+                replaced = holder
+        room = 0 if replaced is not None and replaced.queue == self._queue(spec).name else 1
+        self._check_room(room, len(spec.args_json) + len(spec.kwargs_json), self._queue(spec))
+        if replaced is not None:
+            self._replace(replaced, now)
         job = self.build(spec, now)
         self.store.place(job, spec.run_at, now)
         return job, self._admit(job)
+
+    def _holder(self, spec: SubmitSpec, now: float) -> Job | None:
+        """The job holding the submit's unique_key, if any (one past its
+        `unique_for` holds it no more); `conflict` for on_conflict "error"."""
+        assert spec.unique_key is not None
+        holder = self.table.unique.get(spec.unique_key)
+        if holder is None or (holder.unique_for is not None
+                              and now >= holder.created_at + holder.unique_for):
+            return None
+        if spec.on_conflict == C.ON_CONFLICT_ERROR:
+            self.stats.count_deduplicated(spec.handler)
+            raise OpError(C.E_CONFLICT, f"unique_key {spec.unique_key!r} is held by job "
+                                        f"{holder.id} ({holder.status})")
+        if spec.on_conflict != C.ON_CONFLICT_REPLACE or holder.status == C.RUNNING:
+            self.stats.count_deduplicated(spec.handler)
+        return holder
+
+    def _replace(self, holder: Job, now: float) -> None:
+        """on_conflict "replace": the holder, not running, is cancelled."""
+        log.info("job %s (%s) cancelled: replaced by a submit with its unique_key %r",
+                 holder.id, holder.handler, holder.unique_key)
+        self.store.commit([R.CANCEL, holder.id, now])
+        if self.runner is not None:
+            self.runner.take_back(holder)
 
     def submit_plain(self, handler: str, args: list[Any], args_json: bytes,
                      kwargs: dict[str, Any], kwargs_json: bytes,
@@ -176,6 +213,10 @@ class Jobs:
             if spec.job_id is None:
                 spec.job_id = new_id()
         fresh = [s for s in specs if s.job_id not in known]
+        now = self.clock()
+        replaced: list[Job] = []
+        if any(s.unique_key is not None for s in fresh):
+            fresh, replaced = self._unique_batch(fresh, now)
         # Resubmitted jobs: the reply also waits for their original submits.
         seq = max((known[s.job_id].wal_seq for s in specs if s.job_id in known), default=0)
         ids: dict[str, None] = dict.fromkeys(s.job_id or "" for s in fresh)
@@ -193,7 +234,8 @@ class Jobs:
             per_queue[name] = per_queue.get(name, 0) + 1
         for name, n in per_queue.items():
             self._check_room(n, 0, self.store.ready.queues[name])
-        now = self.clock()
+        for holder in replaced:
+            self._replace(holder, now)
         batch: dict[str, Job] = {}
         for spec in _dependency_order(fresh) if linked else fresh:
             job = self.build(spec, now)
@@ -201,6 +243,34 @@ class Jobs:
             batch[job.id] = job
             seq = self._admit(job)
         return [s.job_id or "" for s in specs], seq
+
+    def _unique_batch(self, fresh: list[SubmitSpec], now: float
+                      ) -> tuple[list[SubmitSpec], list[Job]]:
+        """Unique keys in a batch: a spec whose key is held (on_conflict
+        "return") takes the holder's id and creates nothing; "error" refuses
+        the batch; "replace" returns the holders to cancel. Two specs with
+        one key: `invalid_argument`."""
+        keys: set[str] = set()
+        keep: list[SubmitSpec] = []
+        replaced: list[Job] = []
+        for spec in fresh:
+            key = spec.unique_key
+            if key is None:
+                keep.append(spec)
+                continue
+            if key in keys:
+                raise invalid("jobs", f"unique_key {key!r} appears twice in the batch")
+            keys.add(key)
+            holder = self._holder(spec, now)
+            if holder is None:
+                keep.append(spec)
+            elif spec.on_conflict == C.ON_CONFLICT_REPLACE and holder.status != C.RUNNING:
+                replaced.append(holder)
+                keep.append(spec)
+            else:
+                spec.job_id = holder.id
+                spec.duplicate = True
+        return keep, replaced
 
     def _admit(self, job: Job) -> int:
         """Record a new job (its submit is undone if the write fails)."""
@@ -307,6 +377,10 @@ class Jobs:
                       self._next_seq(), now, defaults, spec.name, spec.args_json,
                       spec.kwargs_json, spec.tags, spec.depends_on,
                       spec.queue or queue.name)
+        if spec.unique_key is not None:
+            job.unique_key = spec.unique_key
+            job.unique_for = spec.unique_for
+        job.replay_of = spec.replay_of
         return job
 
     # --- client-driven changes -------------------------------------------------------------

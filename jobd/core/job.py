@@ -97,6 +97,8 @@ class SubmitSpec:
     unique_for: float | None = None
     on_conflict: str = "return"
     plain: bool = False        # only handler/args/kwargs/job_id: every option from defaults
+    replay_of: str | None = None
+    duplicate: bool = False    # set by the submit: a job holding its unique_key was answered
 
 
 class JobIds:
@@ -271,7 +273,8 @@ class Job:
 
     def new_record(self) -> list[Any]:
         """`to_record` of a job just submitted with only defaults set."""
-        if self.queue != C.DEFAULT_QUEUE or self.unique_key is not None:
+        if self.queue != C.DEFAULT_QUEUE or self.unique_key is not None \
+                or self.replay_of is not None:
             return self.to_record()
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff]

@@ -171,6 +171,8 @@ class Lifecycle:
             table.running[job_id] = job
         elif status in C.TERMINAL:
             table.ended(job)
+        if job.unique_key is not None and status not in C.TERMINAL:
+            table.hold_key(job)
         if job.depends_on and status in DEP_BOUND:
             table.link(job)
         for fn in self.listeners:

@@ -22,7 +22,7 @@ DEP_BOUND = frozenset((C.WAITING, C.SCHEDULED))
 
 
 class JobTable:
-    __slots__ = ("jobs", "counts", "dependents", "finished", "dead", "running", "args_bytes",
+    __slots__ = ("jobs", "counts", "dependents", "finished", "dead", "running", "unique", "args_bytes",
                  "seq", "schedules", "orphan_records", "_unsorted")
 
     def __init__(self) -> None:
@@ -32,6 +32,7 @@ class JobTable:
         self.finished: deque[tuple[float, Job]] = deque()     # terminal, by time
         self.dead: deque[tuple[float, Job]] = deque()         # dead letters, by time
         self.running: dict[str, Job] = {}
+        self.unique: dict[str, Job] = {}  # unique_key → the not-yet-terminal job holding it
         self.args_bytes = 0         # JSON text of every job's args and kwargs ([queue] max_args_bytes)
         self.seq = 0                # the last place in the queue handed out
         self.schedules: dict[str, dict[str, Any]] = {}
@@ -66,6 +67,8 @@ class JobTable:
         self.counts[job.status] -= 1
         self.args_bytes -= len(job.args) + len(job.kwargs)
         self.running.pop(job.id, None)
+        if job.unique_key is not None:
+            self.release_key(job)
         job.status = ""          # invalidates every lazy heap entry
 
     def link(self, job: Job) -> None:
@@ -73,8 +76,23 @@ class JobTable:
         for dep in job.depends_on:
             self.dependents.setdefault(dep, []).append(job)
 
+    def hold_key(self, job: Job) -> None:
+        """A new job with a unique_key holds it (the latest submit wins: the
+        daemon admits one only when no live holder is left, so replay
+        rebuilds the same index)."""
+        assert job.unique_key is not None
+        self.unique[job.unique_key] = job
+
+    def release_key(self, job: Job) -> None:
+        key = job.unique_key
+        if key is not None and self.unique.get(key) is job:
+            del self.unique[key]
+
     def ended(self, job: Job) -> None:
-        """Index a job that is now terminal, by the time it ended."""
+        """Index a job that is now terminal, by the time it ended (any
+        terminal status releases its unique key)."""
+        if job.unique_key is not None:
+            self.release_key(job)
         stamp = job.completed_at or 0.0
         which = "dead" if job.status == C.DEAD_LETTER else "finished"
         queue: deque[tuple[float, Job]] = getattr(self, which)

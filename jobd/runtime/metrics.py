@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -86,6 +86,16 @@ class WalStats(Protocol):
     def disk_bytes(self) -> int: ...
 
 
+class FlowStats(Protocol):
+    """Flow control as metrics see it (jobd/control.py `Control`)."""
+
+    @property
+    def holds(self) -> int: ...                  # lanes held back so far
+    def held_counts(self) -> Iterable[tuple[str, str, str, int]]: ...   # queue, handler, reason, n
+    def queue_summaries(self) -> dict[str, dict[str, Any]]: ...
+    def handler_summaries(self) -> dict[str, dict[str, Any]]: ...
+
+
 @dataclass(frozen=True)
 class Sources:
     """Where the gauges are read when metrics are asked for (built by the daemon)."""
@@ -95,7 +105,7 @@ class Sources:
     wal: WalStats
     poller: Any                                   # jobd/runtime/idlepoll.py, or None
     connections: Callable[[], int]
-    holds: Callable[[], int]                      # lanes held back so far (jobd/core/flow.py)
+    flow: FlowStats
 
 
 class Recorder:
@@ -110,6 +120,7 @@ class Recorder:
         self.retried: dict[str, int] = defaultdict(int)
         self.dead_lettered: dict[str, int] = defaultdict(int)
         self.dead_letter_evicted = 0
+        self.deduplicated: dict[str, int] = defaultdict(int)
         self.pending_by_priority: dict[int, int] = defaultdict(int)
         self.running_by_handler: dict[str, int] = defaultdict(int)
         self.pending_by_handler: dict[str, int] = defaultdict(int)
@@ -118,6 +129,10 @@ class Recorder:
         self.retry_delay: dict[str, Histogram] = {}
         self.result_size: dict[str, list[float]] = {}     # [count, sum]
         self.rate = Rate()
+        # Pending jobs per queue in the order they became pending (stale
+        # entries dropped when they reach the front): the oldest's age.
+        self.pending_order: dict[str, deque[Job]] = {}
+        self.pending_by_queue: dict[str, int] = defaultdict(int)
 
     # --- updates (hot path) -------------------------------------------------------
     def on_change(self, job: Job, old: str) -> None:
@@ -125,6 +140,7 @@ class Recorder:
         if old == C.PENDING:
             self.pending_by_priority[job.priority] -= 1
             self.pending_by_handler[job.handler] -= 1
+            self.pending_by_queue[job.queue] -= 1
         elif old == C.RUNNING:
             self.running_by_handler[job.handler] -= 1
             if new != C.PENDING and new != C.RUNNING:   # PENDING: a stop put it back, uncounted
@@ -132,6 +148,7 @@ class Recorder:
         if new == C.PENDING:
             self.pending_by_priority[job.priority] += 1
             self.pending_by_handler[job.handler] += 1
+            self._became_pending(job)
         elif new == C.RUNNING:
             self.running_by_handler[job.handler] += 1
             if old == C.PENDING:
@@ -167,6 +184,29 @@ class Recorder:
         ready_at = job.scheduled_for if job.attempts == 1 and job.scheduled_for else job.created_at
         self.observe_queue_time(job.priority, (job.started_at or 0.0) - ready_at)
 
+    def _became_pending(self, job: Job) -> None:
+        queue = job.queue
+        n = self.pending_by_queue[queue] = self.pending_by_queue[queue] + 1
+        order = self.pending_order.get(queue)
+        if order is None:
+            order = self.pending_order[queue] = deque()
+        order.append(job)
+        if len(order) > 2 * n + 4096:      # stale entries behind a long-pending front
+            self.pending_order[queue] = deque(j for j in order if j.status == C.PENDING)
+
+    def oldest_pending_age(self, queue: str, now: float) -> float:
+        """Seconds the queue's longest-pending job has waited (0: none pending)."""
+        order = self.pending_order.get(queue)
+        while order:
+            job = order[0]
+            if job.status == C.PENDING and job.queue == queue:
+                return max(0.0, now - ready_since(job))
+            order.popleft()
+        return 0.0
+
+    def count_deduplicated(self, handler: str) -> None:
+        self.deduplicated[handler] += 1
+
     def count_evicted(self, n: int) -> None:
         self.dead_letter_evicted += n
 
@@ -189,12 +229,26 @@ class Recorder:
         self.pending_by_priority.clear()
         self.pending_by_handler.clear()
         self.running_by_handler.clear()
+        self.pending_by_queue.clear()
+        self.pending_order.clear()
+        pending = []
         for job in jobs:
             if job.status == C.PENDING:
                 self.pending_by_priority[job.priority] += 1
                 self.pending_by_handler[job.handler] += 1
+                pending.append(job)
             elif job.status == C.RUNNING:
                 self.running_by_handler[job.handler] += 1
+        pending.sort(key=ready_since)
+        for job in pending:
+            self._became_pending(job)
+
+
+def ready_since(job: Job) -> float:
+    """When a pending job became due: its submit, or the due time of a delay
+    or a retry, or when `retry` queued it again."""
+    due = job.scheduled_for
+    return due if due is not None and due > job.created_at else job.created_at
 
 
 def snapshot(rec: Recorder, src: Sources) -> dict[str, Any]:
@@ -213,8 +267,10 @@ def snapshot(rec: Recorder, src: Sources) -> dict[str, Any]:
                 "bytes_written": journal.bytes_written, "fsync_mode": journal.mode},
         "uptime_s": round(time.monotonic() - rec.started, 3),
         "polling": _polling(src.poller),
-        # jobs held back by a handler's max_concurrency, counted each time
-        "limits": {"holds_total": src.holds()},
+        # lanes taken out of the ready index because their handler was held
+        "limits": {"holds_total": src.flow.holds},
+        "queues": _queues(rec, src),
+        "handlers": src.flow.handler_summaries(),
         "totals": {
             "submitted": sum(rec.submitted.values()),
             "completed": sum(n for (_, s), n in rec.completed.items() if s == C.COMPLETED),
@@ -222,6 +278,7 @@ def snapshot(rec: Recorder, src: Sources) -> dict[str, Any]:
             "dead_letter": sum(rec.dead_lettered.values()),
             "dead_letter_evicted": rec.dead_letter_evicted,
             "retried": sum(rec.retried.values()),
+            "deduplicated": sum(rec.deduplicated.values()),
         },
         "connections": src.connections(),
     }
@@ -263,6 +320,18 @@ def prometheus(rec: Recorder, src: Sources) -> str:
         lab = _labels({"handler": h})
         out.append(f"jobd_job_result_size_bytes_sum{lab} {_num(total)}")
         out.append(f"jobd_job_result_size_bytes_count{lab} {int(n)}")
+    queues = _queues(rec, src)
+    _family(out, "jobd_jobs_held", "gauge",
+            "Pending jobs held back (paused, rate limited, ...), by the first reason that applies.",
+            [({"queue": q, "handler": h, "reason": r}, n) for q, h, r, n in list(src.flow.held_counts())])
+    _family(out, "jobd_queue_paused", "gauge", "1 if the queue is paused.",
+            [({"queue": name}, int(q["paused"])) for name, q in queues.items()])
+    _family(out, "jobd_queue_oldest_pending_age_seconds", "gauge",
+            "How long the queue's longest-waiting pending job has waited (0: none).",
+            [({"queue": name}, q["oldest_pending_age_s"]) for name, q in queues.items()])
+    _family(out, "jobd_jobs_deduplicated_total", "counter",
+            "Submits answered with the job already holding their unique_key.",
+            [({"handler": h}, n) for h, n in sorted(rec.deduplicated.items())])
     _family(out, "jobd_queue_jobs", "gauge", "Jobs by status.",
             [({"status": s}, counts[s]) for s in C.STATUSES])
     _family(out, "jobd_wal_fsyncs_total", "counter", "WAL fsyncs.", [({}, src.wal.fsyncs)])
@@ -272,6 +341,14 @@ def prometheus(rec: Recorder, src: Sources) -> str:
     return "\n".join(out) + "\n"
 
 
+
+
+def _queues(rec: Recorder, src: Sources) -> dict[str, dict[str, Any]]:
+    now = time.time()
+    out = src.flow.queue_summaries()
+    for name, q in out.items():
+        q["oldest_pending_age_s"] = round(rec.oldest_pending_age(name, now), 3)
+    return out
 
 
 def _hist(table: dict[Any, Histogram], key: Any, bounds: tuple[float, ...]) -> Histogram:

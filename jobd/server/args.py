@@ -79,7 +79,7 @@ SUBMIT_FIELDS = frozenset({
     "retry_delay", "retry_backoff", "timeout", "tags", "name", "depends_on",
     "delay", "run_at", "job_id", "queue", "unique_key", "unique_for", "on_conflict",
 })
-ON_CONFLICT = ("return", "error", "replace")
+ON_CONFLICT = C.ON_CONFLICT
 
 
 def _run_at(req: dict[str, Any], now: float) -> float | None:

@@ -74,7 +74,10 @@ class Ops:
         if is_plain(req):
             job, seq = self.s.jobs.submit_plain(*parse_plain(req))
         else:
-            job, seq = self.s.jobs.submit(parse_submit(req, self.s.clock()))
+            spec = parse_submit(req, self.s.clock())
+            job, seq = self.s.jobs.submit(spec)
+            if spec.duplicate:
+                return {"job_id": job.id, "status": job.status, "duplicate": True}, seq
         return {"job_id": job.id, "status": job.status}, seq
 
     def op_submit_many(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
@@ -198,12 +201,7 @@ class Ops:
         return {"resumed": resumed}, seq
 
     def op_queues(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        pools = self.s.arbiter.workers.pools
-        out = []
-        for name, gate in sorted(self.s.store.ready.queues.items()):
-            pool = pools.get(name)
-            out.append(self.s.control.queue_view(gate, pool.target if pool is not None else 0))
-        return {"queues": out}, 0
+        return {"queues": self.s.control.queue_views()}, 0
 
     # --- changes --------------------------------------------------------------------------
     def op_cancel(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:

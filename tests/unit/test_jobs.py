@@ -53,6 +53,9 @@ class Stats:
     def count_evicted(self, n: int) -> None:
         self.calls.append(("evicted", n))
 
+    def count_deduplicated(self, handler: str) -> None:
+        self.calls.append(("deduplicated", handler))
+
 
 class Runner:
     """The Runner port, recording each call and the job's status at the time."""
