@@ -77,6 +77,9 @@ from jobd_client.protocol import (
     EV_PROGRESS as EV_PROGRESS,
 )
 from jobd_client.protocol import (
+    EV_REPLAYED as EV_REPLAYED,
+)
+from jobd_client.protocol import (
     EV_STARTED as EV_STARTED,
 )
 from jobd_client.protocol import (

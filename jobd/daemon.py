@@ -23,6 +23,7 @@ from jobd import config as config_mod
 from jobd import constants as C
 from jobd import handlers
 from jobd.boot import Boot, unlink_quiet
+from jobd.bulk import Bulk
 from jobd.config import Config
 from jobd.control import Control, handler_flows, queue_specs
 from jobd.core.job import Job
@@ -109,7 +110,10 @@ class Daemon:
         sources = Sources(counts=self.life.table.counts, pool=self.arbiter.counts, wal=self.wal,
                           poller=self.poller, connections=connections.__len__,
                           flow=self.control)
-        ops = Ops(Services(jobs=self.jobs, control=self.control, store=self.store, arbiter=self.arbiter,
+        self.bulk = Bulk(jobs=self.jobs, store=self.store, runner=self.arbiter, loop=loop,
+                         clock=clock)
+        ops = Ops(Services(jobs=self.jobs, control=self.control, bulk=self.bulk,
+                           store=self.store, arbiter=self.arbiter,
                            scheduler=self.scheduler, events=self.events, recorder=self.recorder,
                            sources=sources, results=self.results, reload=self.reload_code,
                            loop=loop, clock=clock))

@@ -7,16 +7,20 @@ jobd/core/values.py, shared with config and `@handler` options.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import time
 from typing import Any
 
 from jobd import constants as C
+from jobd.core.filters import Filter
 from jobd.core.job import EMPTY_ARGS, EMPTY_DICT, EMPTY_KWARGS, EMPTY_LIST, SubmitSpec, parse_iso
 from jobd.core.values import (
     MAX_NAME,
     MAX_TAGS,
     compact_json,
+    get_bool,
     get_int,
     get_number,
     get_str,
@@ -205,3 +209,89 @@ def _on_conflict(req: dict[str, Any]) -> str:
     if "on_conflict" in req and req.get("unique_key") is None:
         raise invalid("on_conflict", "only applies with a unique_key")
     return str(v)
+
+
+# --- bulk filters (docs/flow-control.md, "Bulk operations") ------------------------------------
+FILTER_FIELDS = ("status", "queue", "handler", "tag", "created_before", "created_after",
+                 "error_match", "ids")
+MAX_FILTER_IDS = 100_000
+
+
+def parse_filter(req: dict[str, Any], purge: bool = False) -> Filter | None:
+    """The filter of `cancel_many`, `retry_many` or `purge`, checked; None
+    when no field is given (only `all: true` may say so; a purge without
+    one keeps its old meaning: every finished job)."""
+    statuses = _statuses(req, C.TERMINAL if purge else C.STATUSES)
+    tag = get_str(req, "tag", limit=2048)
+    if tag is not None and "=" not in tag:
+        raise invalid("tag", "must look like key=value")
+    ids = req.get("ids")
+    if ids is not None:
+        if not isinstance(ids, list) or len(ids) > MAX_FILTER_IDS:
+            raise invalid("ids", f"must be a list of at most {MAX_FILTER_IDS} job ids")
+        for i, v in enumerate(ids):
+            if not isinstance(v, str) or not JOB_ID_RE.match(v):
+                raise invalid(f"ids[{i}]", "must be a job id string")
+    older = get_number(req, "older_than", None) if purge else None
+    flt = Filter(
+        statuses=statuses,
+        queue=None if req.get("queue") is None else queue_name("queue", req["queue"]),
+        handler=get_str(req, "handler", limit=1024),
+        tag=(tag.partition("=")[0], tag.partition("=")[2]) if tag is not None else None,
+        created_before=_time(req, "created_before"),
+        created_after=_time(req, "created_after"),
+        error_match=get_str(req, "error_match", limit=4096),
+        ids=tuple(ids) if ids is not None else None,
+        completed_before=None if older is None else time.time() - older,
+    )
+    every = get_bool(req, "all", False)
+    if flt == Filter():
+        if purge:
+            return Filter(statuses=frozenset(C.TERMINAL))
+        if not every:
+            raise invalid("all", "give at least one filter field (" + ", ".join(FILTER_FIELDS)
+                          + "), or all: true to mean every job")
+        return None
+    if purge and flt.statuses is None:
+        return dataclasses.replace(flt, statuses=frozenset(C.TERMINAL))
+    return flt
+
+
+def _statuses(req: dict[str, Any], allowed: frozenset[str] | tuple[str, ...]
+              ) -> frozenset[str] | None:
+    v = req.get("status")
+    if v is None:
+        return None
+    values = v if isinstance(v, list) else [v]
+    if not values or any(not isinstance(s, str) or s not in allowed for s in values):
+        raise invalid("status", f"must be one of {', '.join(sorted(allowed))} or a list of "
+                                f"them, got {v!r}")
+    return frozenset(values)
+
+
+def _time(req: dict[str, Any], field: str) -> float | None:
+    v = req.get(field)
+    if v is None:
+        return None
+    if not isinstance(v, str):
+        raise invalid(field, f"must be an ISO 8601 time string, got {v!r}")
+    try:
+        return parse_iso(v)
+    except ValueError:
+        raise invalid(field, f"must be an ISO 8601 time string, got {v!r}") from None
+
+
+def parse_replay(req: dict[str, Any], now: float) -> dict[str, Any]:
+    """What a `replay` changes of the job it copies: args, kwargs, priority, queue, delay."""
+    out: dict[str, Any] = {}
+    if req.get("args") is not None:
+        out["args"], out["args_json"] = _args(req["args"])
+    if req.get("kwargs") is not None:
+        out["kwargs"], out["kwargs_json"] = _kwargs(req["kwargs"])
+    if req.get("priority") is not None:
+        out["priority"] = priority_value(req["priority"])
+    if req.get("queue") is not None:
+        out["queue"] = queue_name("queue", req["queue"])
+    if req.get("delay") is not None:
+        out["run_at"] = in_range("delay", now + get_number(req, "delay", 0.0))
+    return out

@@ -70,6 +70,9 @@ def _undecodable(line: bytes) -> bytes:
                        f"{where.lstrip('.')}: NaN and Infinity are not JSON numbers")
 
 
+_NEVER = 1 << 62        # the seq of a held place not yet filled: nothing is that durable
+
+
 class Deferred:
     """Marker an op returns when it will answer later via `Connection.send_late`."""
 
@@ -289,6 +292,26 @@ class Connection(asyncio.Protocol):
         else:
             self.late.append((seq, data))
             self.server.waiting.add(self)
+        self.server.kick()
+
+    def hold_place(self) -> list[Any]:
+        """A place in the reply order for an op that answers later (a bulk
+        op): replies to the requests after it wait behind it, as ops are
+        answered in request order. Fill it with `fill_place`."""
+        entry: list[Any] = [_NEVER, b""]
+        self.queue.append(entry)
+        self.server.waiting.add(self)
+        return entry
+
+    def fill_place(self, entry: list[Any], data: bytes, seq: int) -> None:
+        """The reply for a place held by `hold_place`, sent once `seq` is durable."""
+        entry[1] = data
+        entry[0] = seq
+        if self.closing:
+            return
+        self.unsent += len(data)
+        if self.release(self.server.journal_durable()):
+            self.server.waiting.discard(self)
         self.server.kick()
 
     def send_event(self, data: bytes) -> None:

@@ -18,7 +18,9 @@ import orjson
 
 from jobd import __version__
 from jobd import constants as C
+from jobd.bulk import CANCEL, PURGE, RETRY, Bulk
 from jobd.control import HANDLER, QUEUE, Control
+from jobd.core.filters import Filter
 from jobd.core.job import Job, iso
 from jobd.core.values import get_bool, get_int, get_number, get_str
 from jobd.errors import OpError, invalid
@@ -28,7 +30,15 @@ from jobd.runtime import metrics
 from jobd.runtime.metrics import Recorder, Sources
 from jobd.scheduling.scheduler import Scheduler
 from jobd.scheduling.specs import get_name, parse_schedule, require_handler
-from jobd.server.args import get_job_id, get_status, is_plain, parse_plain, parse_submit
+from jobd.server.args import (
+    get_job_id,
+    get_status,
+    is_plain,
+    parse_filter,
+    parse_plain,
+    parse_replay,
+    parse_submit,
+)
 from jobd.server.connection import DEFERRED, NL, Connection
 from jobd.server.events import EventHub
 from jobd.storage.logs import MAX_READ
@@ -46,6 +56,7 @@ class Services:
 
     jobs: Jobs
     control: Control
+    bulk: Bulk
     store: Store
     arbiter: Arbiter
     scheduler: Scheduler
@@ -214,11 +225,40 @@ class Ops:
         seq = self.s.jobs.retry(job)
         return {"job_id": job.id, "status": job.status}, seq
 
+    # --- bulk (docs/flow-control.md) ------------------------------------------------------
+    # A bulk op answers once its walk is done (many loop turns later, other
+    # clients answered meanwhile), in its place in this connection's replies.
+    def _bulk(self, conn: Connection, rid: Any, kind: str, flt: Filter | None,
+              force: bool = False, dry_run: bool = False) -> Reply:
+        place = conn.hold_place()
+
+        def done(reply: dict[str, Any], seq: int) -> None:
+            reply["id"], reply["ok"] = rid, True
+            conn.fill_place(place, orjson.dumps(reply) + NL, seq)
+
+        self.s.bulk.start(kind, flt or Filter(), done, force=force, dry_run=dry_run)
+        return DEFERRED, 0
+
+    def op_cancel_many(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        flt = parse_filter(req)
+        return self._bulk(conn, rid, CANCEL, flt, get_bool(req, "force", False),
+                          get_bool(req, "dry_run", False))
+
+    def op_retry_many(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        flt = parse_filter(req)
+        return self._bulk(conn, rid, RETRY, flt, dry_run=get_bool(req, "dry_run", False))
+
     def op_purge(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        status = get_status(req, allowed=C.TERMINAL)
-        older = get_number(req, "older_than", None)
-        purged, seq = self.s.jobs.purge(status, older)
-        return {"purged": purged}, seq
+        """`purge` with the bulk filter; with none, every finished job (as before)."""
+        flt = parse_filter(req, purge=True)
+        return self._bulk(conn, rid, PURGE, flt, dry_run=get_bool(req, "dry_run", False))
+
+    def op_replay(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        job = self.s.jobs.get(get_job_id(req))
+        new, seq = self.s.bulk.replay(job, parse_replay(req, self.s.clock()))
+        self.s.events.publish(C.EV_REPLAYED, new.id, {"replay_of": job.id,
+                                                      "handler": new.handler})
+        return {"job_id": new.id, "status": new.status}, seq
 
     # --- listing --------------------------------------------------------------------------
     def op_list(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
