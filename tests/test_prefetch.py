@@ -192,3 +192,20 @@ def test_a_job_cancelled_and_retried_while_its_drop_is_unanswered_runs_once(make
     ran = [line.split()[0] for line in _lines(out)]
     expected = [f"job{i}" for i in range(8)] + [f"low{i}" for i in range(20)] + ["marker"]
     assert sorted(ran) == sorted(expected), ran
+
+
+def test_jobs_sent_ahead_behind_a_long_job_run_on_a_worker_that_comes_free(make_daemon, tmp_path):
+    """A worker busy with a long job answers a DROP at once (its watcher
+    thread reads it), so jobs sent ahead to it run on a new worker instead
+    of waiting for the long job to end."""
+    d = make_daemon(workers=1)
+    c = d.client()
+    blocker, ids, out = _backlog(c, tmp_path)
+    wait_until(lambda: sum(w["status"] == "busy" for w in c.workers()) == 1,
+               what="the worker busy")
+    c.scale(2)                                   # the new worker takes the jobs sent ahead
+    for job_id in ids:
+        assert c.wait(job_id, timeout=20).status == "completed"
+    assert c.status(blocker).status == "running"
+    assert sorted(int(line.split()[0]) for line in _lines(out)) == [0, 1, 2]
+    c.cancel(blocker, force=True)

@@ -6,11 +6,19 @@ heartbeat thread writes a heartbeat (with RSS) every `heartbeat_interval`,
 so a worker stopped (SIGSTOP) or stuck in C code holding the GIL goes quiet
 and the daemon kills it. The heartbeat thread also exits the process if the
 daemon's end of the channel is gone.
+
+Control frames (DROP, CANCEL, STOP) that arrive while a job runs are read
+when the handler next calls into jobd (progress, cancel_requested), and, for
+a job that has run longer than `WATCH_INTERVAL`, by a watcher thread: a job
+sent ahead to a worker busy with a long job is given back at once when the
+daemon takes it back, instead of waiting behind that job. Short jobs never
+wake the watcher; `frames` (a lock) keeps the two readers apart.
 """
 from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import socket
 import threading
@@ -27,6 +35,7 @@ from jobd.pool import frames as F
 from jobd.pool.capture import Capture
 
 PROGRESS_MIN_INTERVAL = 0.05     # seconds between progress frames for one job
+WATCH_INTERVAL = 0.05            # a job running this long has its control frames read by the watcher
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -45,7 +54,8 @@ class Worker:
         self.worker_id = worker_id
         self.heartbeat = heartbeat
         self.reader = F.FrameReader(sock)
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()           # one writer at a time
+        self.frames = threading.RLock()        # one reader at a time (main thread, watcher)
         self.pending: list[tuple[int, bytes]] = []     # frames read ahead
         self.ctx: H.JobContext | None = None
         self.stop = False
@@ -61,10 +71,15 @@ class Worker:
         with self.lock:
             self.sock.sendall(data)
 
+    def poll_locked(self) -> None:
+        """`poll` from inside a running handler (progress, cancel_requested)."""
+        with self.frames:
+            self.poll()
+
     def poll(self) -> None:
         """Take every frame that has arrived, without waiting: control frames
-        are handled, jobs queue in `pending`. Called before each job starts
-        and while a handler runs (progress, cancel_requested)."""
+        are handled, jobs queue in `pending`. Called (holding `frames`)
+        before each job starts and while a handler runs."""
         poller = self.reader.poller
         while self.reader.buffered() or poller.poll(0):
             frame = self.reader.read()
@@ -103,18 +118,41 @@ class Worker:
     # --- main loop -----------------------------------------------------------------
     def run(self) -> None:
         threading.Thread(target=self._heartbeats, name="jobd-heartbeat", daemon=True).start()
+        threading.Thread(target=self._watch, name="jobd-watch", daemon=True).start()
         self.send(F.READY, orjson.dumps([os.getpid(), rss_bytes()]))
         while True:
-            self.poll()                 # a DROP that has arrived stops its job before it starts
-            if not self.pending:
-                if self.stop:
-                    return              # STOP comes after every job sent to us: all done
-                frame = self.reader.read()          # wait for the next frame
-                if frame is None:
-                    return
-                self._control(frame)
+            with self.frames:
+                self.poll()             # a DROP that has arrived stops its job before it starts
+                if not self.pending:
+                    if self.stop:
+                        return          # STOP comes after every job sent to us: all done
+                    frame = self.reader.read()      # wait for the next frame
+                    if frame is None:
+                        return
+                    self._control(frame)
+                    continue
+                body = self.pending.pop(0)[1]
+            self._run(orjson.loads(body))
+
+    def _watch(self) -> None:
+        """Read control frames for a job that runs long (see the module doc)."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN)
+        seen: H.JobContext | None = None
+        while True:
+            time.sleep(WATCH_INTERVAL)
+            ctx = self.ctx
+            if ctx is None or ctx is not seen:
+                seen = ctx              # a job that started since the last look: not long yet
                 continue
-            self._run(orjson.loads(self.pending.pop(0)[1]))
+            if not (self.reader.buffered() or poller.poll(0)):
+                continue
+            if self.frames.acquire(blocking=False):
+                try:
+                    if self.ctx is ctx:
+                        self.poll()
+                finally:
+                    self.frames.release()
 
     def _heartbeats(self) -> None:
         parent = os.getppid()
@@ -130,7 +168,8 @@ class Worker:
     def _run(self, msg: list[Any]) -> None:
         job_id, name, args, kwargs, attempt, tags = msg
         spec = H.registry().get(name)
-        self.ctx = ctx = H.JobContext(job_id, attempt, name, tags, self._progress, self.poll)
+        self.ctx = ctx = H.JobContext(job_id, attempt, name, tags, self._progress,
+                                      self.poll_locked)
         if job_id in self.early_cancel:
             self.early_cancel.discard(job_id)
             ctx._request_cancel()

@@ -295,3 +295,17 @@ def snooze_once(path: str, after: float) -> int:
             f.write(str(time.time()))
         raise Snooze(after=after)
     return current_job().attempt
+
+
+def _gated(path: str) -> str:
+    """Run until the test creates `path` (a job the test finishes when it chooses)."""
+    deadline = time.time() + 120
+    while not os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.005)
+    return "released"
+
+
+# Three handlers with the same body (the flow-control model test holds them apart).
+gated_a = handler(name="gated_a")(_gated)
+gated_b = handler(name="gated_b")(_gated)
+gated_c = handler(name="gated_c")(_gated)
