@@ -6,10 +6,8 @@ Reply shapes: `cancel_many` → matched, cancelled, sample (up to 5 ids);
 job's view has `replay_of`; a submit whose `unique_key` a live job holds
 answers that job's id with `duplicate: true`.
 
-The tests marked `usefixtures("bulk_ops")` need the daemon ops
-`cancel_many`, `retry_many` and `replay`; against a daemon without them
-(`unknown_op`) they are skipped, saying so. Jobs are kept from starting by
-pausing their queue or handler, so no test races a worker.
+Jobs are kept from starting by pausing their queue or handler, so no test
+races a worker.
 """
 from __future__ import annotations
 
@@ -28,9 +26,7 @@ from jobd_client import (
     Client,
     Conflict,
     InvalidArgument,
-    JobdError,
     NotFound,
-    UnknownOp,
 )
 
 QUEUES_CONFIG = """
@@ -43,20 +39,6 @@ SAMPLE_MAX = 5
 @pytest.fixture
 def bulk_daemon(make_daemon: Callable[..., DaemonProc]) -> DaemonProc:
     return make_daemon(workers=1, config=QUEUES_CONFIG)
-
-
-@pytest.fixture
-def bulk_ops(bulk_daemon: DaemonProc) -> None:
-    """Skip, saying why, when the daemon does not know the bulk ops and replay."""
-    probe = bulk_daemon.client()
-    for op, args in (("cancel_many", {"ids": [], "dry_run": True}),
-                     ("retry_many", {"ids": [], "dry_run": True}), ("replay", {"job_id": "0" * 32})):
-        try:
-            probe.call(op, **args)
-        except UnknownOp:
-            pytest.skip(f"this daemon has no {op} op yet")
-        except JobdError:       # it knows the op; only the probe's arguments are refused
-            pass
 
 
 @pytest.fixture
@@ -99,7 +81,6 @@ def iso_between(before: str, after: str) -> str:
 
 # --- cancel_many -----------------------------------------------------------------------------------
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_cancel_many_counts_in_a_dry_run_then_cancels(c: Client) -> None:
     c.pause(queue="default")
     ids = [c.submit(T + "noop") for _ in range(8)]
@@ -114,7 +95,6 @@ def test_cancel_many_counts_in_a_dry_run_then_cancels(c: Client) -> None:
     assert statuses(c, ids) == {"cancelled"} and statuses(c, others) == {"pending"}
 
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_a_filter_with_no_field_needs_all(c: Client) -> None:
     c.pause(queue="default")
     ids = [c.submit(T + "noop") for _ in range(3)]
@@ -127,7 +107,6 @@ def test_a_filter_with_no_field_needs_all(c: Client) -> None:
     assert c.cancel_many(all=True)["cancelled"] == 3
 
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_cancel_many_filters(c: Client) -> None:
     c.pause(queue="default")
     c.pause(queue="slow")
@@ -149,7 +128,6 @@ def test_cancel_many_filters(c: Client) -> None:
     assert statuses(c, tagged + slow + later) == {"pending"}
 
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_cancel_many_asks_running_jobs_and_force_kills_them(c: Client, tmp_path: Path) -> None:
     started = tmp_path / "started"
     running = c.submit(T + "block", [str(started)])
@@ -164,7 +142,6 @@ def test_cancel_many_asks_running_jobs_and_force_kills_them(c: Client, tmp_path:
 
 # --- retry_many ------------------------------------------------------------------------------------
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_retry_many_counts_then_retries_failed_jobs(c: Client) -> None:
     failed = failed_jobs(c, 4)
     completed = c.submit(T + "add", [1, 1])
@@ -181,7 +158,6 @@ def test_retry_many_counts_then_retries_failed_jobs(c: Client) -> None:
     assert c.status(completed).status == "completed"        # retry never touches a completed job
 
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_retry_many_by_error_text(c: Client) -> None:
     timeouts = failed_jobs(c, 2, "upstream timeout")
     failed_jobs(c, 3, "bad input")
@@ -193,7 +169,6 @@ def test_retry_many_by_error_text(c: Client) -> None:
 
 # --- purge's filter ----------------------------------------------------------------------------------
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_purge_takes_the_filter(c: Client) -> None:
     adds = [c.submit(T + "add", [i, 1]) for i in range(3)]
     noops = [c.submit(T + "noop") for _ in range(2)]
@@ -209,7 +184,6 @@ def test_purge_takes_the_filter(c: Client) -> None:
 
 # --- replay ----------------------------------------------------------------------------------------------
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_replay_makes_a_new_job_and_leaves_the_original(c: Client) -> None:
     original = c.submit(T + "add", [1, 2], tags={"k": "v"}, queue="slow")
     before = c.wait(original, timeout=20)
@@ -225,7 +199,6 @@ def test_replay_makes_a_new_job_and_leaves_the_original(c: Client) -> None:
     assert (job.result, job.priority, job.queue, job.replay_of) == (10, 20, "default", original)
 
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_replay_refuses_a_job_that_has_not_ended(c: Client) -> None:
     c.pause(queue="default")
     pending = c.submit(T + "noop")
@@ -235,7 +208,6 @@ def test_replay_refuses_a_job_that_has_not_ended(c: Client) -> None:
         c.replay("0" * 32)
 
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_replay_emits_an_event(bulk_daemon: DaemonProc, c: Client) -> None:
     original = c.submit(T + "noop")
     c.wait(original, timeout=20)
@@ -280,7 +252,6 @@ def test_submit_many_items_take_unique_keys_and_queues(c: Client) -> None:
 
 # --- asyncio ----------------------------------------------------------------------------------------------
 
-@pytest.mark.usefixtures("bulk_ops")
 async def test_async_bulk_replay_and_unique(bulk_daemon: DaemonProc) -> None:
     async with AsyncClient(bulk_daemon.socket) as a:
         await a.pause(queue="slow")
@@ -309,7 +280,6 @@ def held(c: Client) -> Iterator[list[str]]:
     yield [c.submit(T + "noop") for _ in range(6)]
 
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_cli_cancel_all_is_a_dry_run_until_yes(cli: Callable[..., Any], c: Client,
                                                held: list[str]) -> None:
     code, out, _ = cli("cancel", "--all", "--handler", T + "noop")
@@ -329,7 +299,6 @@ def test_cli_cancel_all_is_a_dry_run_until_yes(cli: Callable[..., Any], c: Clien
     assert code == 0 and out == "no job matches: nothing to cancel\n"
 
 
-@pytest.mark.usefixtures("bulk_ops")
 def test_cli_retry_all_and_replay(cli: Callable[..., Any], c: Client) -> None:
     failed = failed_jobs(c, 3)
     c.pause(handler=T + "permanent")
