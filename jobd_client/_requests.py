@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 from . import protocol as P
 from .errors import WaitTimeout, error_from_reply
@@ -50,14 +50,34 @@ Steps = Generator[Batch, list[Any], T]
 
 # Ops a client may send again when the connection died after the request went
 # out (the daemon may have applied it): reads, and changes whose repeat changes
-# nothing (submits carry a job id; scale sets a target; schedule_add upserts).
-# cancel, retry, purge, restart_worker, schedule_remove and reload are not: a
-# repeat would answer differently or act twice.
+# nothing (submits carry a job id; scale sets a target; schedule_add upserts;
+# a second pause leaves the same pause, its `since` kept). cancel, retry, purge,
+# restart_worker, schedule_remove, reload, resume (a repeat answers `resumed:
+# false`), cancel_many and retry_many (their counts would be the repeat's) and
+# replay (a second new job) are not: a repeat would answer differently or act twice.
 RESENDABLE = frozenset({
     P.OP_HELLO, P.OP_SUBMIT, P.OP_SUBMIT_MANY, P.OP_STATUS, P.OP_PROGRESS, P.OP_RESULT,
     P.OP_WAIT, P.OP_LIST, P.OP_DEAD_LETTERS, P.OP_METRICS, P.OP_WORKERS, P.OP_SCALE,
-    P.OP_SCHEDULE_ADD, P.OP_SCHEDULE_LIST, P.OP_LOGS, P.OP_HANDLERS,
+    P.OP_SCHEDULE_ADD, P.OP_SCHEDULE_LIST, P.OP_LOGS, P.OP_HANDLERS, P.OP_QUEUES, P.OP_PAUSE,
 })
+
+
+class JobFilter(TypedDict, total=False):
+    """Which jobs a bulk op (`cancel_many`, `retry_many`, `purge`) touches, besides
+    `status`; every field given must match. `all=True` stands for "no filter":
+    without it a filter with no field is refused (`invalid_argument`)."""
+
+    queue: str
+    handler: str
+    tag: str                  # "key=value"
+    created_before: str       # ISO 8601
+    created_after: str
+    error_match: str          # a substring of the job's error
+    ids: list[str]
+    all: bool
+
+
+FILTER_FIELDS = JobFilter.__optional_keys__
 
 
 def lost_after_send(op: str) -> str:
@@ -154,8 +174,8 @@ def cancel(job_id: str, force: bool = False) -> Call[bool]:
 
 
 def list_jobs(status: str | None, handler: str | None, tag: str | None,
-              limit: int, offset: int) -> Call[Page]:
-    args = compact(status=status, handler=handler, tag=tag, limit=limit, offset=offset)
+              limit: int, offset: int, queue: str | None = None) -> Call[Page]:
+    args = compact(status=status, handler=handler, tag=tag, queue=queue, limit=limit, offset=offset)
     return Call(P.OP_LIST, args, Page.from_reply)
 
 
@@ -167,8 +187,9 @@ def retry(job_id: str) -> Call[str]:
     return Call(P.OP_RETRY, {"job_id": job_id}, pick("status"))
 
 
-def purge(status: str | None, older_than: float | None) -> Call[int]:
-    args = compact(status=status, older_than=older_than)
+def purge(status: str | list[str] | None, older_than: float | None,
+          where: JobFilter | None = None) -> Call[int]:
+    args = {**job_filter(status, where or {}), **compact(older_than=older_than)}
     return Call(P.OP_PURGE, args, lambda r: int(r.get("purged", 0)))
 
 
@@ -181,8 +202,8 @@ def workers() -> Call[list[dict[str, Any]]]:
     return Call(P.OP_WORKERS, {}, pick("workers"))
 
 
-def scale(count: int) -> Call[Reply]:
-    return Call(P.OP_SCALE, {"count": count}, body)
+def scale(count: int, queue: str | None = None) -> Call[Reply]:
+    return Call(P.OP_SCALE, compact(count=count, queue=queue), body)
 
 
 def restart_worker(worker_id: Any) -> Call[bool]:
@@ -221,6 +242,57 @@ def reload() -> Call[Reply]:
 
 def handlers() -> Call[list[Any]]:
     return Call(P.OP_HANDLERS, {}, lambda r: r.get("handlers") or [])
+
+
+# --- flow control: queues, pauses, bulk changes, replays ------------------------------
+
+def queues() -> Call[list[Any]]:
+    return Call(P.OP_QUEUES, {}, lambda r: r.get("queues") or [])
+
+
+def pause(queue: str | None, handler: str | None, for_s: float | None,
+          reason: str | None) -> Call[dict[str, Any]]:
+    """`for_s` is the op's `for` (a keyword in Python). Returns the `paused` view."""
+    args = compact(queue=queue, handler=handler, reason=reason, **{"for": for_s})
+    return Call(P.OP_PAUSE, args, lambda r: r.get("paused") or {})
+
+
+def resume(queue: str | None, handler: str | None) -> Call[bool]:
+    """True when it was paused."""
+    return Call(P.OP_RESUME, compact(queue=queue, handler=handler), lambda r: bool(r.get("resumed")))
+
+
+def job_filter(status: str | list[str] | None, where: JobFilter) -> dict[str, Any]:
+    """The filter fields of a bulk request. A misspelt field raises TypeError
+    here: sent, the daemon would not know it and the filter would match more."""
+    unknown = sorted(set(where) - FILTER_FIELDS)
+    if unknown:
+        known = ", ".join(["status", *sorted(FILTER_FIELDS)])
+        raise TypeError(f"unknown filter field {', '.join(map(repr, unknown))}; known: {known}")
+    out = compact(status=status, **{k: v for k, v in where.items() if k != "all"})
+    if where.get("all"):
+        out["all"] = True
+    return out
+
+
+def cancel_many(status: str | list[str] | None, where: JobFilter, force: bool,
+                dry_run: bool) -> Call[Reply]:
+    """`matched`, `cancelled`, `sample` (up to 5 ids)."""
+    args = {**job_filter(status, where), "force": force, "dry_run": dry_run}
+    return Call(P.OP_CANCEL_MANY, args, body)
+
+
+def retry_many(status: str | list[str] | None, where: JobFilter, dry_run: bool) -> Call[Reply]:
+    """`matched`, `retried`, `sample` (up to 5 ids)."""
+    return Call(P.OP_RETRY_MANY, {**job_filter(status, where), "dry_run": dry_run}, body)
+
+
+def replay(job_id: str, args: list[Any] | None, kwargs: dict[str, Any] | None,
+           priority: int | str | None, queue: str | None, delay: float | None) -> Call[str]:
+    """A new job from a terminal one; returns the new job's id."""
+    fields = compact(job_id=job_id, args=args, kwargs=kwargs, priority=priority, queue=queue,
+                     delay=delay)
+    return Call(P.OP_REPLAY, fields, pick("job_id"))
 
 
 # --- status, wait, wait_many: several round trips -----------------------------------

@@ -11,9 +11,10 @@ import contextlib
 import itertools
 from collections.abc import Generator, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from . import _requests as rq
+from ._requests import JobFilter
 from ._wire import MAX_LINE_BYTES, decode, encode
 from .errors import DaemonUnavailable, no_daemon
 from .models import Event, Job, Page
@@ -24,6 +25,7 @@ T = TypeVar("T")
 Args = list[Any]
 Dicts = list[dict[str, Any]]
 Strings = list[str]
+Statuses = str | list[str] | None
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
@@ -271,11 +273,20 @@ class AsyncClient:
                      retry_backoff: float | None = None, timeout: float | None = None,
                      tags: dict[str, Any] | None = None, name: str | None = None,
                      depends_on: Strings | None = None, delay: float | None = None,
-                     run_at: str | None = None, job_id: str | None = None) -> str:
-        """Queue one job and return its id (generated here when not given, for safe resends)."""
+                     run_at: str | None = None, job_id: str | None = None,
+                     queue: str | None = None, unique_key: str | None = None,
+                     unique_for: float | None = None, on_conflict: str | None = None) -> str:
+        """Queue one job and return its id (generated here when not given, for safe resends).
+
+        With a `unique_key` that a live job holds, no job is made: the id
+        returned is the holder's (`on_conflict="return"`, the default), or
+        Conflict is raised (`"error"`), or a holder that has not started is
+        cancelled for the new job (`"replace"`)."""
         options = dict(priority=priority, max_retries=max_retries, retry_delay=retry_delay,
                        retry_backoff=retry_backoff, timeout=timeout, tags=tags, name=name,
-                       depends_on=depends_on, delay=delay, run_at=run_at, job_id=job_id)
+                       depends_on=depends_on, delay=delay, run_at=run_at, job_id=job_id,
+                       queue=queue, unique_key=unique_key, unique_for=unique_for,
+                       on_conflict=on_conflict)
         return await self._run(rq.submit(handler, args, kwargs, options))
 
     async def submit_many(self, jobs: Dicts) -> Strings:
@@ -310,9 +321,10 @@ class AsyncClient:
         return await self._run(rq.cancel(job_id, force))
 
     async def list(self, status: str | None = None, handler: str | None = None,
-                   tag: str | None = None, limit: int = 100, offset: int = 0) -> Page:
+                   tag: str | None = None, limit: int = 100, offset: int = 0,
+                   queue: str | None = None) -> Page:
         """Jobs in submit order, filtered; `tag` is "key=value"."""
-        return await self._run(rq.list_jobs(status, handler, tag, limit, offset))
+        return await self._run(rq.list_jobs(status, handler, tag, limit, offset, queue))
 
     async def dead_letters(self, limit: int = 100, offset: int = 0) -> Page:
         """Jobs whose retries are exhausted."""
@@ -322,9 +334,11 @@ class AsyncClient:
         """Run a dead-lettered, failed or cancelled job again; returns its new status."""
         return await self._run(rq.retry(job_id))
 
-    async def purge(self, status: str | None = None, older_than: float | None = None) -> int:
-        """Delete finished jobs; returns how many."""
-        return await self._run(rq.purge(status, older_than))
+    async def purge(self, status: Statuses = None, older_than: float | None = None,
+                    **where: Unpack[JobFilter]) -> int:
+        """Delete finished jobs (older than `older_than` s, matching the filter
+        fields given: `queue`, `handler`, `tag`, ...); returns how many."""
+        return await self._run(rq.purge(status, older_than, where))
 
     async def metrics(self, format: str = "json") -> Any:
         """The metrics object, or the Prometheus text when format="prometheus"."""
@@ -334,9 +348,10 @@ class AsyncClient:
         """One dict per worker process."""
         return await self._run(rq.workers())
 
-    async def scale(self, count: int) -> dict[str, Any]:
-        """Set the worker count; returns `previous` and `target`."""
-        return await self._run(rq.scale(count))
+    async def scale(self, count: int, queue: str | None = None) -> dict[str, Any]:
+        """Set the worker count of a queue's pool (default `default`); returns
+        `previous` and `target`."""
+        return await self._run(rq.scale(count, queue))
 
     async def restart_worker(self, worker_id: Any) -> bool:
         """Recycle one worker process."""
@@ -372,9 +387,46 @@ class AsyncClient:
         `handlers_removed`, `error` (why not, the old code still serving)."""
         return await self._run(rq.reload())
 
-    async def handlers(self) -> Args:
-        """The registered handlers, as the daemon describes them."""
+    async def handlers(self) -> Dicts:
+        """The registered handlers, as the daemon describes them (queue, state,
+        paused, pending, running, held, options)."""
         return await self._run(rq.handlers())
+
+    # --- flow control ---------------------------------------------------------------
+
+    async def queues(self) -> Dicts:
+        """One dict per queue: name, workers, paused, rate, max_size, counts, held."""
+        return await self._run(rq.queues())
+
+    async def pause(self, queue: str | None = None, handler: str | None = None,
+                    for_s: float | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Hold the jobs of a queue or of a handler (exactly one), for `for_s`
+        seconds or until `resume`. Returns the pause: `queue` or `handler`,
+        `since`, `until`, `reason`, `by_uid`. Running jobs finish."""
+        return await self._run(rq.pause(queue, handler, for_s, reason))
+
+    async def resume(self, queue: str | None = None, handler: str | None = None) -> bool:
+        """Lift a pause; False when it was not paused."""
+        return await self._run(rq.resume(queue, handler))
+
+    async def cancel_many(self, *, status: Statuses = None, force: bool = False,
+                          dry_run: bool = False, **where: Unpack[JobFilter]) -> dict[str, Any]:
+        """Cancel the jobs matching the filter: `matched`, `cancelled`, `sample`
+        (up to 5 ids). `dry_run` only counts. Running jobs need `force`."""
+        return await self._run(rq.cancel_many(status, where, force, dry_run))
+
+    async def retry_many(self, *, status: Statuses = None, dry_run: bool = False,
+                         **where: Unpack[JobFilter]) -> dict[str, Any]:
+        """Run the matching dead-lettered, failed and cancelled jobs again:
+        `matched`, `retried`, `sample`. `dry_run` only counts."""
+        return await self._run(rq.retry_many(status, where, dry_run))
+
+    async def replay(self, job_id: str, args: Args | None = None,
+                     kwargs: dict[str, Any] | None = None, priority: int | str | None = None,
+                     queue: str | None = None, delay: float | None = None) -> str:
+        """A new job from a terminal one (its handler, args, options; those given
+        here replace them); returns the new job's id. The original is untouched."""
+        return await self._run(rq.replay(job_id, args, kwargs, priority, queue, delay))
 
 
 class AsyncWatchStream:

@@ -12,9 +12,10 @@ import socket
 import threading
 from collections.abc import Iterator, Sequence
 from types import TracebackType
-from typing import IO, Any, TypeVar
+from typing import IO, Any, TypeVar, Unpack
 
 from . import _requests as rq
+from ._requests import JobFilter
 from ._wire import decode, encode
 from .errors import DaemonUnavailable, no_daemon
 from .models import Event, Job, Page
@@ -25,6 +26,7 @@ T = TypeVar("T")
 Args = list[Any]
 Dicts = list[dict[str, Any]]
 Strings = list[str]
+Statuses = str | list[str] | None
 # Errors meaning "the peer went away": reconnect and resend once.
 _BROKEN = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -259,11 +261,20 @@ class Client:
                retry_backoff: float | None = None, timeout: float | None = None,
                tags: dict[str, Any] | None = None, name: str | None = None,
                depends_on: Strings | None = None, delay: float | None = None,
-               run_at: str | None = None, job_id: str | None = None) -> str:
-        """Queue one job and return its id (generated here when not given, for safe resends)."""
+               run_at: str | None = None, job_id: str | None = None,
+               queue: str | None = None, unique_key: str | None = None,
+               unique_for: float | None = None, on_conflict: str | None = None) -> str:
+        """Queue one job and return its id (generated here when not given, for safe resends).
+
+        With a `unique_key` that a live job holds, no job is made: the id
+        returned is the holder's (`on_conflict="return"`, the default), or
+        Conflict is raised (`"error"`), or a holder that has not started is
+        cancelled for the new job (`"replace"`)."""
         options = dict(priority=priority, max_retries=max_retries, retry_delay=retry_delay,
                        retry_backoff=retry_backoff, timeout=timeout, tags=tags, name=name,
-                       depends_on=depends_on, delay=delay, run_at=run_at, job_id=job_id)
+                       depends_on=depends_on, delay=delay, run_at=run_at, job_id=job_id,
+                       queue=queue, unique_key=unique_key, unique_for=unique_for,
+                       on_conflict=on_conflict)
         return self._run(rq.submit(handler, args, kwargs, options))
 
     def submit_many(self, jobs: Dicts) -> Strings:
@@ -299,9 +310,10 @@ class Client:
         return self._run(rq.cancel(job_id, force))
 
     def list(self, status: str | None = None, handler: str | None = None,
-             tag: str | None = None, limit: int = 100, offset: int = 0) -> Page:
+             tag: str | None = None, limit: int = 100, offset: int = 0,
+             queue: str | None = None) -> Page:
         """Jobs in submit order, filtered; `tag` is "key=value"."""
-        return self._run(rq.list_jobs(status, handler, tag, limit, offset))
+        return self._run(rq.list_jobs(status, handler, tag, limit, offset, queue))
 
     def dead_letters(self, limit: int = 100, offset: int = 0) -> Page:
         """Jobs whose retries are exhausted."""
@@ -311,9 +323,11 @@ class Client:
         """Run a dead-lettered, failed or cancelled job again; returns its new status."""
         return self._run(rq.retry(job_id))
 
-    def purge(self, status: str | None = None, older_than: float | None = None) -> int:
-        """Delete finished jobs; returns how many."""
-        return self._run(rq.purge(status, older_than))
+    def purge(self, status: Statuses = None, older_than: float | None = None,
+              **where: Unpack[JobFilter]) -> int:
+        """Delete finished jobs (older than `older_than` s, matching the filter
+        fields given: `queue`, `handler`, `tag`, ...); returns how many."""
+        return self._run(rq.purge(status, older_than, where))
 
     def metrics(self, format: str = "json") -> Any:
         """The metrics object, or the Prometheus text when format="prometheus"."""
@@ -323,9 +337,10 @@ class Client:
         """One dict per worker process."""
         return self._run(rq.workers())
 
-    def scale(self, count: int) -> dict[str, Any]:
-        """Set the worker count; returns `previous` and `target`."""
-        return self._run(rq.scale(count))
+    def scale(self, count: int, queue: str | None = None) -> dict[str, Any]:
+        """Set the worker count of a queue's pool (default `default`); returns
+        `previous` and `target`."""
+        return self._run(rq.scale(count, queue))
 
     def restart_worker(self, worker_id: Any) -> bool:
         """Recycle one worker process."""
@@ -360,9 +375,46 @@ class Client:
         `handlers_removed`, `error` (why not, the old code still serving)."""
         return self._run(rq.reload())
 
-    def handlers(self) -> Args:
-        """The registered handlers, as the daemon describes them."""
+    def handlers(self) -> Dicts:
+        """The registered handlers, as the daemon describes them (queue, state,
+        paused, pending, running, held, options)."""
         return self._run(rq.handlers())
+
+    # --- flow control ---------------------------------------------------------------
+
+    def queues(self) -> Dicts:
+        """One dict per queue: name, workers, paused, rate, max_size, counts, held."""
+        return self._run(rq.queues())
+
+    def pause(self, queue: str | None = None, handler: str | None = None,
+              for_s: float | None = None, reason: str | None = None) -> dict[str, Any]:
+        """Hold the jobs of a queue or of a handler (exactly one), for `for_s`
+        seconds or until `resume`. Returns the pause: `queue` or `handler`,
+        `since`, `until`, `reason`, `by_uid`. Running jobs finish."""
+        return self._run(rq.pause(queue, handler, for_s, reason))
+
+    def resume(self, queue: str | None = None, handler: str | None = None) -> bool:
+        """Lift a pause; False when it was not paused."""
+        return self._run(rq.resume(queue, handler))
+
+    def cancel_many(self, *, status: Statuses = None, force: bool = False, dry_run: bool = False,
+                    **where: Unpack[JobFilter]) -> dict[str, Any]:
+        """Cancel the jobs matching the filter: `matched`, `cancelled`, `sample`
+        (up to 5 ids). `dry_run` only counts. Running jobs need `force`."""
+        return self._run(rq.cancel_many(status, where, force, dry_run))
+
+    def retry_many(self, *, status: Statuses = None, dry_run: bool = False,
+                   **where: Unpack[JobFilter]) -> dict[str, Any]:
+        """Run the matching dead-lettered, failed and cancelled jobs again:
+        `matched`, `retried`, `sample`. `dry_run` only counts."""
+        return self._run(rq.retry_many(status, where, dry_run))
+
+    def replay(self, job_id: str, args: Args | None = None, kwargs: dict[str, Any] | None = None,
+               priority: int | str | None = None, queue: str | None = None,
+               delay: float | None = None) -> str:
+        """A new job from a terminal one (its handler, args, options; those given
+        here replace them); returns the new job's id. The original is untouched."""
+        return self._run(rq.replay(job_id, args, kwargs, priority, queue, delay))
 
 
 class WatchStream:

@@ -13,7 +13,12 @@ from .protocol import COMPLETED, TERMINAL
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """The job view, plus `result` (filled by `status` and `wait` for a completed job, else None)."""
+    """The job view, plus `result` (filled by `status` and `wait` for a completed job, else None).
+
+    `queue`, `held` (null, or `{reason, since, until}`: why a due job may not
+    start now), `unique_key` and `replay_of` (the job it was replayed from)
+    are None from a daemon that does not send them.
+    """
 
     id: str | None = None
     name: str | None = None
@@ -37,6 +42,10 @@ class Job:
     progress: dict[str, Any] | None = None
     error: str | None = None
     result: Any = None
+    queue: str | None = None
+    held: dict[str, Any] | None = None
+    unique_key: str | None = None
+    replay_of: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:

@@ -38,11 +38,15 @@ OP_HANDLERS: Final = "handlers"
 OP_PAUSE: Final = "pause"
 OP_RESUME: Final = "resume"
 OP_QUEUES: Final = "queues"
+OP_CANCEL_MANY: Final = "cancel_many"
+OP_RETRY_MANY: Final = "retry_many"
+OP_REPLAY: Final = "replay"
 OPS: Final = frozenset((
     OP_HELLO, OP_SUBMIT, OP_SUBMIT_MANY, OP_STATUS, OP_PROGRESS, OP_RESULT, OP_WAIT,
     OP_CANCEL, OP_LIST, OP_DEAD_LETTERS, OP_RETRY, OP_PURGE, OP_METRICS, OP_WORKERS,
     OP_SCALE, OP_RESTART_WORKER, OP_WATCH, OP_SCHEDULE_ADD, OP_SCHEDULE_LIST,
     OP_SCHEDULE_REMOVE, OP_LOGS, OP_RELOAD, OP_HANDLERS, OP_PAUSE, OP_RESUME, OP_QUEUES,
+    OP_CANCEL_MANY, OP_RETRY_MANY, OP_REPLAY,
 ))
 
 # --- job statuses -----------------------------------------------------------------------
@@ -124,6 +128,12 @@ H_BREAKER_OPEN: Final = "breaker_open"
 H_RATE_LIMITED: Final = "rate_limited"
 HOLD_REASONS: Final = (H_QUARANTINED, H_HANDLER_PAUSED, H_QUEUE_PAUSED, H_BREAKER_OPEN,
                        H_RATE_LIMITED)
+
+# --- unique jobs: what a submit does when a live job holds its unique_key -------------------
+ON_CONFLICT_RETURN: Final = "return"      # answer the holder's job_id with duplicate: true
+ON_CONFLICT_ERROR: Final = "error"        # answer conflict
+ON_CONFLICT_REPLACE: Final = "replace"    # cancel a holder that has not started; queue the new job
+ON_CONFLICT: Final = (ON_CONFLICT_RETURN, ON_CONFLICT_ERROR, ON_CONFLICT_REPLACE)
 
 # --- worker states (the `workers` view) ------------------------------------------------------
 W_IDLE: Final = "idle"

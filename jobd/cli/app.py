@@ -13,16 +13,17 @@ import json
 import math
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from jobd import __version__
 from jobd import constants as C
 from jobd_client import Client, DaemonUnavailable, JobdError
+from jobd_client import protocol as P
 
 from . import commands as cmd
+from . import flow, logs
 from . import handlers as code
-from . import logs
 from . import schedules as sched
 from .context import Context, error_document
 from .top import cmd_top
@@ -71,6 +72,16 @@ def json_arg(text: str) -> Any:
         return json.loads(text, parse_constant=_no_constants)
     except ValueError:
         return text
+
+
+def json_list(text: str) -> list[Any]:
+    try:
+        value = json.loads(text, parse_constant=_no_constants)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError("must be a JSON array")
+    return value
 
 
 def json_object(text: str) -> dict[str, Any]:
@@ -173,21 +184,26 @@ def build_parser() -> argparse.ArgumentParser:
             "wait for jobs (one: with its progress); exit 0 only if all completed")
     p.add_argument("job_ids", nargs="+", metavar="ID")
     p.add_argument("--timeout", type=seconds, metavar="S", help="give up after S s (exit 1)")
-    p = add("cancel", cmd.cmd_cancel, "cancel a job (a running one only with --force)")
-    p.add_argument("job_id", metavar="ID")
+    p = add("cancel", flow.one_or_all(cmd.cmd_cancel, flow.cmd_cancel_all),
+            "cancel a job (a running one only with --force), or with --all the jobs matching filters")
     p.add_argument("--force", action="store_true", help="kill the worker running the job")
+    _one_or_all(p, "cancel")
     _list_parser(add("list", cmd.cmd_list, "list jobs in submit order"))
     _page_options(add("dead", cmd.cmd_dead, "list dead-lettered jobs"))
-    add("retry", cmd.cmd_retry, "run a dead-lettered, failed or cancelled job again").add_argument(
-        "job_id", metavar="ID")
+    _one_or_all(add("retry", flow.one_or_all(cmd.cmd_retry, flow.cmd_retry_all),
+                    "run a dead-lettered, failed or cancelled job again, or with --all the "
+                    "jobs matching filters"), "retry")
+    _replay_parser(add("replay", flow.cmd_replay,
+                       "queue a new job copied from a finished one and print its id"))
     p = add("purge", cmd.cmd_purge, "delete finished jobs")
     p.add_argument("--status", choices=sorted(C.TERMINAL), help="only jobs with this status")
     p.add_argument("--older-than", type=seconds, metavar="S", help="only jobs finished over S s ago")
     add("metrics", cmd.cmd_metrics, "show metrics").add_argument(
         "--prometheus", action="store_true", help="the raw Prometheus exposition text")
     add("workers", cmd.cmd_workers, "list worker processes")
-    add("scale", cmd.cmd_scale, "set the number of worker processes").add_argument(
-        "count", type=count, metavar="N")
+    p = add("scale", cmd.cmd_scale, "set the number of worker processes of a queue")
+    p.add_argument("count", type=count, metavar="N")
+    p.add_argument("--queue", metavar="Q", help="the queue whose pool to scale (default: default)")
     p = add("watch", cmd.cmd_watch,
             "print events as they happen (Ctrl-C stops; with an ID, the job's end does)")
     p.add_argument("job_id", nargs="?", metavar="ID",
@@ -199,7 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep printing new output until the job has ended")
     add("reload", code.cmd_reload,
         "load the handler code afresh (exit 1 when it did not load; the old code keeps serving)")
-    add("handlers", code.cmd_handlers, "list registered handlers with their options")
+    _pause_parsers(add("handlers", code.cmd_handlers,
+                       "list registered handlers with their options (or pause/resume one)"),
+                   common, "handler")
+    _pause_parsers(add("queues", flow.cmd_queues, "list queues (or pause/resume one)"),
+                   common, "queue")
     p = add("top", cmd_top, "live dashboard (q or Ctrl-C quits)")
     p.add_argument("--interval", type=interval, default=1.0, metavar="S",
                    help="refresh every S s (default 1)")
@@ -223,6 +243,13 @@ def _submit_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tag", action="append", type=key_value, metavar="K=V", help="a tag (repeatable)")
     p.add_argument("--name", metavar="N", help="a name for the job")
     p.add_argument("--job-id", metavar="ID", help="the job id (a resubmit returns the same job)")
+    p.add_argument("--queue", metavar="Q", help="the queue (default: the handler's)")
+    p.add_argument("--unique-key", metavar="KEY",
+                   help="no new job while a job with this key has not ended")
+    p.add_argument("--unique-for", type=seconds, metavar="S",
+                   help="with --unique-key: the key is held at most S s after its submit")
+    p.add_argument("--on-conflict", choices=P.ON_CONFLICT,
+                   help="with --unique-key: when the key is held (default return)")
     p.add_argument("--wait", action="store_true", help="wait for the job and print its result")
     p.add_argument("--wait-timeout", type=seconds, metavar="S", help="with --wait: give up after S s")
 
@@ -252,6 +279,62 @@ def _schedule_parsers(p: argparse.ArgumentParser, common: argparse.ArgumentParse
     add("remove", sched.cmd_schedule_remove, "remove a schedule").add_argument("name", metavar="NAME")
 
 
+def _pause_parsers(p: argparse.ArgumentParser, common: argparse.ArgumentParser, kind: str) -> None:
+    """`queues pause|resume NAME` or `handlers pause|resume NAME`; without an action, the list."""
+    sub = p.add_subparsers(dest="action", metavar="[pause|resume NAME]")
+    q = sub.add_parser("pause", parents=[common], help=f"hold the {kind}'s jobs (running ones finish)",
+                       description=f"hold the {kind}'s jobs (running ones finish)")
+    q.set_defaults(run=flow.cmd_pause, kind=kind)
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--for", dest="for_s", type=seconds, metavar="S", help="resume by itself after S s")
+    q.add_argument("--reason", metavar="R", help="why (shown in the queue and job views)")
+    q = sub.add_parser("resume", parents=[common], help=f"let the {kind}'s jobs start again",
+                       description=f"let the {kind}'s jobs start again")
+    q.set_defaults(run=flow.cmd_resume, kind=kind)
+    q.add_argument("name", metavar="NAME")
+
+
+def _one_or_all(p: argparse.ArgumentParser, verb: str) -> None:
+    """`cancel ID` / `cancel --all [filters] [--yes]` (and the same for retry)."""
+    p.add_argument("job_id", nargs="?", metavar="ID", help=f"the job to {verb} (or --all)")
+    p.add_argument("--all", action="store_true",
+                   help=f"{verb} every job matching the filters (all jobs without one)")
+    p.add_argument("--status", action="append", choices=C.STATUSES, metavar="S",
+                   help="only jobs with this status (repeatable: any of them)")
+    p.add_argument("--queue", metavar="Q", help="only jobs of this queue")
+    p.add_argument("--handler", metavar="H", help="only jobs of this handler")
+    p.add_argument("--tag", metavar="K=V", type=lambda t: "=".join(key_value(t)),
+                   help="only jobs with this tag")
+    p.add_argument("--created-before", metavar="ISO", help="only jobs submitted before this UTC time")
+    p.add_argument("--created-after", metavar="ISO", help="only jobs submitted after this UTC time")
+    p.add_argument("--error-match", metavar="TEXT", help="only jobs whose error contains TEXT")
+    p.add_argument("--yes", action="store_true",
+                   help=f"{verb} them (without it: a dry run that shows what matches)")
+    p.set_defaults(check=_one_or_all_check(p))
+
+
+def _one_or_all_check(p: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
+    """After parsing: exactly one of ID and --all; filters and --yes only with --all."""
+    def check(args: argparse.Namespace) -> None:
+        if args.all and args.job_id is not None:
+            p.error("give a job ID or --all, not both")
+        if not args.all and args.job_id is None:
+            p.error("give a job ID, or --all (with filters to choose the jobs)")
+        given = [option for option, attr, _ in flow.FILTER_OPTIONS if getattr(args, attr) is not None]
+        if not args.all and (given or args.yes):
+            p.error(f"{(given or ['--yes'])[0]} goes with --all")
+    return check
+
+
+def _replay_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job_id", metavar="ID", help="a job that has ended (any status)")
+    p.add_argument("--args", type=json_list, metavar="JSON", help="positional arguments instead (array)")
+    p.add_argument("--kwargs", type=json_object, metavar="JSON", help="keyword arguments instead (object)")
+    p.add_argument("--priority", type=priority, metavar="P", help="0..1000 or low/normal/high/critical")
+    p.add_argument("--queue", metavar="Q", help="another queue")
+    p.add_argument("--delay", type=seconds, metavar="S", help="run no sooner than S s from now")
+
+
 def _page_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=count, metavar="N", help="at most N jobs (default 100)")
     p.add_argument("--offset", type=count, metavar="N", help="skip the first N matches")
@@ -260,6 +343,7 @@ def _page_options(p: argparse.ArgumentParser) -> None:
 def _list_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--status", choices=C.STATUSES, help="only jobs with this status")
     p.add_argument("--handler", metavar="H", help="only jobs of this handler")
+    p.add_argument("--queue", metavar="Q", help="only jobs of this queue")
     p.add_argument("--tag", metavar="K=V", type=lambda t: "=".join(key_value(t)),
                    help="only jobs with this tag")
     _page_options(p)
@@ -272,6 +356,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        check = getattr(args, "check", None)
+        if check is not None:
+            check(args)
     except UsageError as exc:
         return usage_error(exc, wants_json(argv))
     except SystemExit as exc:  # --help or --version, already printed

@@ -63,11 +63,16 @@ def submit_fields(args: argparse.Namespace) -> dict[str, Any]:
                 priority=args.priority, delay=args.delay, run_at=args.run_at,
                 depends_on=args.after or None, timeout=args.timeout,
                 max_retries=args.max_retries, tags=dict(args.tag) if args.tag else None,
-                name=args.name, job_id=args.job_id or uuid.uuid4().hex)
+                name=args.name, job_id=args.job_id or uuid.uuid4().hex, queue=args.queue,
+                unique_key=args.unique_key, unique_for=args.unique_for,
+                on_conflict=args.on_conflict)
 
 
 def cmd_submit(ctx: Context, args: argparse.Namespace) -> int:
     body = ctx.client.call(P.OP_SUBMIT, **submit_fields(args))
+    if body.get("duplicate"):       # stdout still has the id, the holder's: scripts go on with it
+        ctx.note(f"no new job: {body.get('job_id')} ({body.get('status')}) holds unique key "
+                 f"{args.unique_key!r}")
     if not args.wait:
         ctx.emit(body) if ctx.json else ctx.say(str(body.get("job_id")))
         return C.CLI_OK
@@ -163,7 +168,30 @@ def job_pairs(job: dict[str, Any]) -> list[tuple[str, Any]]:
         ("retry", f"delay {_seconds(job.get('retry_delay'))}, backoff x{job.get('retry_backoff')}"),
         ("progress", progress_text(job.get("progress"))), ("error", job.get("error") or "-"),
     ]
+    return _with_flow(pairs, job)
+
+
+# Flow-control fields, shown when the daemon sends them (an older one does not),
+# each after the field it belongs with.
+_FLOW_FIELDS = (("queue", "handler"), ("held", "status"), ("unique_key", "name"),
+                ("replay_of", "depends_on"))
+
+
+def _with_flow(pairs: list[tuple[str, Any]], job: dict[str, Any]) -> list[tuple[str, Any]]:
+    for key, after in _FLOW_FIELDS:
+        if key in job:
+            at = next(i for i, (name, _) in enumerate(pairs) if name == after) + 1
+            value = held_text(job[key]) if key == "held" else _dash(job[key])
+            pairs.insert(at, (key, value))
     return pairs
+
+
+def held_text(held: Any) -> str:
+    """`queue_paused since 10:00:01 until 10:05:01`, or `-` when the job is not held."""
+    if not isinstance(held, dict):
+        return "-"
+    text = f"{held.get('reason')} since {short_time(held.get('since'))}"
+    return text + (f" until {short_time(held['until'])}" if held.get("until") else "")
 
 
 def _tags(tags: Any) -> str:
@@ -216,8 +244,8 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
 # --- many jobs -----------------------------------------------------------------------------------
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call(P.OP_LIST, status=args.status, handler=args.handler, tag=args.tag,
-                           limit=args.limit, offset=args.offset)
+    body = ctx.client.call(P.OP_LIST, status=args.status, handler=args.handler, queue=args.queue,
+                           tag=args.tag, limit=args.limit, offset=args.offset)
     return _print_page(ctx, body, args.offset or 0, job_table)
 
 
@@ -323,8 +351,9 @@ def worker_table(workers: list[dict[str, Any]], width: int, mark: str = "~") -> 
 
 
 def cmd_scale(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.scale(args.count)
-    ctx.emit(body) if ctx.json else ctx.say(f"workers: {body.get('previous')} -> {body.get('target')}")
+    body = ctx.client.scale(args.count, args.queue)
+    where = f" of queue {args.queue}" if args.queue else ""
+    ctx.emit(body) if ctx.json else ctx.say(f"workers{where}: {body.get('previous')} -> {body.get('target')}")
     return C.CLI_OK
 
 

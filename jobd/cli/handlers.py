@@ -4,7 +4,8 @@
 server (docs/operations.md, "Deploying new handler code"); when that fails
 the old code keeps serving and the reply's `error` says why, which this
 command prints and turns into exit status 1. `handlers` lists the
-registered handlers, each with its options as the daemon merged them
+registered handlers, each with its queue, state, counts (held ones too), a
+line saying why when it is paused, and its options as the daemon merged them
 (`@handler` and `[handler."NAME"]`, docs/handlers.md).
 """
 from __future__ import annotations
@@ -17,7 +18,8 @@ from jobd import constants as C
 from jobd_client.protocol import OP_HANDLERS, OP_RELOAD
 
 from .context import Context
-from .tables import Column, ellipsis, table
+from .flow import pause_text
+from .tables import Column, clip, ellipsis, table
 
 # The documented order of the options (docs/handlers.md); others follow by name.
 OPTION_ORDER = ("priority", "max_retries", "retry_delay", "retry_backoff", "max_delay", "jitter",
@@ -71,19 +73,25 @@ def cmd_handlers(ctx: Context, args: argparse.Namespace) -> int:
 
 HANDLER_COLUMNS = (Column("NAME", flex=True, dotted=True), Column("QUEUE"), Column("STATE"),
                    Column("PENDING", right=True), Column("RUNNING", right=True))
+HELD_COLUMN = Column("HELD", right=True)
 
 
 def handler_lines(handlers: list[dict[str, Any]], width: int, mark: str = "~") -> list[str]:
-    """A table row per handler, sorted by name, each followed by its options
-    (indented, wrapped to `width`: options are what an operator checks, so
-    they are never cut)."""
+    """A table row per handler, sorted by name, each followed by its pause
+    (when paused) and its options (indented, wrapped to `width`: options are
+    what an operator checks, so they are never cut). The HELD column is there
+    when the daemon counts held jobs (an older one does not)."""
     ordered = sorted(handlers, key=lambda h: str(h.get("name")))
-    rows = [(h.get("name"), h.get("queue") or "-", h.get("state") or "-",
-             h.get("pending", 0), h.get("running", 0)) for h in ordered]
-    header, *lines = table(HANDLER_COLUMNS, rows, width, mark)
+    held = any("held" in h for h in ordered)
+    columns = (*HANDLER_COLUMNS, HELD_COLUMN) if held else HANDLER_COLUMNS
+    rows = [(h.get("name"), h.get("queue") or "-", h.get("state") or "-", h.get("pending", 0),
+             h.get("running", 0), *((h.get("held", 0),) if held else ())) for h in ordered]
+    header, *lines = table(columns, rows, width, mark)
     out = [header]
     for line, handler in zip(lines, ordered, strict=True):
         out.append(line)
+        if isinstance(handler.get("paused"), dict):
+            out.append(clip(OPTIONS_INDENT + pause_text(handler["paused"]), width, mark))
         out += textwrap.wrap(options_text(handler.get("options") or {}), max(20, width),
                              initial_indent=OPTIONS_INDENT, subsequent_indent=OPTIONS_INDENT,
                              break_long_words=False, break_on_hyphens=False)

@@ -1,7 +1,7 @@
 """`jobd-cli top`: a live full-screen dashboard (docs/cli.md).
 
-Each frame is fetched (`metrics`, `workers`, the newest failed and
-dead-lettered jobs), rendered to plain lines by pure functions, then drawn
+Each frame is fetched (`metrics`, `workers`, `queues`, `handlers`, the
+newest failed and dead-lettered jobs), rendered to plain lines by pure functions, then drawn
 over the previous frame on the terminal's alternate screen (cursor home,
 clear to end of line): no curses needed. The tty is put in cbreak mode so
 `q` quits without Enter; Ctrl-C quits too. The terminal is restored however
@@ -22,11 +22,12 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from jobd import constants as C
-from jobd_client import Client, JobdError
+from jobd_client import Client, JobdError, UnknownOp
 from jobd_client import protocol as P
 
 from .commands import worker_table
 from .context import Context
+from .flow import queue_count
 from .tables import Column, clip, duration, ellipsis, first_line, rate, short_time, table
 
 ALT_SCREEN_ON, ALT_SCREEN_OFF = "\x1b[?1049h", "\x1b[?1049l"
@@ -46,10 +47,13 @@ class Snapshot:
     metrics: dict[str, Any] = field(default_factory=dict)
     workers: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
+    queues: list[dict[str, Any]] = field(default_factory=list)
+    handlers: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {"version": self.version, "metrics": self.metrics, "workers": self.workers,
+                "queues": self.queues, "handlers": self.handlers,
                 "recent_failures": self.failures}
 
 
@@ -58,7 +62,17 @@ class Snapshot:
 def fetch(client: Client, version: str) -> Snapshot:
     metrics = client.metrics()
     return Snapshot(version, metrics, client.workers(),
-                    recent_failures(client, metrics.get("queue") or {}))
+                    recent_failures(client, metrics.get("queue") or {}),
+                    views(client, P.OP_QUEUES), views(client, P.OP_HANDLERS))
+
+
+def views(client: Client, op: str) -> list[dict[str, Any]]:
+    """The `queues` or `handlers` list; empty from a daemon that lacks the op."""
+    try:
+        found = client.call(op).get(op)
+    except UnknownOp:
+        return []
+    return [v for v in found if isinstance(v, dict)] if isinstance(found, list) else []
 
 
 def recent_failures(client: Client, queue: dict[str, Any]) -> list[dict[str, Any]]:
@@ -78,7 +92,8 @@ def refresh(client: Client, last: Snapshot) -> Snapshot:
     try:
         return fetch(client, last.version)
     except (JobdError, OSError) as exc:
-        return Snapshot(last.version, last.metrics, last.workers, last.failures, str(exc))
+        return Snapshot(last.version, last.metrics, last.workers, last.failures, last.queues,
+                        last.handlers, str(exc))
 
 
 # --- rendering (pure) ---------------------------------------------------------------------------
@@ -87,10 +102,13 @@ def render(snap: Snapshot, socket_path: str, width: int, height: int | None = No
            mark: str = "~") -> list[str]:
     """The frame's lines, each at most `width` long, at most `height` of them."""
     top = [*_header(snap, socket_path, width, height is not None), "", *_queue(snap.metrics)]
+    queues = ["", *queue_table(snap.queues, width, mark)] if snap.queues else []
+    held = held_table(snap.handlers, snap.queues, width, mark)
     workers = ["", *worker_table(snap.workers, width, mark)] if snap.workers else ["", "no workers"]
     failed = failure_table(snap.failures, width, mark) if snap.failures else ["none"]
     failures = ["", "RECENT FAILURES", *failed]
-    lines = top + _fit(workers, failures, None if height is None else height - len(top))
+    sections = [queues, ["", *held] if held else [], workers, failures]
+    lines = top + _fit(sections, None if height is None else height - len(top))
     return [clip(line, width, mark) for line in lines[:height]]
 
 
@@ -123,14 +141,70 @@ def _counts(title: str, statuses: tuple[str, ...], queue: dict[str, Any]) -> lis
     return [f"{title:<11}{names}", f"{'':<11}{counts}"]
 
 
-def _fit(workers: list[str], failures: list[str], room: int | None) -> list[str]:
-    """Workers first, then as many failure lines as still fit."""
-    if room is None:
-        return workers + failures
-    if len(workers) > room:
-        keep = max(0, room - 1)
-        return [*workers[:keep], f"... {len(workers) - keep} more line(s); enlarge the terminal"]
-    return workers + failures[: room - len(workers)]
+def _fit(sections: list[list[str]], room: int | None) -> list[str]:
+    """The sections in order while they fit; the first that does not is cut, with
+    a line saying so (the last one, recent failures, is cut silently), and those
+    after it are left out."""
+    out: list[str] = []
+    for i, section in enumerate(sections):
+        left = len(section) if room is None else room - len(out)
+        if len(section) <= left:
+            out += section
+            continue
+        if i == len(sections) - 1:
+            out += section[:max(0, left)]
+        elif left > 0:
+            keep = left - 1
+            out += [*section[:keep], f"... {len(section) - keep} more line(s); enlarge the terminal"]
+        break
+    return out
+
+
+QUEUE_COLUMNS = (Column("QUEUE", flex=True), Column("PAUSED"), Column("PENDING", right=True),
+                 Column("HELD", right=True), Column("RUNNING", right=True),
+                 Column("WORKERS", right=True))
+
+
+def queue_table(queues: list[dict[str, Any]], width: int, mark: str = "~") -> list[str]:
+    """Per queue: paused (and until when), pending, held, running, workers."""
+    rows = [(q.get("name"), _paused(q.get("paused")), queue_count(q, C.PENDING),
+             queue_count(q, "held"), queue_count(q, C.RUNNING),
+             "-" if q.get("workers") is None else q.get("workers")) for q in queues]
+    return table(QUEUE_COLUMNS, rows, width, mark)
+
+
+def _paused(paused: Any) -> str:
+    if not paused:
+        return "no"
+    until = paused.get("until") if isinstance(paused, dict) else None
+    return f"until {short_time(until)}" if until else "yes"
+
+
+HELD_COLUMNS = (Column("HELD HANDLER", flex=True, dotted=True), Column("STATE"),
+                Column("HELD", right=True), Column("WHY", flex=True))
+
+
+def held_table(handlers: list[dict[str, Any]], queues: list[dict[str, Any]], width: int,
+               mark: str = "~") -> list[str]:
+    """Handlers that hold jobs back or are not in their normal state, and why;
+    no lines when there are none (or the daemon does not say)."""
+    paused_queues = {q.get("name") for q in queues if q.get("paused")}
+    shown = [h for h in handlers
+             if h.get("state") not in (None, "ok") or (h.get("held") or 0) > 0]
+    rows = [(h.get("name"), h.get("state") or "-", h.get("held", "-"), hold_why(h, paused_queues))
+            for h in sorted(shown, key=lambda h: str(h.get("name")))]
+    return table(HELD_COLUMNS, rows, width, mark) if rows else []
+
+
+def hold_why(handler: dict[str, Any], paused_queues: set[Any]) -> str:
+    """The operator's reason (a pause, a quarantine), else the handler's queue
+    being paused, else nothing known."""
+    for key in ("quarantine", "paused"):
+        hold = handler.get(key)
+        if isinstance(hold, dict):
+            return f"{key}: {hold.get('reason')}" if hold.get("reason") else key
+    queue = handler.get("queue")
+    return f"queue {queue} paused" if queue in paused_queues else "-"
 
 
 FAILURE_COLUMNS = (Column("ENDED"), Column("STATUS"), Column("ID"),
