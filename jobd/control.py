@@ -22,6 +22,7 @@ from jobd.core.flow import HandlerFlow, Pause, QueueGate, QueueSpec, Ready
 from jobd.core.job import Job, iso
 from jobd.errors import OpError
 from jobd.handlers import HandlerSpec
+from jobd.scheduling.timers import EarliestTimer
 from jobd.storage.store import Store
 
 log = logging.getLogger("jobd.flow")
@@ -77,8 +78,7 @@ class Control:
         self.loop = loop
         self.clock = clock
         self.wake = wake
-        self._timer: asyncio.TimerHandle | None = None
-        self._at: float | None = None
+        self.timer = EarliestTimer(loop, clock, self._fire)
         self.pool_size: Callable[[str], int] = lambda queue: 0    # the daemon's pools
 
     def configure(self, cfg: Config, handlers: dict[str, HandlerSpec]) -> None:
@@ -146,16 +146,9 @@ class Control:
         for _kind, _name, pause in self.ready.pauses():
             if pause.until is not None and (due is None or pause.until < due):
                 due = pause.until
-        if due is None or (self._at is not None and self._at <= due):
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._at = due
-        self._timer = self.loop.call_later(max(0.0, due - self.clock()), self._fire)
+        self.timer.arm(due)
 
     def _fire(self) -> None:
-        self._timer = None
-        self._at = None
         now = self.clock()
         for kind, name, pause in list(self.ready.pauses()):
             if pause.until is not None and pause.until <= now:
@@ -167,9 +160,7 @@ class Control:
         self.arm()
 
     def cancel(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.timer.cancel()
 
     # --- views ------------------------------------------------------------------------------
     def held(self, job: Job) -> dict[str, Any] | None:

@@ -234,7 +234,7 @@ class Daemon:
             arbiter.flush()
         self.timer.arm()
         wakeups = self.life.ready.wakeups
-        if wakeups and (self.control._at is None or wakeups[0][0] < self.control._at):
+        if wakeups and (self.control.timer.at is None or wakeups[0][0] < self.control.timer.at):
             self.control.arm()
         if self.workers.dirty or server.dirty:
             self.loop.call_soon(self.kick)        # e.g. a reply released by the last step

@@ -1,7 +1,8 @@
 """The benchmark suite still runs (it is never timed here: speed is measured in bench/).
 
 `python -m bench.ceiling --quick` starts the bare server (bench/bare.py, with forked
-workers) and real daemons, and runs every client loop the targets table is built from.
+workers) and real daemons, and runs every client loop the targets table is built from;
+`python -m bench.flow --quick` pauses 99 of 100 handlers and a queue with a backlog.
 """
 from __future__ import annotations
 
@@ -19,6 +20,20 @@ def test_ceiling_scenario_runs_and_prints_its_table(tmp_path):
     assert "cpuidle" in res.stdout                         # the machine header
     rows = [ln for ln in res.stdout.splitlines() if ln.startswith("| ceiling")]
     assert len(rows) == 15, res.stdout                     # 5 pairs x (bare, jobd, ratio)
+    for row in rows:
+        median = row.split("|")[4].strip()
+        assert median not in ("n/a", "0", "0.000"), row
+
+
+def test_flow_scenario_runs_and_prints_its_table(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "bench.flow", "--quick", "--data-root", str(tmp_path)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "cpuidle" in res.stdout                         # the machine header
+    rows = [ln for ln in res.stdout.splitlines() if ln.startswith("| flow")]
+    assert len(rows) == 22, res.stdout                     # 2 dispatch x 2, 2 backlogs x 9 pause metrics
+    for warning in ("flow: ", "drain: "):                 # no held job ran, every job was pending
+        assert warning not in res.stderr, res.stderr
     for row in rows:
         median = row.split("|")[4].strip()
         assert median not in ("n/a", "0", "0.000"), row

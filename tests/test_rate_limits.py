@@ -131,3 +131,24 @@ def test_the_rate_limit_survives_a_kill_9_without_a_burst(make_daemon, tmp_path)
     assert c.wait(second, timeout=20).status == "completed"
     a, b = stamps_of(out)
     assert b - a >= 5.0 - 0.03, b - a
+
+
+def test_a_queue_rate_limit_spaces_the_starts_of_all_its_handlers(make_daemon, tmp_path):
+    out = tmp_path / "starts"
+    config = '[queues.api]\nworkers = 2\nrate = "4/s"\nburst = 2\n'
+    d = make_daemon(workers=1, config=config)
+    c = d.client()
+    ids = [c.call("submit", handler=T + ("append" if i % 2 else "echo"),
+                  args=[str(out), i] if i % 2 else [i], queue="api")["job_id"]
+           for i in range(12)]
+    quick = c.submit(T + "add", [1, 1])                   # the default queue is not limited
+    assert c.wait(quick, timeout=10).status == "completed"
+    jobs = [c.wait(j, timeout=30) for j in ids]
+    assert {j.status for j in jobs} == {"completed"}
+    starts = sorted(datetime.fromisoformat(j.started_at.replace("Z", "+00:00")).timestamp()
+                    for j in jobs)
+    for i in range(len(starts)):
+        for k in range(i, len(starts)):
+            assert k - i + 1 <= 2 + 4 * (starts[k] - starts[i]) + 0.01, (i, k)
+    api = next(q for q in c.call("queues")["queues"] if q["name"] == "api")
+    assert (api["rate"], api["burst"]) == ("4/s", 2)
