@@ -86,6 +86,24 @@ class MonitoringConfig:
     slow_job_threshold: float = 0.0      # 0: off
 
 
+@dataclass
+class BreakerConfig:
+    """`[breaker]`: the defaults of the handler options of the same names
+    (circuit breaker, quarantine and poison jobs; docs/flow-control.md)."""
+    breaker_failures: int = 10           # consecutive failed attempts that open it (0: off)
+    breaker_rate: float = 0.5            # or this share of failed attempts in the window
+    breaker_window: float = 60.0         # seconds
+    breaker_min_calls: int = 20          # attempts in the window before the rate counts
+    breaker_cooldown: float = 30.0       # seconds open before a trial; doubles at each re-open
+    breaker_max_cooldown: float = 600.0
+    quarantine_after: int = 3            # opens within an hour that quarantine it (0: never)
+    quarantine_crashes: int = 3          # jobs in a row that killed their worker (0: never)
+    poison_after: int = 2                # a job that killed its worker this often: dead letter
+
+
+BREAKER_OPTIONS = tuple(f.name for f in dataclasses.fields(BreakerConfig))
+
+
 FSYNC_MODES = ("always", "interval", "never")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -100,6 +118,7 @@ class Config:
     dead_letter: DeadLetterConfig = field(default_factory=DeadLetterConfig)
     wal: WalConfig = field(default_factory=WalConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
     handlers: list[str] = field(default_factory=list)
     handler: dict[str, dict[str, Any]] = field(default_factory=dict)
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)   # [queues."NAME"]
@@ -119,13 +138,13 @@ _SECTION_CLASSES = {
     "server": ServerConfig, "queue": QueueConfig, "workers": WorkersConfig,
     "retry": RetryConfig, "results": ResultsConfig,
     "dead_letter": DeadLetterConfig, "wal": WalConfig,
-    "monitoring": MonitoringConfig,
+    "monitoring": MonitoringConfig, "breaker": BreakerConfig,
 }
 # Top-level keys a config file may hold besides the sections.
 _TOP_LEVEL = {"handlers", "handler", "queues", "schedule", "data_dir", "app_dir", "log_level"}
 HANDLER_OPTIONS = {"max_retries", "retry_delay", "retry_backoff", "timeout",
                    "priority", "max_concurrency", "name", "jitter", "max_delay", "no_retry_for",
-                   "queue", "rate", "burst"}
+                   "queue", "rate", "burst", *BREAKER_OPTIONS}
 QUEUE_KEYS = {"workers": int, "max_size": int, "rate": str, "burst": int, "paused": bool}
 
 
@@ -317,6 +336,11 @@ def validate(cfg: Config) -> None:
         (cfg.results.log_max_bytes >= 1024, "results.log_max_bytes", ">= 1024"),
         (cfg.dead_letter.max_size > 0, "dead_letter.max_size", "> 0"),
     ]
+    for key in BREAKER_OPTIONS:
+        try:
+            handler_option(key, getattr(cfg.breaker, key))
+        except OpError as e:
+            raise ConfigError(f"config key 'breaker.{key}': {e.message.split(': ', 1)[-1]}") from None
     for ok, key, expect in checks:
         if not ok:
             raise ConfigError(f"config key '{key}': must be {expect}")

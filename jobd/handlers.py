@@ -19,7 +19,10 @@ from jobd.core.signature import Shape
 
 OPTION_NAMES = frozenset({"name", "max_retries", "retry_delay", "retry_backoff",
                           "timeout", "priority", "max_concurrency", "jitter",
-                          "max_delay", "no_retry_for", "queue", "rate", "burst"})
+                          "max_delay", "no_retry_for", "queue", "rate", "burst",
+                          "breaker_failures", "breaker_rate", "breaker_window",
+                          "breaker_min_calls", "breaker_cooldown", "breaker_max_cooldown",
+                          "quarantine_after", "quarantine_crashes", "poison_after"})
 
 
 class PermanentError(Exception):

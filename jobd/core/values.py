@@ -153,6 +153,16 @@ def handler_option(key: str, value: Any) -> None:
         rate_text(key, value)
     elif key == "burst":
         get_int(opts, key, None, 1, 1_000_000)
+    elif key in ("breaker_failures", "quarantine_after", "quarantine_crashes", "poison_after"):
+        get_int(opts, key, None, 0, 1_000_000)        # 0: off
+    elif key == "breaker_min_calls":
+        get_int(opts, key, None, 1, 1_000_000)
+    elif key == "breaker_rate":
+        v = get_number(opts, key, None, positive=True)
+        if v > 1:
+            raise invalid(key, f"must be a share of attempts in (0, 1], got {value!r}")
+    elif key in ("breaker_window", "breaker_cooldown", "breaker_max_cooldown"):
+        get_number(opts, key, None, positive=True)
     else:
         raise invalid(key, "unknown option")
 
