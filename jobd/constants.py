@@ -62,6 +62,15 @@ from jobd_client.protocol import (
     ERROR_CODES as ERROR_CODES,
 )
 from jobd_client.protocol import (
+    EV_BREAKER_CLOSED as EV_BREAKER_CLOSED,
+)
+from jobd_client.protocol import (
+    EV_BREAKER_HALF_OPEN as EV_BREAKER_HALF_OPEN,
+)
+from jobd_client.protocol import (
+    EV_BREAKER_OPENED as EV_BREAKER_OPENED,
+)
+from jobd_client.protocol import (
     EV_CANCELLED as EV_CANCELLED,
 )
 from jobd_client.protocol import (
@@ -75,6 +84,12 @@ from jobd_client.protocol import (
 )
 from jobd_client.protocol import (
     EV_PROGRESS as EV_PROGRESS,
+)
+from jobd_client.protocol import (
+    EV_QUARANTINED as EV_QUARANTINED,
+)
+from jobd_client.protocol import (
+    EV_RELEASED as EV_RELEASED,
 )
 from jobd_client.protocol import (
     EV_REPLAYED as EV_REPLAYED,

@@ -11,13 +11,15 @@ what is held and why.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from jobd import constants as C
-from jobd.config import Config
+from jobd.config import BreakerConfig, Config
 from jobd.core import records as R
+from jobd.core.breaker import CLOSED, HALF_OPEN, OPEN, BreakerSpec
 from jobd.core.flow import HandlerFlow, Pause, QueueGate, QueueSpec, Ready
 from jobd.core.job import Job, iso
 from jobd.errors import OpError
@@ -26,6 +28,10 @@ from jobd.scheduling.timers import EarliestTimer
 from jobd.storage.store import Store
 
 log = logging.getLogger("jobd.flow")
+
+
+def _first_line(text: str | None) -> str | None:
+    return text.strip().splitlines()[0][:500] if text and text.strip() else text
 
 QUEUE = "queue"
 HANDLER = "handler"
@@ -53,15 +59,23 @@ def _spec(name: str, opts: dict[str, Any], workers: int) -> QueueSpec:
                      opts.get("burst"), bool(opts.get("paused", False)))
 
 
-def handler_flows(handlers: dict[str, HandlerSpec],
-                  overrides: dict[str, dict[str, Any]]) -> dict[str, HandlerFlow]:
-    """Each handler's queue, rate limit and concurrency limit: `[handler."NAME"]`
-    over its `@handler` options."""
+def handler_flows(handlers: dict[str, HandlerSpec], overrides: dict[str, dict[str, Any]],
+                  defaults: BreakerConfig | None = None) -> dict[str, HandlerFlow]:
+    """Each handler's queue, rate limit, concurrency limit and breaker:
+    `[handler."NAME"]` over its `@handler` options over `[breaker]`."""
+    base = dataclasses.asdict(defaults or BreakerConfig())
     out = {}
     for name, spec in handlers.items():
         merged = {**spec.options, **overrides.get(name, {})}
+        b = {key: merged.get(key, base[key]) for key in base}
+        breaker = BreakerSpec(
+            int(b["breaker_failures"]), float(b["breaker_rate"]), float(b["breaker_window"]),
+            int(b["breaker_min_calls"]), float(b["breaker_cooldown"]),
+            float(b["breaker_max_cooldown"]), int(b["quarantine_after"]),
+            int(b["quarantine_crashes"]), int(b["poison_after"]))
         out[name] = HandlerFlow(merged.get("queue") or C.DEFAULT_QUEUE, merged.get("rate"),
-                                merged.get("burst"), int(merged.get("max_concurrency") or 0))
+                                merged.get("burst"), int(merged.get("max_concurrency") or 0),
+                                breaker)
     return out
 
 
@@ -80,12 +94,14 @@ class Control:
         self.wake = wake
         self.timer = EarliestTimer(loop, clock, self._fire)
         self.pool_size: Callable[[str], int] = lambda queue: 0    # the daemon's pools
+        self.trips: dict[str, int] = {}      # breaker openings since the start, per handler
 
     def configure(self, cfg: Config, handlers: dict[str, HandlerSpec]) -> None:
         """Queues and handlers as configured now (startup, SIGHUP, code reload)."""
         self.cfg = cfg
         self.handlers = handlers
-        self.ready.configure(queue_specs(cfg), handler_flows(handlers, cfg.handler), self.clock())
+        self.ready.configure(queue_specs(cfg), handler_flows(handlers, cfg.handler, cfg.breaker),
+                             self.clock())
         self.wake()
 
     def queue_of(self, handler: str) -> str:
@@ -139,6 +155,101 @@ class Control:
         if kind == HANDLER and name not in self.handlers:
             raise OpError(C.E_NOT_FOUND, f"no handler registered as {name!r}")
 
+    # --- breakers and quarantine (jobd/jobs.py Guard) ----------------------------------------
+    def attempt_done(self, job: Job, was_trial: bool, failed: bool | None,
+                     crashed: bool) -> None:
+        """After an attempt's record: open or close the handler's breaker, or
+        quarantine the handler, as its counts say (each change a record)."""
+        gate = self.ready.handler(job.handler)
+        b = gate.breaker
+        now = self.clock()
+        if was_trial and failed is False:
+            self._close(job.handler, "its trial job succeeded")
+        elif failed and (was_trial or b.should_open()):
+            self._open(job.handler, now)
+        spec = b.spec
+        if crashed and spec.quarantine_crashes and gate.quarantine is None \
+                and len(b.crash_jobs) >= spec.quarantine_crashes:
+            self.quarantine(job.handler, f"{len(b.crash_jobs)} jobs in a row killed their "
+                                         f"worker (last: {job.id})", None)
+
+    def _open(self, handler: str, now: float) -> None:
+        gate = self.ready.handler(handler)
+        b = gate.breaker
+        cooldown = b.next_cooldown()
+        failures, rate, error = b.streak, b.failure_rate(), b.last_error
+        self.store.commit([R.BREAKER_OPEN, handler, now, cooldown, failures, rate,
+                           _first_line(error)])
+        log.warning("handler %s: circuit breaker opened (%d failures in a row, failure rate "
+                    "%.0f%%); its jobs are held for %gs", handler, failures, rate * 100, cooldown)
+        self.trips[handler] = self.trips.get(handler, 0) + 1
+        self.events.publish(C.EV_BREAKER_OPENED, None, {
+            "handler": handler, "failures": failures, "rate": rate, "cooldown": cooldown,
+            "last_error": _first_line(error)})
+        self.take_back.take_back_held()
+        spec = b.spec
+        trips = b.trips_within_hour(now)
+        if spec.quarantine_after and gate.quarantine is None and trips >= spec.quarantine_after:
+            self.quarantine(handler, f"its circuit breaker opened {trips} times within an hour",
+                            None)
+        self.arm()
+
+    def _close(self, handler: str, why: str) -> int:
+        seq = self.store.commit([R.BREAKER_CLOSE, handler, self.clock(), why])
+        log.info("handler %s: circuit breaker closed (%s)", handler, why)
+        self.events.publish(C.EV_BREAKER_CLOSED, None, {"handler": handler})
+        self.wake()
+        return seq
+
+    def breaker_reset(self, handler: str) -> tuple[bool, int]:
+        """Close the handler's breaker (an operator's call); False if it was closed."""
+        self._check_exists(HANDLER, handler)
+        if self.ready.handler(handler).breaker.state == CLOSED:
+            return False, 0
+        return True, self._close(handler, "breaker_reset")
+
+    def quarantine(self, handler: str, reason: str | None,
+                   uid: int | None) -> tuple[dict[str, Any], int]:
+        """Hold every job of the handler until an operator releases it."""
+        now = self.clock()
+        gate = self.ready.handler(handler)
+        seq = 0
+        if gate.quarantine is None:
+            why = reason or "quarantined by an operator"
+            seq = self.store.commit([R.QUARANTINE, handler, now, why, uid])
+            log.error("handler %s quarantined: %s; its jobs are held until `jobd-cli handlers "
+                      "release %s`", handler, why, handler)
+            self.events.publish(C.EV_QUARANTINED, None, {"handler": handler, "reason": why})
+            self.take_back.take_back_held()
+        assert gate.quarantine is not None
+        return {"reason": gate.quarantine[0], "since": iso(gate.quarantine[1])}, seq
+
+    def release(self, handler: str) -> tuple[bool, int]:
+        self._check_exists(HANDLER, handler)
+        gate = self.ready.handler(handler)
+        if gate.quarantine is None and gate.breaker.state == CLOSED and not gate.breaker.trips:
+            return False, 0
+        was = gate.quarantine is not None
+        seq = self.store.commit([R.RELEASE, handler, self.clock()])
+        log.info("handler %s released", handler)
+        if was:
+            self.events.publish(C.EV_RELEASED, None, {"handler": handler})
+        self.wake()
+        return was, seq
+
+    def handler_state(self, name: str) -> str:
+        gate = self.ready.handler(name)
+        if not gate.known or gate.quarantine is not None:
+            return "quarantined"
+        if gate.pause is not None:
+            return "paused"
+        state = gate.breaker.current(self.clock())
+        if state == OPEN:
+            return "breaker_open"
+        if state == HALF_OPEN:
+            return "half_open"
+        return "ok"
+
     # --- the timer: pauses with `for`, and holds that end by themselves -------------------
     def arm(self) -> None:
         """One loop timer for the earliest of: a pause's end, a rate hold's end."""
@@ -156,6 +267,12 @@ class Control:
                 log.info("%s %s resumed: its pause ended", kind, name)
                 self.events.publish(f"{kind}.resumed", None, {kind: name})
         self.ready.release_due(now)
+        for name, gate in self.ready.handlers.items():
+            b = gate.breaker
+            if b.state == OPEN and now >= b.until and not b.announced:
+                b.announced = True
+                log.info("handler %s: circuit breaker half-open: one trial job may start", name)
+                self.events.publish(C.EV_BREAKER_HALF_OPEN, None, {"handler": name})
         self.wake()
         self.arm()
 
@@ -189,6 +306,9 @@ class Control:
                                  "running": view[C.RUNNING], "held": view["held"]}
         return out
 
+    def handler_states(self) -> dict[str, str]:
+        return {name: self.handler_state(name) for name in self.handlers}
+
     def handler_summaries(self) -> dict[str, dict[str, Any]]:
         out = {}
         for name in sorted(self.handlers):
@@ -220,9 +340,11 @@ class Control:
             if lane.pending and self.ready.lane_hold(lane, now) is not None:
                 held += lane.pending
         lim = gate.limiter
-        return {"queue": gate.queue, "state": "paused" if gate.pause is not None else "ok",
+        q = gate.quarantine
+        return {"queue": gate.queue, "state": self.handler_state(name),
                 "paused": gate.pause.view(HANDLER, name) if gate.pause is not None else None,
-                "quarantine": None,
+                "breaker": gate.breaker.view(now),
+                "quarantine": {"reason": q[0], "since": iso(q[1])} if q is not None else None,
                 "rate": lim.text if lim is not None else None,
                 "burst": lim.burst if lim is not None else None,
                 "pending": pending, "running": gate.running, "held": held}

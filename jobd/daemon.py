@@ -100,6 +100,7 @@ class Daemon:
         self.control = Control(cfg=cfg, store=self.store, handlers=self.boot.handlers,
                                take_back=self.dispatcher, events=self.events, loop=loop,
                                clock=clock, wake=wake)
+        self.jobs.guard = self.control
         pools = self.workers.pools
         self.control.pool_size = lambda name: pools[name].target if name in pools else 0
         self._size_pools(startup=True)
@@ -127,8 +128,9 @@ class Daemon:
         life = Lifecycle(framing=wal.FRAMING)
         # Limits and pauses are known before replay: start records replayed
         # take from the rate limiters, pause records override the config.
-        life.ready.configure(queue_specs(self.cfg), handler_flows(self.boot.handlers,
-                                                                  self.cfg.handler), time.time())
+        life.ready.configure(queue_specs(self.cfg),
+                             handler_flows(self.boot.handlers, self.cfg.handler, self.cfg.breaker),
+                             time.time())
         wal_dir = os.path.join(self.cfg.data_dir, "wal")
         started = time.monotonic()
         gc.disable()          # a million new objects: the GC would rescan them all

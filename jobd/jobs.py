@@ -27,7 +27,14 @@ from jobd.config import Config
 from jobd.core import records as R
 from jobd.core.flow import QueueGate
 from jobd.core.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, SubmitSpec, progress_view
-from jobd.core.lifecycle import FAIL_RATE_LIMITED, FAIL_SNOOZE, RETRYABLE, next_step
+from jobd.core.lifecycle import (
+    FAIL_CRASH,
+    FAIL_ERROR,
+    FAIL_RATE_LIMITED,
+    FAIL_SNOOZE,
+    RETRYABLE,
+    next_step,
+)
 from jobd.core.signature import check
 from jobd.core.values import MAX_TIMESTAMP, priority_value
 from jobd.errors import OpError, did_you_mean, invalid, not_found
@@ -52,6 +59,14 @@ class JobStats(Protocol):
     def observe_retry_delay(self, handler: str, seconds: float) -> None: ...
     def count_evicted(self, n: int) -> None: ...
     def count_deduplicated(self, handler: str) -> None: ...
+
+
+class Guard(Protocol):
+    """What decides on breakers and quarantine after an attempt (jobd/control.py)."""
+
+    def attempt_done(self, job: Job, was_trial: bool, failed: bool | None,
+                     crashed: bool) -> None:
+        """`failed`: True a counted failure, False a success, None not counted."""
 
 
 class Runner(Protocol):
@@ -97,6 +112,7 @@ class Jobs:
         self._evictions_logged = -EVICTION_LOG_S
         self._evictions_unlogged = 0
         self.runner: Runner | None = None   # the pool, once built (a replaced job may be sent ahead)
+        self.guard: Guard | None = None     # breakers and quarantine, once built
         self._insert = store.insert         # bound once: the submit hot path
         self._next_seq = store.next_seq
 
@@ -442,7 +458,10 @@ class Jobs:
         log, or (larger) in a file written off the loop, recorded when written."""
         self.stats.observe_result_size(job.handler, len(raw))
         if self.results.is_inline(raw):
+            was_trial = self._is_trial(job)
             self.store.commit(R.complete(job.id, self.clock(), orjson.Fragment(raw), None))
+            if was_trial and self.guard is not None:
+                self.guard.attempt_done(job, True, False, False)
             return
 
         def stored(ref: list[Any] | None, error: str | None) -> None:
@@ -451,7 +470,10 @@ class Jobs:
             if ref is None:
                 self.attempt_failed(job, error or "result could not be stored", 0, 0.0)
             else:
+                was_trial = self._is_trial(job)
                 self.store.commit(R.complete(job.id, self.clock(), None, ref))
+                if was_trial and self.guard is not None:
+                    self.guard.attempt_done(job, True, False, False)
             self.wake()
         self.results.store(job.id, raw, stored)
 
@@ -467,23 +489,40 @@ class Jobs:
             return
         log.info("job %s (%s) attempt %d failed: %s", job.id, job.handler, job.attempts,
                  _first_line(error))
+        crashed = kind == FAIL_CRASH
         r = self.cfg.retry
         status, delay = next_step(
-            job.attempts, job.max_retries, kind, after, job.cancel_requested,
-            job.retry_delay, job.retry_backoff,
+            job.attempts, job.max_retries, FAIL_ERROR if crashed else kind, after,
+            job.cancel_requested, job.retry_delay, job.retry_backoff,
             r.max_delay if job.max_delay is None else job.max_delay,
             r.jitter if job.jitter is None else job.jitter, self.rng)
+        if crashed and status == C.RETRYING:
+            poison = job.lane.handler.breaker.spec.poison_after
+            kills = self.table.crashes.get(job.id, 0) + 1
+            if poison and kills >= poison:
+                status, delay = C.DEAD_LETTER, None
+                error = f"poison: the job killed its worker {kills} times; last: {error}"
+                log.warning("job %s (%s) is poison: it killed its worker %d times",
+                            job.id, job.handler, kills)
         now = self.clock()
         due = None
         if delay is not None:
             self.stats.observe_retry_delay(job.handler, delay)
             # Retry(after=1e15) or a huge max_delay: still a time the view can show.
             due = min(now + delay, MAX_TIMESTAMP)
-        self.store.commit(R.fail(job.id, now, error, status, due))
+        was_trial = self._is_trial(job)
+        self.store.commit(R.fail(job.id, now, error, status, due, crashed))
+        if self.guard is not None and status != C.CANCELLED:
+            self.guard.attempt_done(job, was_trial, status != C.FAILED, crashed)
         if status == C.DEAD_LETTER:
             log.warning("job %s (%s) moved to the dead-letter queue after %d attempt(s): %s",
                         job.id, job.handler, job.attempts, _first_line(error))
             self.evict_dead_letters()
+
+    @staticmethod
+    def _is_trial(job: Job) -> bool:
+        """Is the job its handler's half-open breaker trial?"""
+        return bool(job.lane.handler.breaker.trial == job.id)
 
     def _held_back(self, job: Job, kind: int, after: float) -> None:
         """`RateLimited(after)` or `Snooze(after)`: held back, never failed.

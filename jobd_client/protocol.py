@@ -110,12 +110,18 @@ EV_QUEUE_PAUSED: Final = "queue.paused"
 EV_QUEUE_RESUMED: Final = "queue.resumed"
 EV_HANDLER_PAUSED: Final = "handler.paused"
 EV_HANDLER_RESUMED: Final = "handler.resumed"
+EV_BREAKER_OPENED: Final = "handler.breaker_opened"
+EV_BREAKER_HALF_OPEN: Final = "handler.breaker_half_open"
+EV_BREAKER_CLOSED: Final = "handler.breaker_closed"
+EV_QUARANTINED: Final = "handler.quarantined"
+EV_RELEASED: Final = "handler.released"
 # Sent to a watcher that fell too far behind, just before it is disconnected.
 EV_WATCH_LAGGED: Final = "watch.lagged"
 EVENTS: Final = frozenset((
     EV_SUBMITTED, EV_STARTED, EV_PROGRESS, EV_COMPLETED, EV_FAILED,
     EV_DEAD_LETTER, EV_CANCELLED, EV_WORKER_STARTED, EV_WORKER_EXITED, EV_REPLAYED,
     EV_QUEUE_PAUSED, EV_QUEUE_RESUMED, EV_HANDLER_PAUSED, EV_HANDLER_RESUMED,
+    EV_BREAKER_OPENED, EV_BREAKER_HALF_OPEN, EV_BREAKER_CLOSED, EV_QUARANTINED, EV_RELEASED,
 ))
 
 # --- queues and holds ------------------------------------------------------------------------

@@ -117,7 +117,8 @@ def test_dry_run_changes_nothing_and_filters_combine(make_daemon):
 def test_retry_many_of_dead_letters_respects_the_rate_limit(make_daemon, tmp_path):
     flag = tmp_path / "broken"
     flag.write_text("x")
-    config = f'[handler."{T}fail_while_exists"]\nrate = "10/s"\n'
+    # (breaker off: this is about the rate limit, and 20 failures in a row would open it)
+    config = f'[handler."{T}fail_while_exists"]\nrate = "10/s"\nbreaker_failures = 0\n'
     d = make_daemon(workers=2, config=config)
     c = d.client()
     ids = [c.submit(T + "fail_while_exists", [str(flag)], max_retries=0) for _ in range(20)]

@@ -37,6 +37,7 @@ from typing import Any
 
 from jobd import constants as C
 from jobd.core import records as R
+from jobd.core.breaker import CLOSED, OPEN, Breaker, BreakerSpec
 from jobd.core.job import Job, iso
 
 DEFAULT_QUEUE = C.DEFAULT_QUEUE
@@ -146,7 +147,8 @@ class Hold:
 
 class HandlerGate:
     __slots__ = ("name", "queue", "pause", "limiter", "limit", "running", "known",
-                 "hold_until", "hold_since", "rate_since", "lanes", "shut", "waking")
+                 "hold_until", "hold_since", "rate_since", "lanes", "shut", "waking",
+                 "breaker", "quarantine", "checks")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -161,18 +163,26 @@ class HandlerGate:
         self.rate_since: float | None = None   # when its limiter first said "not yet"
         self.lanes: list[Lane] = []
         self.shut = False                 # held until something changes (not by time)
+        self.checks = False               # held at times: look (`blocked`) before a start
         self.waking: float | None = None  # a wake-up is noted for then
+        self.breaker = Breaker(BreakerSpec())
+        self.quarantine: tuple[str, float] | None = None     # (reason, since)
 
     def refresh(self) -> None:
-        self.shut = (not self.known or self.pause is not None
-                     or (self.limit > 0 and self.running >= self.limit))
+        b = self.breaker
+        self.shut = (not self.known or self.pause is not None or self.quarantine is not None
+                     or (self.limit > 0 and self.running >= self.limit)
+                     or b.trial is not None)
+        self.checks = bool(self.hold_until) or self.limiter is not None or b.state != CLOSED
 
     def blocked(self, now: float) -> str | None:
         """Why its jobs may not start at `now` (None: they may)."""
-        if not self.known:
+        if not self.known or self.quarantine is not None:
             return QUARANTINED
         if self.pause is not None:
             return HANDLER_PAUSED
+        if self.breaker.state != CLOSED and self.breaker.holds(now):
+            return BREAKER_OPEN
         if self.hold_until > now:
             return RATE_LIMITED
         lim = self.limiter
@@ -185,7 +195,9 @@ class HandlerGate:
     def wakes_at(self) -> float:
         """When a rate hold ends by itself."""
         lim = self.limiter
-        return max(self.hold_until, lim.next_at() if lim is not None else 0.0)
+        b = self.breaker
+        return max(self.hold_until, lim.next_at() if lim is not None else 0.0,
+                   b.until if b.state == OPEN else 0.0)
 
 
 class QueueGate:
@@ -269,6 +281,7 @@ class HandlerFlow:
     rate: str | None = None
     burst: int | None = None
     max_concurrency: int = 0
+    breaker: BreakerSpec = BreakerSpec()
 
 
 # --- the ready structure ---------------------------------------------------------------------
@@ -311,6 +324,7 @@ class Ready:
             gate.queue = flow.queue
             gate.limiter = limiter(flow.rate, flow.burst, gate.limiter)
             gate.limit = flow.max_concurrency
+            gate.breaker.spec = flow.breaker
             gate.known = True
             self._changed(gate)
 
@@ -373,8 +387,7 @@ class Ready:
                 _heappop(index)
                 continue
             gate = lane.handler
-            if gate.shut or (gate.hold_until or gate.limiter is not None) \
-                    and gate.blocked(now) is not None:
+            if gate.shut or gate.checks and gate.blocked(now) is not None:
                 self._hold_lane(lane, now)
                 _heappop(index)
                 continue
@@ -506,7 +519,11 @@ class Ready:
             if old == _PENDING:
                 lane.pending -= 1
             elif old == _RUNNING:
-                self._run(lane.handler, -1)
+                gate = lane.handler
+                self._run(gate, -1)
+                if gate.breaker.trial == job.id:       # the trial ended: its outcome decides
+                    gate.breaker.trial = None
+                    self._changed(gate)
         if new:
             counts[new] += 1
             if new == _PENDING:
@@ -523,12 +540,61 @@ class Ready:
     def took(self, job: Job, ts: float) -> None:
         """A job started at `ts` (its start record): one start off the limits."""
         lane: Lane = job.lane
-        lim = lane.handler.limiter
+        gate = lane.handler
+        if gate.breaker.state != CLOSED:
+            gate.breaker.started(job.id, ts)
+            gate.refresh()
+        lim = gate.limiter
         if lim is not None:
             lim.take(ts)
         lim = lane.queue.limiter
         if lim is not None:
             lim.take(ts)
+
+    def attempt_ended(self, job: Job, ts: float, failed: bool, error: str | None,
+                      crashed: bool) -> None:
+        """An attempt of the job ended (one the breaker counts)."""
+        b = job.lane.handler.breaker
+        b.ended(ts, failed, error)
+        if crashed or b.crash_jobs:
+            b.crashed(job.id if crashed else None)
+
+    # --- breakers and quarantine (their records) ---------------------------------------------
+    def breaker_open(self, handler: str, ts: float, cooldown: float, error: str | None) -> None:
+        gate = self.handler(handler)
+        gate.breaker.open(ts, cooldown)
+        if error is not None:
+            gate.breaker.last_error = error
+        gate.refresh()
+
+    def breaker_close(self, handler: str) -> None:
+        gate = self.handler(handler)
+        gate.breaker.close()
+        self._changed(gate)
+
+    def breaker_restore(self, handler: str, state: str, opened_at: float | None, until: float,
+                        cooldown: float, trips: list[float], streak: int) -> None:
+        """A breaker's state from a snapshot."""
+        b = self.handler(handler).breaker
+        b.state = OPEN if state != CLOSED else CLOSED     # a trial in flight did not survive
+        b.opened_at, b.until, b.cooldown, b.streak = opened_at, until, cooldown, streak
+        b.trips.extend(trips)
+        self.handler(handler).refresh()
+
+    def quarantine(self, handler: str, reason: str, since: float) -> None:
+        gate = self.handler(handler)
+        gate.quarantine = (reason, since)
+        gate.refresh()
+
+    def release(self, handler: str) -> bool:
+        """Lift a quarantine; the breaker closes and forgets its trips. True if it was quarantined."""
+        gate = self.handler(handler)
+        was = gate.quarantine is not None
+        gate.quarantine = None
+        gate.breaker.close()
+        gate.breaker.reset_trips()
+        self._changed(gate)
+        return was
 
     # --- pauses and holds -----------------------------------------------------------------------
     def pause(self, kind: str, name: str, pause: Pause) -> None:
@@ -561,6 +627,7 @@ class Ready:
         if until > gate.hold_until:
             gate.hold_until = until
             gate.hold_since = since
+            gate.refresh()
             self._wake_at(until, gate)
 
     def restore_limiter(self, kind: str, name: str, tat: float) -> None:
@@ -588,6 +655,12 @@ class Ready:
                 yield [R.LIMITER, "handler", gate.name, gate.limiter.tat]
             if gate.hold_until:
                 yield [R.RATE_HOLD, gate.name, gate.hold_since, gate.hold_until]
+            b = gate.breaker
+            if b.state != CLOSED or b.trips or b.streak:
+                yield [R.BREAKER_STATE, gate.name, b.state, b.opened_at, b.until, b.cooldown,
+                       list(b.trips), b.streak]
+            if gate.quarantine is not None:
+                yield [R.QUARANTINE, gate.name, gate.quarantine[1], gate.quarantine[0], None]
 
     def pauses(self) -> Iterator[tuple[str, str, Pause]]:
         for q in self.queues.values():
@@ -609,10 +682,16 @@ class Ready:
         gate, q = lane.handler, lane.queue
         if not gate.known:
             return Hold(QUARANTINED, None, None)
+        if gate.quarantine is not None:
+            return Hold(QUARANTINED, gate.quarantine[1], None)
         if gate.pause is not None:
             return Hold(HANDLER_PAUSED, gate.pause.since, gate.pause.until)
         if q.pause is not None:
             return Hold(QUEUE_PAUSED, q.pause.since, q.pause.until)
+        b = gate.breaker
+        if b.state != CLOSED and b.holds(now):
+            return Hold(BREAKER_OPEN, b.opened_at, b.until if b.state == OPEN and now < b.until
+                        else None)
         if gate.hold_until > now:
             return Hold(RATE_LIMITED, gate.hold_since, gate.hold_until)
         lim = gate.limiter

@@ -42,6 +42,8 @@ FAIL_PERMANENT = 1      # PermanentError: no retry
 FAIL_RETRY = 2          # Retry(after=...): retry after exactly that delay
 FAIL_RATE_LIMITED = 3   # RateLimited(after=...): not an attempt; the handler is held that long
 FAIL_SNOOZE = 4         # Snooze(after=...): not an attempt; the job waits that long
+FAIL_CRASH = 5          # its worker died running it (a signal, an exit): the retry policy
+                        # decides, and it counts towards poison_after and quarantine_crashes
 
 # The statuses `retry` applies to; `cancel` applies to every other non-terminal one.
 RETRYABLE = frozenset((C.DEAD_LETTER, C.FAILED, C.CANCELLED))
@@ -110,6 +112,9 @@ class Lifecycle:
             R.SCHEDULE_FIRED: self._a_schedule_fired, R.SEQ: self._a_seq,
             R.PAUSE: self._a_pause, R.RESUME: self._a_resume, R.RATE_HOLD: self._a_rate_hold,
             R.LIMITER: self._a_limiter, R.SNOOZE: self._a_snooze,
+            R.BREAKER_OPEN: self._a_breaker_open, R.BREAKER_CLOSE: self._a_breaker_close,
+            R.BREAKER_STATE: self._a_breaker_state, R.QUARANTINE: self._a_quarantine,
+            R.RELEASE: self._a_release, R.CRASHES: self._a_crashes,
             R.JOBS: self.replay,
             # the log's own records replay meets (its format marks), theirs to check
             **(framing or {}),
@@ -198,6 +203,8 @@ class Lifecycle:
     def _finish(self, job: Job, status: str) -> None:
         self._set_status(job, status)
         self.table.ended(job)
+        if self.table.crashes:
+            self.table.crashes.pop(job.id, None)
 
     # --- record handlers ---------------------------------------------------------------------
     def _a_submit(self, rec: list[Any]) -> None:
@@ -219,6 +226,7 @@ class Lifecycle:
 
     def _a_complete(self, rec: list[Any]) -> None:
         job = self.table.jobs[rec[1]]
+        self.ready.attempt_ended(job, rec[2], False, None, False)
         job.completed_at = rec[2]
         job.result = compact_result(rec[3])      # live: a Fragment already; replay: decoded
         job.result_ref = rec[4]
@@ -230,6 +238,12 @@ class Lifecycle:
         job = self.table.jobs[rec[1]]
         ts, job.error, status, due = rec[2], rec[3], rec[4], rec[5]
         job.finished_attempt_at = ts
+        crashed = len(rec) > 6 and bool(rec[6])
+        if crashed:
+            self.table.crashes[job.id] = self.table.crashes.get(job.id, 0) + 1
+        if status != C.CANCELLED:          # a cancel asked for: not the service's doing
+            # PermanentError (status failed) reached the service: a call, not a failure
+            self.ready.attempt_ended(job, ts, status != C.FAILED, job.error, crashed)
         if status == C.RETRYING:
             job.completed_at = None       # only terminal jobs have completed_at
             job.scheduled_for = due
@@ -321,6 +335,25 @@ class Lifecycle:
         job.scheduled_for = rec[3]
         self._set_status(job, C.SCHEDULED)
         self.timers.push(job)
+
+    def _a_breaker_open(self, rec: list[Any]) -> None:
+        self.ready.breaker_open(rec[1], rec[2], rec[3], rec[6] if len(rec) > 6 else None)
+
+    def _a_breaker_close(self, rec: list[Any]) -> None:
+        self.ready.breaker_close(rec[1])
+
+    def _a_breaker_state(self, rec: list[Any]) -> None:
+        self.ready.breaker_restore(rec[1], rec[2], rec[3], rec[4], rec[5], rec[6], rec[7])
+
+    def _a_quarantine(self, rec: list[Any]) -> None:
+        self.ready.quarantine(rec[1], rec[3], rec[2])
+
+    def _a_release(self, rec: list[Any]) -> None:
+        self.ready.release(rec[1])
+
+    def _a_crashes(self, rec: list[Any]) -> None:
+        if rec[1] in self.table.jobs:
+            self.table.crashes[rec[1]] = rec[2]
 
     def _a_seq(self, rec: list[Any]) -> None:
         self.table.seq = max(self.table.seq, rec[1])
@@ -426,3 +459,5 @@ class Lifecycle:
                 chunk = []
         if chunk:
             yield [R.JOBS, chunk]
+        for job_id, n in self.table.crashes.items():
+            yield [R.CRASHES, job_id, n]

@@ -22,8 +22,8 @@ DEP_BOUND = frozenset((C.WAITING, C.SCHEDULED))
 
 
 class JobTable:
-    __slots__ = ("jobs", "counts", "dependents", "finished", "dead", "running", "unique", "args_bytes",
-                 "seq", "schedules", "orphan_records", "_unsorted")
+    __slots__ = ("jobs", "counts", "dependents", "finished", "dead", "running", "unique",
+                 "crashes", "args_bytes", "seq", "schedules", "orphan_records", "_unsorted")
 
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
@@ -33,6 +33,7 @@ class JobTable:
         self.dead: deque[tuple[float, Job]] = deque()         # dead letters, by time
         self.running: dict[str, Job] = {}
         self.unique: dict[str, Job] = {}  # unique_key → the not-yet-terminal job holding it
+        self.crashes: dict[str, int] = {}  # live jobs that killed their worker: how often
         self.args_bytes = 0         # JSON text of every job's args and kwargs ([queue] max_args_bytes)
         self.seq = 0                # the last place in the queue handed out
         self.schedules: dict[str, dict[str, Any]] = {}

@@ -26,7 +26,7 @@ import orjson
 from jobd import constants as C
 from jobd.config import WorkersConfig
 from jobd.core.job import Job
-from jobd.core.lifecycle import FAIL_ERROR
+from jobd.core.lifecycle import FAIL_CRASH, FAIL_ERROR
 from jobd.pool import frames as F
 from jobd.pool.dispatch import Dispatcher, Outcomes
 from jobd.pool.forkserver import ForkServerClient
@@ -504,7 +504,7 @@ class Arbiter:
         else:
             error = f"worker {w.id} (pid {w.pid}) died while running the job: {_exit_text(code, sig)}"
         w.jobs_failed += 1
-        self.outcomes.attempt_failed(job, error, FAIL_ERROR, 0.0)
+        self.outcomes.attempt_failed(job, error, FAIL_ERROR if reason else FAIL_CRASH, 0.0)
 
     def _orphaned(self, fs: ForkServerClient) -> None:
         """A fork server is gone, so no exit reports will come for its workers:

@@ -149,7 +149,7 @@ class Dispatcher:
                     if job is None:
                         return
                     gate = job.lane.handler
-                    if gate.limit or gate.limiter is not None:
+                    if gate.limit or gate.limiter is not None or gate.checks:
                         ready.push(job)
                         return
                     self._reserve(pool, w, job)

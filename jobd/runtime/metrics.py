@@ -25,6 +25,7 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5
                     10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 QUEUE_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
                  300.0, 1800.0, 3600.0, 21600.0, 86400.0)
+HANDLER_STATES = ("ok", "paused", "breaker_open", "half_open", "quarantined")
 RETRY_BUCKETS = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 
 
@@ -94,6 +95,9 @@ class FlowStats(Protocol):
     def held_counts(self) -> Iterable[tuple[str, str, str, int]]: ...   # queue, handler, reason, n
     def queue_summaries(self) -> dict[str, dict[str, Any]]: ...
     def handler_summaries(self) -> dict[str, dict[str, Any]]: ...
+    def handler_states(self) -> dict[str, str]: ...     # handler → ok, paused, breaker_open, ...
+    @property
+    def trips(self) -> dict[str, int]: ...               # breaker openings, per handler
 
 
 @dataclass(frozen=True)
@@ -332,6 +336,12 @@ def prometheus(rec: Recorder, src: Sources) -> str:
     _family(out, "jobd_jobs_deduplicated_total", "counter",
             "Submits answered with the job already holding their unique_key.",
             [({"handler": h}, n) for h, n in sorted(rec.deduplicated.items())])
+    _family(out, "jobd_handler_state", "gauge",
+            "1 for the handler's current state (ok, paused, breaker_open, half_open, quarantined).",
+            [({"handler": h, "state": s}, int(s == state))
+             for h, state in sorted(src.flow.handler_states().items()) for s in HANDLER_STATES])
+    _family(out, "jobd_breaker_trips_total", "counter", "Times a handler's circuit breaker opened.",
+            [({"handler": h}, n) for h, n in sorted(src.flow.trips.items())])
     _family(out, "jobd_queue_jobs", "gauge", "Jobs by status.",
             [({"status": s}, counts[s]) for s in C.STATUSES])
     _family(out, "jobd_wal_fsyncs_total", "counter", "WAL fsyncs.", [({}, src.wal.fsyncs)])

@@ -211,6 +211,22 @@ class Ops:
         resumed, seq = self.s.control.resume(kind, name)
         return {"resumed": resumed}, seq
 
+    def op_breaker_reset(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        reset, seq = self.s.control.breaker_reset(_handler_name(req))
+        return {"reset": reset}, seq
+
+    def op_quarantine(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        name = _handler_name(req)
+        if name not in self.s.jobs.handlers:
+            raise OpError(C.E_NOT_FOUND, f"no handler registered as {name!r}")
+        view, seq = self.s.control.quarantine(name, get_str(req, "reason", limit=1024),
+                                              conn.peer_uid())
+        return {"quarantined": True, "quarantine": view}, seq
+
+    def op_release(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        released, seq = self.s.control.release(_handler_name(req))
+        return {"released": released}, seq
+
     def op_queues(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         return {"queues": self.s.control.queue_views()}, 0
 
@@ -350,3 +366,10 @@ class Ops:
     def op_schedule_remove(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         removed, seq = self.s.scheduler.remove(get_name(req))
         return {"removed": removed}, seq
+
+
+def _handler_name(req: dict[str, Any]) -> str:
+    name = get_str(req, HANDLER, limit=1024)
+    if name is None:
+        raise invalid(HANDLER, "required: a registered handler's name")
+    return str(name)

@@ -309,3 +309,11 @@ def _gated(path: str) -> str:
 gated_a = handler(name="gated_a")(_gated)
 gated_b = handler(name="gated_b")(_gated)
 gated_c = handler(name="gated_c")(_gated)
+
+
+@handler
+def flaky_even(i: int) -> int:
+    """A service that fails every other call: never many failures in a row."""
+    if i % 2 == 0:
+        raise RuntimeError(f"call {i} failed")
+    return i
