@@ -262,6 +262,22 @@ def resume(queue: str | None, handler: str | None) -> Call[bool]:
     return Call(P.OP_RESUME, compact(queue=queue, handler=handler), lambda r: bool(r.get("resumed")))
 
 
+def breaker_reset(handler: str) -> Call[bool]:
+    """True when the breaker was open (or half-open) and is now closed."""
+    return Call(P.OP_BREAKER_RESET, {"handler": handler}, lambda r: bool(r.get("reset")))
+
+
+def quarantine(handler: str, reason: str | None) -> Call[dict[str, Any]]:
+    """The quarantine: `reason`, `since` (an existing one is kept as it was)."""
+    return Call(P.OP_QUARANTINE, compact(handler=handler, reason=reason),
+                lambda r: r.get("quarantine") or {})
+
+
+def release(handler: str) -> Call[bool]:
+    """True when the handler was quarantined."""
+    return Call(P.OP_RELEASE, {"handler": handler}, lambda r: bool(r.get("released")))
+
+
 def job_filter(status: str | list[str] | None, where: JobFilter) -> dict[str, Any]:
     """The filter fields of a bulk request. A misspelt field raises TypeError
     here: sent, the daemon would not know it and the filter would match more."""

@@ -409,6 +409,19 @@ class AsyncClient:
         """Lift a pause; False when it was not paused."""
         return await self._run(rq.resume(queue, handler))
 
+    async def breaker_reset(self, handler: str) -> bool:
+        """Close the handler's circuit breaker; False when it was closed."""
+        return await self._run(rq.breaker_reset(handler))
+
+    async def quarantine(self, handler: str, reason: str | None = None) -> dict[str, Any]:
+        """Hold every job of the handler until `release`: returns `reason`, `since`."""
+        return await self._run(rq.quarantine(handler, reason))
+
+    async def release(self, handler: str) -> bool:
+        """Lift the handler's quarantine (its breaker closes and forgets its
+        trips); False when it was not quarantined."""
+        return await self._run(rq.release(handler))
+
     async def cancel_many(self, *, status: Statuses = None, force: bool = False,
                           dry_run: bool = False, **where: Unpack[JobFilter]) -> dict[str, Any]:
         """Cancel the jobs matching the filter: `matched`, `cancelled`, `sample`

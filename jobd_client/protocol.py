@@ -41,12 +41,15 @@ OP_QUEUES: Final = "queues"
 OP_CANCEL_MANY: Final = "cancel_many"
 OP_RETRY_MANY: Final = "retry_many"
 OP_REPLAY: Final = "replay"
+OP_BREAKER_RESET: Final = "breaker_reset"
+OP_QUARANTINE: Final = "quarantine"
+OP_RELEASE: Final = "release"
 OPS: Final = frozenset((
     OP_HELLO, OP_SUBMIT, OP_SUBMIT_MANY, OP_STATUS, OP_PROGRESS, OP_RESULT, OP_WAIT,
     OP_CANCEL, OP_LIST, OP_DEAD_LETTERS, OP_RETRY, OP_PURGE, OP_METRICS, OP_WORKERS,
     OP_SCALE, OP_RESTART_WORKER, OP_WATCH, OP_SCHEDULE_ADD, OP_SCHEDULE_LIST,
     OP_SCHEDULE_REMOVE, OP_LOGS, OP_RELOAD, OP_HANDLERS, OP_PAUSE, OP_RESUME, OP_QUEUES,
-    OP_CANCEL_MANY, OP_RETRY_MANY, OP_REPLAY,
+    OP_CANCEL_MANY, OP_RETRY_MANY, OP_REPLAY, OP_BREAKER_RESET, OP_QUARANTINE, OP_RELEASE,
 ))
 
 # --- job statuses -----------------------------------------------------------------------

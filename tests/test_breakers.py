@@ -227,3 +227,45 @@ def test_jobs_of_a_handler_the_new_code_lacks_are_held_quarantined(make_daemon, 
     c = d.client()
     assert [c.wait(j, timeout=20).status for j in ids] == ["completed"] * 3
     assert Path(d.data_dir).exists()
+
+
+def test_cli_and_client_drive_breakers_and_quarantine(make_daemon, tmp_path):
+    import subprocess
+    import sys
+
+    from jobd_client import AsyncClient
+    down = tmp_path / "down"
+    down.write_text("x")
+    d = make_daemon(workers=1, config=breaker_config(breaker_failures=1, breaker_cooldown=600))
+    c = d.client()
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "jobd.cli", "--socket", d.socket, *argv],
+                              capture_output=True, text=True, timeout=30)
+
+    job_id = c.submit(SERVICE, [str(down)])
+    wait_until(lambda: row(c, SERVICE)["state"] == "breaker_open", what="the breaker to open")
+    run = cli("handlers")
+    assert run.returncode == 0 and "breaker_open" in run.stdout and "NEXT TRIAL" in run.stdout
+    top = cli("top", "--once")
+    assert "breaker open" in top.stdout, top.stdout
+    down.unlink()
+    run = cli("handlers", "reset", SERVICE)
+    assert run.returncode == 0 and "closed" in run.stdout
+    assert c.wait(job_id, timeout=20).status == "completed"
+    run = cli("handlers", "quarantine", T + "add", "--reason", "bad deploy")
+    assert run.returncode == 0 and "bad deploy" in run.stdout
+    assert c.quarantine(T + "add")["reason"] == "bad deploy"
+    assert "quarantined since" in cli("handlers").stdout
+    assert cli("handlers", "release", "nope").returncode == 1
+    run = cli("handlers", "release", T + "add")
+    assert run.returncode == 0 and "released" in run.stdout
+    assert c.release(T + "add") is False and c.breaker_reset(SERVICE) is False
+
+    async def via_async() -> tuple:
+        async with AsyncClient(socket_path=d.socket) as ac:
+            q = await ac.quarantine(T + "noop", reason="x")
+            return q, await ac.release(T + "noop"), await ac.breaker_reset(T + "noop")
+    import asyncio
+    q, released, reset = asyncio.run(via_async())
+    assert q["reason"] == "x" and released is True and reset is False

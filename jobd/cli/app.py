@@ -215,9 +215,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep printing new output until the job has ended")
     add("reload", code.cmd_reload,
         "load the handler code afresh (exit 1 when it did not load; the old code keeps serving)")
-    _pause_parsers(add("handlers", code.cmd_handlers,
-                       "list registered handlers with their options (or pause/resume one)"),
-                   common, "handler")
+    handlers_parser = add("handlers", code.cmd_handlers,
+                          "list registered handlers with their state and options (or pause, "
+                          "resume, reset, release or quarantine one)")
+    actions = _pause_parsers(handlers_parser, common, "handler")
+    q = actions.add_parser("reset", parents=[common], help="close the handler's circuit breaker",
+                           description="close the handler's circuit breaker")
+    q.set_defaults(run=code.cmd_breaker_reset)
+    q.add_argument("name", metavar="NAME")
+    q = actions.add_parser("release", parents=[common],
+                           help="lift the handler's quarantine (its breaker closes too)",
+                           description="lift the handler's quarantine (its breaker closes too)")
+    q.set_defaults(run=code.cmd_release)
+    q.add_argument("name", metavar="NAME")
+    q = actions.add_parser("quarantine", parents=[common],
+                           help="hold every job of the handler until it is released",
+                           description="hold every job of the handler until it is released")
+    q.set_defaults(run=code.cmd_quarantine)
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--reason", metavar="R", help="why (shown in the handlers view)")
     _pause_parsers(add("queues", flow.cmd_queues, "list queues (or pause/resume one)"),
                    common, "queue")
     p = add("top", cmd_top, "live dashboard (q or Ctrl-C quits)")
@@ -279,9 +295,11 @@ def _schedule_parsers(p: argparse.ArgumentParser, common: argparse.ArgumentParse
     add("remove", sched.cmd_schedule_remove, "remove a schedule").add_argument("name", metavar="NAME")
 
 
-def _pause_parsers(p: argparse.ArgumentParser, common: argparse.ArgumentParser, kind: str) -> None:
-    """`queues pause|resume NAME` or `handlers pause|resume NAME`; without an action, the list."""
-    sub = p.add_subparsers(dest="action", metavar="[pause|resume NAME]")
+def _pause_parsers(p: argparse.ArgumentParser, common: argparse.ArgumentParser,
+                   kind: str) -> Any:
+    """`queues pause|resume NAME` or `handlers pause|resume NAME`; without an action, the list.
+    Returns the subparsers (handlers adds more actions)."""
+    sub = p.add_subparsers(dest="action", metavar="[pause|resume|... NAME]")
     q = sub.add_parser("pause", parents=[common], help=f"hold the {kind}'s jobs (running ones finish)",
                        description=f"hold the {kind}'s jobs (running ones finish)")
     q.set_defaults(run=flow.cmd_pause, kind=kind)
@@ -292,6 +310,7 @@ def _pause_parsers(p: argparse.ArgumentParser, common: argparse.ArgumentParser, 
                        description=f"let the {kind}'s jobs start again")
     q.set_defaults(run=flow.cmd_resume, kind=kind)
     q.add_argument("name", metavar="NAME")
+    return sub
 
 
 def _one_or_all(p: argparse.ArgumentParser, verb: str) -> None:

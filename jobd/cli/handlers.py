@@ -15,7 +15,13 @@ import textwrap
 from typing import Any
 
 from jobd import constants as C
-from jobd_client.protocol import OP_HANDLERS, OP_RELOAD
+from jobd_client.protocol import (
+    OP_BREAKER_RESET,
+    OP_HANDLERS,
+    OP_QUARANTINE,
+    OP_RELEASE,
+    OP_RELOAD,
+)
 
 from .context import Context
 from .flow import pause_text
@@ -74,6 +80,7 @@ def cmd_handlers(ctx: Context, args: argparse.Namespace) -> int:
 HANDLER_COLUMNS = (Column("NAME", flex=True, dotted=True), Column("QUEUE"), Column("STATE"),
                    Column("PENDING", right=True), Column("RUNNING", right=True))
 HELD_COLUMN = Column("HELD", right=True)
+BREAKER_COLUMNS = (Column("FAILS", right=True), Column("RATE"), Column("NEXT TRIAL"))
 
 
 def handler_lines(handlers: list[dict[str, Any]], width: int, mark: str = "~") -> list[str]:
@@ -83,15 +90,23 @@ def handler_lines(handlers: list[dict[str, Any]], width: int, mark: str = "~") -
     when the daemon counts held jobs (an older one does not)."""
     ordered = sorted(handlers, key=lambda h: str(h.get("name")))
     held = any("held" in h for h in ordered)
-    columns = (*HANDLER_COLUMNS, HELD_COLUMN) if held else HANDLER_COLUMNS
+    breakers = any(isinstance(h.get("breaker"), dict) for h in ordered)
+    columns = (*HANDLER_COLUMNS, *((HELD_COLUMN,) if held else ()),
+               *(BREAKER_COLUMNS if breakers else ()))
     rows = [(h.get("name"), h.get("queue") or "-", h.get("state") or "-", h.get("pending", 0),
-             h.get("running", 0), *((h.get("held", 0),) if held else ())) for h in ordered]
+             h.get("running", 0), *((h.get("held", 0),) if held else ()),
+             *(_breaker_cells(h) if breakers else ())) for h in ordered]
     header, *lines = table(columns, rows, width, mark)
     out = [header]
     for line, handler in zip(lines, ordered, strict=True):
         out.append(line)
         if isinstance(handler.get("paused"), dict):
             out.append(clip(OPTIONS_INDENT + pause_text(handler["paused"]), width, mark))
+        quarantine = handler.get("quarantine")
+        if isinstance(quarantine, dict):
+            out.append(clip(f"{OPTIONS_INDENT}quarantined since {quarantine.get('since')}: "
+                            f"{quarantine.get('reason')} (jobd-cli handlers release "
+                            f"{handler.get('name')})", width, mark))
         out += textwrap.wrap(options_text(handler.get("options") or {}), max(20, width),
                              initial_indent=OPTIONS_INDENT, subsequent_indent=OPTIONS_INDENT,
                              break_long_words=False, break_on_hyphens=False)
@@ -114,3 +129,44 @@ def _value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(_value(v) for v in value)
     return str(value)
+
+
+def _breaker_cells(handler: dict[str, Any]) -> tuple[Any, ...]:
+    """FAILS (failed attempts in a row), RATE (its rate limit), NEXT TRIAL (an open breaker's)."""
+    b: dict[str, Any] = handler.get("breaker") or {}
+    trial = b.get("next_trial_at")
+    return (b.get("failures", 0), handler.get("rate") or "-",
+            str(trial)[11:19] if isinstance(trial, str) else "-")
+
+
+# --- breaker reset, quarantine, release --------------------------------------------------------
+
+def cmd_breaker_reset(ctx: Context, args: argparse.Namespace) -> int:
+    body = ctx.client.call(OP_BREAKER_RESET, handler=args.name)
+    if ctx.json:
+        ctx.emit(body)
+    else:
+        ctx.say(f"breaker of {args.name} closed" if body.get("reset")
+                else f"breaker of {args.name} was closed already")
+    return C.CLI_OK
+
+
+def cmd_release(ctx: Context, args: argparse.Namespace) -> int:
+    body = ctx.client.call(OP_RELEASE, handler=args.name)
+    if ctx.json:
+        ctx.emit(body)
+    else:
+        ctx.say(f"released {args.name}: its jobs may run again" if body.get("released")
+                else f"{args.name} was not quarantined")
+    return C.CLI_OK
+
+
+def cmd_quarantine(ctx: Context, args: argparse.Namespace) -> int:
+    body = ctx.client.call(OP_QUARANTINE, handler=args.name, reason=args.reason)
+    if ctx.json:
+        ctx.emit(body)
+    else:
+        q = body.get("quarantine") or {}
+        ctx.say(f"quarantined {args.name}: {q.get('reason')}; release it with "
+                f"`jobd-cli handlers release {args.name}`")
+    return C.CLI_OK

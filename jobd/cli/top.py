@@ -203,6 +203,11 @@ def hold_why(handler: dict[str, Any], paused_queues: set[Any]) -> str:
         hold = handler.get(key)
         if isinstance(hold, dict):
             return f"{key}: {hold.get('reason')}" if hold.get("reason") else key
+    breaker = handler.get("breaker")
+    if isinstance(breaker, dict) and breaker.get("state") in ("open", "half_open"):
+        trial = breaker.get("next_trial_at")
+        when = f", next trial {short_time(trial)}" if trial else ", trial running"
+        return f"breaker {breaker.get('state')} ({breaker.get('failures')} failures{when})"
     queue = handler.get("queue")
     return f"queue {queue} paused" if queue in paused_queues else "-"
 
