@@ -234,7 +234,8 @@ def test_handlers_pause_shows_state_held_and_why(cli: Callable[..., Run],
     assert run.code == 0 and run.out == f"paused handler {T}add until resumed: flaky API\n"
     job_id = cli("submit", T + "add", "2", "3").out.strip()
     lines = cli("handlers").out.splitlines()
-    assert lines[0].split() == ["NAME", "QUEUE", "STATE", "PENDING", "RUNNING", "HELD"]
+    assert lines[0].split() == ["NAME", "QUEUE", "STATE", "PENDING", "RUNNING", "HELD", "FAILS",
+                                "RATE", "NEXT", "TRIAL"]
     row = next(i for i, line in enumerate(lines) if line.startswith(T + "add "))
     assert lines[row].split()[1:] == ["default", "paused", "1", "0", "1"]
     assert re.fullmatch(r"    paused since \S+ until resumed by uid \d+: flaky API", lines[row + 1])
