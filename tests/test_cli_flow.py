@@ -237,7 +237,7 @@ def test_handlers_pause_shows_state_held_and_why(cli: Callable[..., Run],
     assert lines[0].split() == ["NAME", "QUEUE", "STATE", "PENDING", "RUNNING", "HELD", "FAILS",
                                 "RATE", "NEXT", "TRIAL"]
     row = next(i for i, line in enumerate(lines) if line.startswith(T + "add "))
-    assert lines[row].split()[1:] == ["default", "paused", "1", "0", "1"]
+    assert lines[row].split()[1:] == ["default", "paused", "1", "0", "1", "0", "-", "-"]
     assert re.fullmatch(r"    paused since \S+ until resumed by uid \d+: flaky API", lines[row + 1])
     assert re.search(r"^held +handler_paused since \S+$", cli("status", job_id).out, re.M)
     top = cli("top", "--once").out
