@@ -104,6 +104,18 @@ class BreakerConfig:
 BREAKER_OPTIONS = tuple(f.name for f in dataclasses.fields(BreakerConfig))
 
 
+@dataclass
+class AlertsConfig:
+    """`[alerts]`: where alerts go and how often (docs/alerts.md); the rules'
+    tables `[alerts.rules.NAME]` are in `rules`, checked by jobd/alerts/rules.py."""
+    command: list[str] = field(default_factory=list)   # argv, no shell; the alert JSON on stdin
+    webhook_url: str = ""                # POSTed an Alertmanager-shaped body
+    webhook_secret_file: str = ""        # Standard Webhooks secret: signs the POSTs
+    repeat_interval: float = 4 * 3600.0  # a firing alert is sent again this often
+    interval: float = 5.0                # seconds between evaluations of the rules (at most 5)
+    rules: dict[str, Any] = field(default_factory=dict)
+
+
 FSYNC_MODES = ("always", "interval", "never")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -119,6 +131,7 @@ class Config:
     wal: WalConfig = field(default_factory=WalConfig)
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    alerts: AlertsConfig = field(default_factory=AlertsConfig)
     handlers: list[str] = field(default_factory=list)
     handler: dict[str, dict[str, Any]] = field(default_factory=dict)
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)   # [queues."NAME"]
@@ -139,6 +152,7 @@ _SECTION_CLASSES = {
     "retry": RetryConfig, "results": ResultsConfig,
     "dead_letter": DeadLetterConfig, "wal": WalConfig,
     "monitoring": MonitoringConfig, "breaker": BreakerConfig,
+    "alerts": AlertsConfig,
 }
 # Top-level keys a config file may hold besides the sections.
 _TOP_LEVEL = {"handlers", "handler", "queues", "schedule", "data_dir", "app_dir", "log_level"}
@@ -356,8 +370,33 @@ def validate(cfg: Config) -> None:
             parse_listen(cfg.monitoring.metrics_listen)
         except ValueError as e:
             raise ConfigError(f"config key 'monitoring.metrics_listen': {e}") from None
+    _check_alerts(cfg.alerts)
     from jobd.scheduling.specs import check_config
     check_config(cfg.schedule)          # handlers are checked once they are imported
+
+
+def _check_alerts(a: AlertsConfig) -> None:
+    from jobd.alerts.delivery import load_secret
+    from jobd.alerts.rules import rule_specs
+    if not 0 < a.interval <= 5:
+        raise ConfigError("config key 'alerts.interval': must be > 0 and <= 5")
+    if a.repeat_interval <= 0:
+        raise ConfigError("config key 'alerts.repeat_interval': must be > 0")
+    if a.webhook_url and not a.webhook_url.startswith(("http://", "https://")):
+        raise ConfigError("config key 'alerts.webhook_url': must be an http:// or https:// URL")
+    if a.webhook_secret_file and not a.webhook_url:
+        raise ConfigError("config key 'alerts.webhook_secret_file': needs alerts.webhook_url")
+    if a.webhook_secret_file:
+        try:
+            load_secret(a.webhook_secret_file)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"config key 'alerts.webhook_secret_file': {e}") from None
+    if not isinstance(a.rules, dict):
+        raise ConfigError("config key 'alerts.rules': expected a table of tables")
+    try:
+        rule_specs(a.rules)
+    except ValueError as e:
+        raise ConfigError(f"config key {e}") from None
 
 
 def load(path: str | None = None, env: os._Environ[str] | dict[str, str] = os.environ,

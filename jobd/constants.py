@@ -61,6 +61,8 @@ from jobd_client.protocol import (
 from jobd_client.protocol import (
     ERROR_CODES as ERROR_CODES,
 )
+from jobd_client.protocol import EV_ALERT_FIRING as EV_ALERT_FIRING
+from jobd_client.protocol import EV_ALERT_RESOLVED as EV_ALERT_RESOLVED
 from jobd_client.protocol import (
     EV_BREAKER_CLOSED as EV_BREAKER_CLOSED,
 )

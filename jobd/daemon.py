@@ -22,6 +22,8 @@ from typing import Any
 from jobd import config as config_mod
 from jobd import constants as C
 from jobd import handlers
+from jobd.alerts.inputs import DaemonSources
+from jobd.alerts.service import AlertService
 from jobd.boot import Boot, unlink_quiet
 from jobd.bulk import Bulk
 from jobd.config import Config
@@ -107,21 +109,44 @@ class Daemon:
         self.scheduler = Scheduler(store=self.store, jobs=self.jobs, handlers=self.boot.handlers,
                                    loop=loop, wake=wake, clock=clock)
         self.timer = DueTimer(store=self.store, loop=loop, clock=clock, wake=wake)
+        self.alerts = self._build_alerts()
         connections: set[Connection] = set()
         sources = Sources(counts=self.life.table.counts, pool=self.arbiter.counts, wal=self.wal,
                           poller=self.poller, connections=connections.__len__,
-                          flow=self.control)
+                          flow=self.control, alerts_firing=self.alerts.firing_counts)
         self.bulk = Bulk(jobs=self.jobs, store=self.store, runner=self.arbiter, loop=loop,
                          clock=clock)
         ops = Ops(Services(jobs=self.jobs, control=self.control, bulk=self.bulk,
                            store=self.store, arbiter=self.arbiter,
                            scheduler=self.scheduler, events=self.events, recorder=self.recorder,
                            sources=sources, results=self.results, reload=self.reload_code,
-                           loop=loop, clock=clock))
+                           loop=loop, clock=clock, alerts=self.alerts))
         journal = self.wal
         self.server = Server(cfg.server, ops.table, lambda: journal.durable, wake, connections)
         self.wal.listeners.append(self.server)
         self.sources = sources
+
+    def _build_alerts(self) -> AlertService:
+        """The alert rules read the journal, the recorder and the queues."""
+        inputs = DaemonSources(journal=self.wal, recorder=self.recorder,
+                               queues=self.life.ready.queues, quarantined=self._quarantined,
+                               breakers_open=self._breakers_open, clock=self.clock)
+        try:
+            return AlertService(settings=self.cfg.alerts, data_dir=self.cfg.data_dir,
+                                sources=inputs, events=self.events, loop=self.loop,
+                                clock=self.clock)
+        except (OSError, ValueError) as e:      # the webhook secret went away since the check
+            raise StartupError(f"alerts: {e}") from e
+
+    def _quarantined(self) -> dict[str, str]:
+        """Quarantined handlers and why, read from the handler states (none
+        are kept yet: quarantine is not built, so nothing is quarantined)."""
+        return {}
+
+    def _breakers_open(self) -> dict[str, float]:
+        """Handlers whose circuit breaker is open and since when (epoch),
+        read from the handler states (no breaker is kept yet: none is open)."""
+        return {}
 
     def _recover(self) -> tuple[Lifecycle, wal.Journal, list[Job]]:
         """Replay the WAL into a new Lifecycle; open the log for appending."""
@@ -160,6 +185,7 @@ class Daemon:
         self._start_housekeeping()
         self.timer.arm()
         self.control.arm()
+        self.alerts.start()
         self.kick()
         self._ready()
         await self._stop.wait()
@@ -447,6 +473,7 @@ class Daemon:
         await self.results.drain()          # results still being written: record them
         self.server.stop_listening()
         self.tick()
+        await self.alerts.stop()
         self.wal.close()
         self.server.close_all()
         self.arbiter.close_forkservers()

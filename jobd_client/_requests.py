@@ -59,6 +59,7 @@ RESENDABLE = frozenset({
     P.OP_HELLO, P.OP_SUBMIT, P.OP_SUBMIT_MANY, P.OP_STATUS, P.OP_PROGRESS, P.OP_RESULT,
     P.OP_WAIT, P.OP_LIST, P.OP_DEAD_LETTERS, P.OP_METRICS, P.OP_WORKERS, P.OP_SCALE,
     P.OP_SCHEDULE_ADD, P.OP_SCHEDULE_LIST, P.OP_LOGS, P.OP_HANDLERS, P.OP_QUEUES, P.OP_PAUSE,
+    P.OP_ALERTS,
 })
 
 
@@ -309,6 +310,18 @@ def replay(job_id: str, args: list[Any] | None, kwargs: dict[str, Any] | None,
     fields = compact(job_id=job_id, args=args, kwargs=kwargs, priority=priority, queue=queue,
                      delay=delay)
     return Call(P.OP_REPLAY, fields, pick("job_id"))
+
+
+# --- alerts -----------------------------------------------------------------------------
+
+def alerts() -> Call[list[Any]]:
+    """The firing alerts."""
+    return Call(P.OP_ALERTS, {}, lambda r: r.get("alerts") or [])
+
+
+def alert_test() -> Call[dict[str, Any]]:
+    """Send the test alert; the reply says whether it was queued and for which targets."""
+    return Call(P.OP_ALERT_TEST, {}, lambda r: {k: v for k, v in r.items() if k not in ("id", "ok")})
 
 
 # --- status, wait, wait_many: several round trips -----------------------------------

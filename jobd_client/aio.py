@@ -442,6 +442,18 @@ class AsyncClient:
         return await self._run(rq.replay(job_id, args, kwargs, priority, queue, delay))
 
 
+    # --- alerts ---------------------------------------------------------------------
+
+    async def alerts(self) -> Dicts:
+        """The firing alerts: fingerprint, rule, labels, annotations, since, last_sent."""
+        return await self._run(rq.alerts())
+
+    async def alert_test(self) -> dict[str, Any]:
+        """Send the test alert (alertname `JobdTest`) to the configured command and
+        webhook: `queued` (false when neither is configured), `targets`, `fingerprint`."""
+        return await self._run(rq.alert_test())
+
+
 class AsyncWatchStream:
     """Async iterator of Events on its own connection, opened on first use.
 

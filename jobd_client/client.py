@@ -430,6 +430,18 @@ class Client:
         return self._run(rq.replay(job_id, args, kwargs, priority, queue, delay))
 
 
+    # --- alerts ---------------------------------------------------------------------
+
+    def alerts(self) -> Dicts:
+        """The firing alerts: fingerprint, rule, labels, annotations, since, last_sent."""
+        return self._run(rq.alerts())
+
+    def alert_test(self) -> dict[str, Any]:
+        """Send the test alert (alertname `JobdTest`) to the configured command and
+        webhook: `queued` (false when neither is configured), `targets`, `fingerprint`."""
+        return self._run(rq.alert_test())
+
+
 class WatchStream:
     """Iterator of Events on its own connection, so the client stays usable meanwhile.
 

@@ -44,12 +44,15 @@ OP_REPLAY: Final = "replay"
 OP_BREAKER_RESET: Final = "breaker_reset"
 OP_QUARANTINE: Final = "quarantine"
 OP_RELEASE: Final = "release"
+OP_ALERTS: Final = "alerts"
+OP_ALERT_TEST: Final = "alert_test"
 OPS: Final = frozenset((
     OP_HELLO, OP_SUBMIT, OP_SUBMIT_MANY, OP_STATUS, OP_PROGRESS, OP_RESULT, OP_WAIT,
     OP_CANCEL, OP_LIST, OP_DEAD_LETTERS, OP_RETRY, OP_PURGE, OP_METRICS, OP_WORKERS,
     OP_SCALE, OP_RESTART_WORKER, OP_WATCH, OP_SCHEDULE_ADD, OP_SCHEDULE_LIST,
     OP_SCHEDULE_REMOVE, OP_LOGS, OP_RELOAD, OP_HANDLERS, OP_PAUSE, OP_RESUME, OP_QUEUES,
     OP_CANCEL_MANY, OP_RETRY_MANY, OP_REPLAY, OP_BREAKER_RESET, OP_QUARANTINE, OP_RELEASE,
+    OP_ALERTS, OP_ALERT_TEST,
 ))
 
 # --- job statuses -----------------------------------------------------------------------
@@ -118,6 +121,8 @@ EV_BREAKER_HALF_OPEN: Final = "handler.breaker_half_open"
 EV_BREAKER_CLOSED: Final = "handler.breaker_closed"
 EV_QUARANTINED: Final = "handler.quarantined"
 EV_RELEASED: Final = "handler.released"
+EV_ALERT_FIRING: Final = "alert.firing"
+EV_ALERT_RESOLVED: Final = "alert.resolved"
 # Sent to a watcher that fell too far behind, just before it is disconnected.
 EV_WATCH_LAGGED: Final = "watch.lagged"
 EVENTS: Final = frozenset((
@@ -125,6 +130,7 @@ EVENTS: Final = frozenset((
     EV_DEAD_LETTER, EV_CANCELLED, EV_WORKER_STARTED, EV_WORKER_EXITED, EV_REPLAYED,
     EV_QUEUE_PAUSED, EV_QUEUE_RESUMED, EV_HANDLER_PAUSED, EV_HANDLER_RESUMED,
     EV_BREAKER_OPENED, EV_BREAKER_HALF_OPEN, EV_BREAKER_CLOSED, EV_QUARANTINED, EV_RELEASED,
+    EV_ALERT_FIRING, EV_ALERT_RESOLVED,
 ))
 
 # --- queues and holds ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from jobd import constants as C
 from jobd_client import Client, DaemonUnavailable, JobdError
 from jobd_client import protocol as P
 
+from . import alerts as alerting
 from . import commands as cmd
 from . import flow, logs
 from . import handlers as code
@@ -241,7 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refresh every S s (default 1)")
     p.add_argument("--once", action="store_true", help="print one frame and exit")
     _schedule_parsers(add("schedule", None, "manage cron schedules (add, list, remove)"), common)
+    _alert_parsers(add("alerts", alerting.cmd_alerts, "list firing alerts (or send a test one)"),
+                   common)
     return parser
+
+
+def _alert_parsers(p: argparse.ArgumentParser, common: argparse.ArgumentParser) -> None:
+    """`alerts` lists; `alerts test` sends the test alert (exit 1: no target configured)."""
+    sub = p.add_subparsers(dest="action", metavar="[test]")
+    help_ = "send a test alert to the configured command and webhook"
+    sub.add_parser("test", parents=[common], help=help_,
+                   description=help_).set_defaults(run=alerting.cmd_alert_test)
 
 
 def _submit_parser(p: argparse.ArgumentParser) -> None:

@@ -110,6 +110,7 @@ class Sources:
     poller: Any                                   # jobd/runtime/idlepoll.py, or None
     connections: Callable[[], int]
     flow: FlowStats
+    alerts_firing: Callable[[], dict[str, int]] = dict   # rule -> firing alerts (jobd/alerts)
 
 
 class Recorder:
@@ -342,6 +343,8 @@ def prometheus(rec: Recorder, src: Sources) -> str:
              for h, state in sorted(src.flow.handler_states().items()) for s in HANDLER_STATES])
     _family(out, "jobd_breaker_trips_total", "counter", "Times a handler's circuit breaker opened.",
             [({"handler": h}, n) for h, n in sorted(src.flow.trips.items())])
+    _family(out, "jobd_alerts_firing", "gauge", "Alerts firing now, by rule.",
+            [({"rule": r}, n) for r, n in sorted(src.alerts_firing().items())])
     _family(out, "jobd_queue_jobs", "gauge", "Jobs by status.",
             [({"status": s}, counts[s]) for s in C.STATUSES])
     _family(out, "jobd_wal_fsyncs_total", "counter", "WAL fsyncs.", [({}, src.wal.fsyncs)])

@@ -18,6 +18,7 @@ import orjson
 
 from jobd import __version__
 from jobd import constants as C
+from jobd.alerts.service import AlertService
 from jobd.bulk import CANCEL, PURGE, RETRY, Bulk
 from jobd.control import HANDLER, QUEUE, Control
 from jobd.core.filters import Filter
@@ -67,6 +68,7 @@ class Services:
     reload: Callable[[], Awaitable[dict[str, Any]]]    # new handler code (jobd/daemon.py)
     loop: asyncio.AbstractEventLoop
     clock: Callable[[], float]
+    alerts: AlertService
 
 
 class Ops:
@@ -366,6 +368,16 @@ class Ops:
     def op_schedule_remove(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         removed, seq = self.s.scheduler.remove(get_name(req))
         return {"removed": removed}, seq
+
+    # --- alerts (docs/alerts.md) -------------------------------------------------------------
+    def op_alerts(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        """The firing alerts (rule, labels, annotations, since, last_sent) and
+        when the rules were last evaluated."""
+        return self.s.alerts.views(), 0
+
+    def op_alert_test(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        """Send the `JobdTest` alert to every target; `queued` false when none is set."""
+        return self.s.alerts.send_test(), 0
 
 
 def _handler_name(req: dict[str, Any]) -> str:

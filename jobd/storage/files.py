@@ -62,3 +62,17 @@ def remove_unreferenced(directory: str, keep: Callable[[str], bool]) -> int:
             except OSError:
                 pass
     return removed
+
+
+def replace_file(path: str, data: bytes) -> None:
+    """Make `path` hold `data`, all or nothing: a `.tmp` beside it written and
+    fsynced, renamed over it, the directory fsynced."""
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, FILE_MODE)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(os.path.dirname(path) or ".")

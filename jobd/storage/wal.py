@@ -217,6 +217,9 @@ class Journal:
         self._compact_retry_at = 0.0   # monotonic time before which compaction waits
         self._retry_handle: asyncio.TimerHandle | None = None   # rewrite kept records
         self._failure_logged = -FAILURE_LOG_S
+        # The last failure: its text, and the seq a write must pass (or the
+        # fsync count that must move on) for it to be over (`failure`).
+        self._failed: tuple[str, int, int] | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="jobd-fsync")
         self._interval_handle: asyncio.TimerHandle | None = None
         self._lazy_handle: asyncio.TimerHandle | None = None
@@ -340,8 +343,20 @@ class Journal:
             self._retry_handle = self.loop.call_later(RETRY_WRITE_S, self._retry_write)
         for listener in self.listeners:
             listener.on_failed(first, last, why)
+        self._failed = (why, last, -1)
         if self.mode != "always":
             self._set_durable(self.written)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the log cannot be written, while it cannot: the last failed
+        write until a later write reaches the file, the last failed fsync until
+        an fsync succeeds. Read by the alerts, never on the hot path."""
+        if self._failed is None:
+            return None
+        why, last_seq, fsyncs = self._failed
+        failing = self.written < last_seq if fsyncs < 0 else self.fsyncs == fsyncs
+        return why if failing else None
 
     def _retry_write(self) -> None:
         self._retry_handle = None
@@ -366,6 +381,7 @@ class Journal:
         self.fsyncs += 1
         if exc is not None:
             log.critical("WAL fsync failed: %s", exc)
+            self._failed = (f"WAL fsync failed: {exc}", 0, self.fsyncs)
             for listener in self.listeners:
                 listener.on_failed(self.durable + 1, target, f"WAL fsync failed: {exc}")
         self._set_durable(target)
@@ -389,6 +405,7 @@ class Journal:
         self.fsyncs += 1
         if fut.exception() is not None:
             log.critical("WAL fsync failed: %s", fut.exception())
+            self._failed = (f"WAL fsync failed: {fut.exception()}", 0, self.fsyncs)
         self._maybe_compact()
 
     # --- compaction -------------------------------------------------------------
