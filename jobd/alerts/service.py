@@ -67,6 +67,7 @@ class AlertService:
         self.outbox: dict[str, _Outgoing] = outbox
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="jobd-alerts-state")
         self._timer: asyncio.Handle | None = None
+        self._stopped = False
         self.evaluated_at: float | None = None     # the last evaluation (op `alerts`)
 
     def _couriers(self, first_backoff: float) -> list[Courier]:
@@ -95,6 +96,7 @@ class AlertService:
     async def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        self._stopped = True
         couriers = list(self.couriers.values())
         await asyncio.gather(*(self.loop.run_in_executor(None, c.stop, STOP_WAIT_S)
                                for c in couriers))
@@ -200,8 +202,11 @@ class AlertService:
                        for o in self.outbox.values()]})
 
     def _save(self) -> None:
-        # Snapshots are taken in order on the loop and written in order by one thread.
-        self._writer.submit(self._write, self._snapshot())
+        # Snapshots are taken in order on the loop and written in order by one
+        # thread; after `stop` (its final write) late delivery reports are left
+        # to the next start's outbox.
+        if not self._stopped:
+            self._writer.submit(self._write, self._snapshot())
 
     def _write(self, data: bytes) -> None:
         try:

@@ -85,6 +85,8 @@ class WalStats(Protocol):
     bytes_written: int
 
     def disk_bytes(self) -> int: ...
+    @property
+    def failure(self) -> str | None: ...         # why it cannot be written, while it cannot
 
 
 class FlowStats(Protocol):
@@ -348,6 +350,9 @@ def prometheus(rec: Recorder, src: Sources) -> str:
     _family(out, "jobd_queue_jobs", "gauge", "Jobs by status.",
             [({"status": s}, counts[s]) for s in C.STATUSES])
     _family(out, "jobd_wal_fsyncs_total", "counter", "WAL fsyncs.", [({}, src.wal.fsyncs)])
+    _family(out, "jobd_wal_failing", "gauge",
+            "1 while the WAL cannot be written (submits are refused).",
+            [({}, int(src.wal.failure is not None))])
     _family(out, "jobd_wal_bytes", "gauge", "WAL bytes on disk.", [({}, src.wal.disk_bytes())])
     _family(out, "jobd_uptime_seconds", "gauge", "Seconds since start.",
             [({}, round(time.monotonic() - rec.started, 3))])
