@@ -272,6 +272,26 @@ def test_records_kept_after_a_failed_write_are_not_durable_until_written(wal_dir
     assert journal.durable < kept and ("durable", kept) not in told.events
 
 
+def test_failure_says_why_while_writes_fail_and_clears_when_one_succeeds(open_journal):
+    """What the StorageError alert reads (jobd/alerts)."""
+    journal = open_journal(mode="always", interval_ms=60_000)
+    assert journal.failure is None
+    journal.append(["S", "a"])
+    journal.flush(urgent=True)
+    assert journal.failure is None
+    journal.append(["B", "kept"])
+    fault = DiskFull(journal)
+    try:
+        journal.flush(urgent=True)
+        assert journal.failure is not None and "WAL write failed" in journal.failure
+        journal.flush(urgent=True)          # still full: still failing
+        assert journal.failure is not None
+    finally:
+        fault.end()
+    journal.flush(urgent=True)              # the kept record reaches the file
+    assert journal.failure is None
+
+
 # --- closing ------------------------------------------------------------------------------------------
 
 def test_close_writes_and_syncs_what_is_buffered_then_refuses_appends(wal_dir, open_journal):
