@@ -127,26 +127,16 @@ class Daemon:
         self.sources = sources
 
     def _build_alerts(self) -> AlertService:
-        """The alert rules read the journal, the recorder and the queues."""
+        """The alert rules read the journal, the recorder, the queues and the handlers."""
         inputs = DaemonSources(journal=self.wal, recorder=self.recorder,
-                               queues=self.life.ready.queues, quarantined=self._quarantined,
-                               breakers_open=self._breakers_open, clock=self.clock)
+                               queues=self.life.ready.queues, handlers=self.life.ready.handlers,
+                               clock=self.clock)
         try:
             return AlertService(settings=self.cfg.alerts, data_dir=self.cfg.data_dir,
                                 sources=inputs, events=self.events, loop=self.loop,
                                 clock=self.clock)
         except (OSError, ValueError) as e:      # the webhook secret went away since the check
             raise StartupError(f"alerts: {e}") from e
-
-    def _quarantined(self) -> dict[str, str]:
-        """Quarantined handlers and why, read from the handler states (none
-        are kept yet: quarantine is not built, so nothing is quarantined)."""
-        return {}
-
-    def _breakers_open(self) -> dict[str, float]:
-        """Handlers whose circuit breaker is open and since when (epoch),
-        read from the handler states (no breaker is kept yet: none is open)."""
-        return {}
 
     def _recover(self) -> tuple[Lifecycle, wal.Journal, list[Job]]:
         """Replay the WAL into a new Lifecycle; open the log for appending."""

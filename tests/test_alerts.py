@@ -293,3 +293,18 @@ def test_bad_alert_config_is_refused(tmp_path: Path, text: str, key: str) -> Non
     path.write_text(text)
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config.load(str(path), env={})
+
+
+def test_handler_quarantined_pages_and_release_resolves(make_daemon: Callable[..., DaemonProc],
+                                                        receiver: Receiver) -> None:
+    d = make_daemon(config=alerts_config(receiver, repeat=3600))
+    c = d.client()
+    c.call(P.OP_QUARANTINE, handler=T + "echo", reason="tested")
+    wait_until(lambda: receiver.notices("HandlerQuarantined"), what="the page")
+    (alert,) = c.alerts()
+    assert alert["labels"]["handler"] == T + "echo"
+    assert alert["labels"]["severity"] == "critical"
+    assert "tested" in alert["annotations"]["description"]
+    c.call(P.OP_RELEASE, handler=T + "echo")
+    wait_until(lambda: len(receiver.notices("HandlerQuarantined")) == 2, what="the resolve")
+    assert [s for s, _ in receiver.notices("HandlerQuarantined")] == ["firing", "resolved"]

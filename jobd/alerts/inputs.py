@@ -2,14 +2,17 @@
 
 Nothing here is on the hot path: dead letters are counted by sampling the
 Recorder's per-handler counter at each evaluation (no listener per status
-change), stalled queues come from the Recorder's oldest-pending index, and
-the storage state from the journal's last write or fsync outcome.
+change), stalled queues come from the Recorder's oldest-pending index, the
+storage state from the journal's last write or fsync outcome, and quarantines
+and breakers from the handlers' gates (jobd/core/flow.py), read, never changed.
 """
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
+
+from jobd.core.breaker import CLOSED
 
 
 class Journal(Protocol):
@@ -29,6 +32,61 @@ class Gate(Protocol):
     def paused(self) -> bool: ...
 
 
+class Lane(Protocol):
+    @property
+    def pending(self) -> int: ...
+
+
+class BreakerLike(Protocol):
+    @property
+    def opened_at(self) -> float | None: ...
+    def current(self, now: float) -> str: ...
+
+
+class HandlerGate(Protocol):
+    """A handler's flow state (jobd/core/flow.py HandlerGate)."""
+
+    @property
+    def known(self) -> bool: ...                  # the running code registers it
+    @property
+    def quarantine(self) -> tuple[str, float] | None: ...   # (reason, since)
+    @property
+    def breaker(self) -> BreakerLike: ...
+    @property
+    def lanes(self) -> Sequence[Lane]: ...
+
+
+def quarantined(gates: Mapping[str, HandlerGate]) -> dict[str, str]:
+    """Quarantined handlers and why; a handler the running code does not
+    register counts while it has jobs waiting (they are held quarantined)."""
+    out = {}
+    for name, gate in list(gates.items()):
+        if gate.quarantine is not None:
+            out[name] = gate.quarantine[0]
+        elif not gate.known and any(lane.pending for lane in gate.lanes):
+            out[name] = "the running code does not register this handler; its jobs are held"
+    return out
+
+
+class BreakerOutages:
+    """Since when each handler's breaker has been open or half-open without
+    closing. A failed trial re-opens a breaker (a new `opened_at`); the outage
+    goes on, so its start is kept here from the first evaluation that saw it.
+    After a restart the count starts from the breaker's last opening."""
+
+    def __init__(self) -> None:
+        self.since: dict[str, float] = {}
+
+    def open(self, gates: Mapping[str, HandlerGate], now: float) -> dict[str, float]:
+        current = {}
+        for name, gate in list(gates.items()):
+            b = gate.breaker
+            if b.current(now) != CLOSED:
+                current[name] = self.since.get(name, b.opened_at if b.opened_at else now)
+        self.since = current
+        return dict(current)
+
+
 class DeadLetterWindow:
     """Dead letters per handler within a trailing window, from samples of a
     running total taken at each evaluation (accurate to one evaluation
@@ -46,20 +104,23 @@ class DeadLetterWindow:
 
 
 class DaemonSources:
-    """`AlertSources` over the daemon's parts. `quarantined` and
-    `breakers_open` come from whoever owns the handler states."""
+    """`AlertSources` over the daemon's parts."""
 
     def __init__(self, *, journal: Journal, recorder: PendingAges, queues: Mapping[str, Gate],
-                 quarantined: Callable[[], dict[str, str]],
-                 breakers_open: Callable[[], dict[str, float]],
-                 clock: Callable[[], float]) -> None:
+                 handlers: Mapping[str, HandlerGate], clock: Callable[[], float]) -> None:
         self.journal = journal
         self.recorder = recorder
         self.queues = queues
-        self.quarantined = quarantined
-        self.breakers_open = breakers_open
+        self.handlers = handlers
         self.clock = clock
         self.window = DeadLetterWindow()
+        self.outages = BreakerOutages()
+
+    def quarantined(self) -> dict[str, str]:
+        return quarantined(self.handlers)
+
+    def breakers_open(self) -> dict[str, float]:
+        return self.outages.open(self.handlers, self.clock())
 
     def storage_error(self) -> str | None:
         return self.journal.failure

@@ -248,3 +248,51 @@ def test_backoff_doubles_up_to_a_cap() -> None:
     assert 0.8 <= backoff(1) <= 1.2
     assert 3.2 <= backoff(3) <= 4.8
     assert backoff(30) <= 300 * 1.2
+
+
+# --- the daemon's handler gates, as the rules read them -------------------------------------
+
+@dataclass
+class FakeBreaker:
+    state: str = "closed"
+    opened_at: float | None = None
+
+    def current(self, now: float) -> str:
+        return self.state
+
+
+@dataclass
+class FakeLane:
+    pending: int = 0
+
+
+@dataclass
+class FakeGate:
+    known: bool = True
+    quarantine: tuple[str, float] | None = None
+    breaker: FakeBreaker = field(default_factory=FakeBreaker)
+    lanes: list[FakeLane] = field(default_factory=list)
+
+
+def test_quarantined_reads_quarantines_and_unregistered_handlers_with_jobs() -> None:
+    from jobd.alerts.inputs import quarantined
+    gates = {"q": FakeGate(quarantine=("3 trips", 5.0)), "ok": FakeGate(),
+             "gone": FakeGate(known=False, lanes=[FakeLane(2)]),
+             "gone_empty": FakeGate(known=False, lanes=[FakeLane(0)])}
+    found = quarantined(gates)
+    assert set(found) == {"q", "gone"} and found["q"] == "3 trips"
+
+
+def test_a_breaker_outage_counts_from_its_first_opening_across_reopens() -> None:
+    from jobd.alerts.inputs import BreakerOutages
+    gate = FakeGate(breaker=FakeBreaker("open", 100.0))
+    outages = BreakerOutages()
+    assert outages.open({"h": gate}, 110.0) == {"h": 100.0}
+    gate.breaker = FakeBreaker("half_open", 100.0)
+    assert outages.open({"h": gate}, 140.0) == {"h": 100.0}
+    gate.breaker = FakeBreaker("open", 141.0)            # the trial failed: re-opened
+    assert outages.open({"h": gate}, 150.0) == {"h": 100.0}
+    gate.breaker = FakeBreaker("closed", None)
+    assert outages.open({"h": gate}, 200.0) == {}
+    gate.breaker = FakeBreaker("open", 300.0)
+    assert outages.open({"h": gate}, 301.0) == {"h": 300.0}
