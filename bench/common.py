@@ -10,6 +10,7 @@ No speed is asserted anywhere: these scripts only measure and print.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import platform
 import re
@@ -23,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -33,6 +34,8 @@ NOOP = "jobd.examples.noop"
 TOUCH = "bench.bench_handlers.touch"
 BLOB = "bench.bench_handlers.blob"
 FSYNC_MODES = ("always", "interval", "never")
+FOREIGN_LIMIT = 0.10    # other processes' share of the machine during a measurement before it is redone
+T = TypeVar("T")
 
 
 # --- machine -------------------------------------------------------------------------------
@@ -293,13 +296,17 @@ class Daemon:
     Use as a context manager; `stop()` sends SIGTERM and waits (SIGKILL to its process
     group after `stop_timeout`). `restart()` keeps the data dir. The log goes to a file
     in the temp dir (`log_text()`).
+
+    `code`: the source tree the daemon runs from (its cwd and first on PYTHONPATH, with
+    this interpreter): another checkout for paired runs against older code (bench/pairs.py).
     """
 
     def __init__(self, workers: int = 0, fsync: str = "always", handlers: str = HANDLERS,
                  config: str = "", root: str | None = None, keep: bool = False,
-                 start_timeout: float = 300.0, stop_timeout: float = 60.0) -> None:
+                 start_timeout: float = 300.0, stop_timeout: float = 60.0,
+                 code: str = REPO) -> None:
         self.workers, self.fsync, self.handlers = workers, fsync, handlers
-        self.config = config
+        self.config, self.code = config, code
         self.root = tempfile.mkdtemp(prefix="jobd-bench-", dir=root)
         self.socket = os.path.join(self.root, "jobd.sock")
         self.data_dir = os.path.join(self.root, "data")
@@ -331,11 +338,11 @@ class Daemon:
 
     def start(self) -> Daemon:
         env = dict(os.environ)
-        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONPATH"] = self.code + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.pop("JOBD_CONFIG", None)
         logf = open(self.log_path, "ab")
         self.spawned_at = time.perf_counter()
-        self.proc = subprocess.Popen(self.command(), cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.command(), cwd=self.code, env=env, stdin=subprocess.DEVNULL,
                                      stdout=logf, stderr=logf, start_new_session=True)
         logf.close()
         self.wait_ready()
@@ -373,7 +380,21 @@ class Daemon:
             self.proc.wait(10)
         if hard:
             self.kill_group()      # the workers exit on their own; make sure of it for the next run
+        self.reap_adopted()
         return self.proc.returncode
+
+    def reap_adopted(self) -> None:
+        """Wait for this daemon's processes that outlived it and were handed to us (only
+        after `adopt_orphans()`), so that their CPU is counted as ours (`ForeignLoad`)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + self.stop_timeout
+        for pid in _adopted(self.proc.pid):
+            while not _reaped(pid):
+                if time.monotonic() > deadline:
+                    log(f"jobd pid {self.proc.pid}: process {pid} outlived it; killing its group")
+                    self.kill_group()
+                    deadline += 10
+                time.sleep(0.005)
 
     def kill_group(self) -> None:
         assert self.proc is not None
@@ -420,6 +441,46 @@ class Daemon:
                 f"line(s); first: " + " | ".join(bad[:5]))
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of one process so far (its reaped children not counted)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def adopt_orphans() -> bool:
+    """Make this process the reaper of its descendants' orphans (Linux
+    PR_SET_CHILD_SUBREAPER): a process a daemon leaves behind is then ours to wait for,
+    and its CPU lands in our children's times instead of vanishing with init."""
+    try:
+        return bool(ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+def _adopted(session: int) -> list[int]:
+    """Our children in `session`: a daemon's processes handed to us when it exited."""
+    me, found = os.getpid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and int(fields[3]) == session:
+            found.append(int(entry))
+    return found
+
+
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
 def _cpu_times() -> tuple[int, int]:
     with open("/proc/stat") as f:
         parts = [int(x) for x in f.readline().split()[1:]]
@@ -435,6 +496,34 @@ def cpu_busy(interval: float = 1.0) -> float:
     return 1.0 - (i1 - i0) / max(1, t1 - t0)
 
 
+class ForeignLoad:
+    """CPU used by processes other than this one and its reaped children (the daemons it
+    started and waited for, their workers, and what they left behind: `adopt_orphans`)
+    since `start()`, as a fraction of the machine: tells a measurement disturbed by other
+    work on a shared machine. Kernel threads working for us (the journal's commits on
+    fsync) count as other work: a few % when fsync=always."""
+
+    def __init__(self) -> None:
+        adopt_orphans()
+        self.start()
+
+    @staticmethod
+    def _now() -> tuple[float, float, float]:
+        total, idle = _cpu_times()
+        tick = os.sysconf("SC_CLK_TCK")
+        t = os.times()
+        own = t.user + t.system + t.children_user + t.children_system
+        return (total - idle) / tick, own, time.monotonic()
+
+    def start(self) -> None:
+        self._busy, self._own, self._t = self._now()
+
+    def fraction(self) -> float:
+        busy, own, t = self._now()
+        cpus = len(os.sched_getaffinity(0))
+        return max(0.0, (busy - self._busy) - (own - self._own)) / max(1e-9, (t - self._t) * cpus)
+
+
 def wait_for_quiet(limit: float = 0.15, max_wait: float = 120.0) -> float:
     """Wait until the machine is less than `limit` busy over one second (other work on a
     shared machine skews results); gives up after `max_wait` s. Returns the last busy fraction."""
@@ -443,6 +532,38 @@ def wait_for_quiet(limit: float = 0.15, max_wait: float = 120.0) -> float:
     while busy > limit and time.perf_counter() < deadline:
         busy = cpu_busy()
     return busy
+
+
+@dataclass
+class Undisturbed:
+    """Runs measurements on a quiet machine (`run`) and keeps what it saw: other
+    processes' share of the machine during each measurement kept, and how many it redid."""
+    shares: list[float] = field(default_factory=list)
+    redone: int = 0
+
+    def summary(self) -> str:
+        if not self.shares:
+            return "n/a"
+        return (f"median {median(self.shares) * 100:.1f}%, max {max(self.shares) * 100:.1f}% "
+                f"over {len(self.shares)} measurements; {self.redone} redone for more than "
+                f"{FOREIGN_LIMIT * 100:.0f}%")
+
+    def run(self, measure: Callable[[], T], what: str, quiet_wait: float = 60.0, tries: int = 3) -> T:
+        """`measure()` once the machine is quiet (up to `quiet_wait` s), redone (up to
+        `tries` in all) when other processes took more than FOREIGN_LIMIT of the machine
+        meanwhile: a shared machine's other work skews one side of a comparison."""
+        for attempt in range(tries):
+            if quiet_wait > 0:
+                wait_for_quiet(max_wait=quiet_wait)
+            load = ForeignLoad()
+            result = measure()
+            share = load.fraction()
+            if share <= FOREIGN_LIMIT or attempt == tries - 1:
+                self.shares.append(share)
+                return result
+            self.redone += 1
+            log(f"{what}: other processes took {share * 100:.0f}% of the machine meanwhile; redoing it")
+        raise AssertionError("unreachable")
 
 
 def wait_until(pred: Callable[[], bool], timeout: float, every: float = 0.01) -> bool:
@@ -460,6 +581,9 @@ def parse_args(description: str, argv: list[str] | None = None) -> argparse.Name
     p.add_argument("--quick", action="store_true", help="small N and 1 repeat: a fast smoke run")
     p.add_argument("--repeats", type=int, default=None, help="repeats per measurement (default 3, quick 1)")
     p.add_argument("--data-root", default=None, help="where to create temp data dirs (default $TMPDIR)")
+    p.add_argument("--quiet-wait", type=float, default=60.0,
+                   help="scenarios that redo a disturbed measurement wait up to this many seconds "
+                        "for the machine to be idle before each (default 60)")
     a = p.parse_args(argv)
     if a.repeats is None:
         a.repeats = 1 if a.quick else 3
