@@ -109,6 +109,7 @@ class Jobs:
         self.rng = random.Random()
         self.ids = JobIds()
         self._defaults: dict[str, tuple[int, tuple[Any, ...], bool, QueueGate]] = {}
+        self._lanes: dict[str, Any] = {}    # handler → the ready lane of its jobs (jobd/core/flow.py)
         self._evictions_logged = -EVICTION_LOG_S
         self._evictions_unlogged = 0
         self.runner: Runner | None = None   # the pool, once built (a replaced job may be sent ahead)
@@ -120,6 +121,7 @@ class Jobs:
         """New handler code (a reload): submits are checked against it from now on."""
         self.handlers = handlers
         self._defaults.clear()
+        self._lanes.clear()
 
     def handler_options(self, name: str) -> dict[str, Any]:
         """A handler's options as its jobs get them: `@handler` options, then
@@ -216,7 +218,7 @@ class Jobs:
             self._check_room(1, size, defaults[3])      # raises, naming the limit
         job = Job.new(job_id, handler, defaults[0], self._next_seq(), self.clock(),
                       defaults[1], None, args_json, kwargs_json, EMPTY_DICT, EMPTY_LIST,
-                      defaults[3].name)
+                      defaults[3].name, self._lanes[handler])
         seq = self._insert(job, job.new_record())      # `_admit`, inlined: the hot path
         self.wake()
         return job, seq
@@ -244,12 +246,17 @@ class Jobs:
         if linked:
             _check_acyclic(fresh)
         self._check_room(len(fresh), sum(len(s.args_json) + len(s.kwargs_json) for s in fresh))
-        per_queue: dict[str, int] = {}
-        for spec in fresh:
-            name = self._queue(spec).name
-            per_queue[name] = per_queue.get(name, 0) + 1
-        for name, n in per_queue.items():
-            self._check_room(n, 0, self.store.ready.queues[name])
+        if any(q.max_size for q in self.store.ready.queues.values()):
+            per_queue: dict[str, int] = {}
+            for spec in fresh:
+                name = self._queue(spec).name
+                per_queue[name] = per_queue.get(name, 0) + 1
+            for name, n in per_queue.items():
+                self._check_room(n, 0, self.store.ready.queues[name])
+        else:
+            for spec in fresh:
+                if spec.queue is not None:
+                    self._queue(spec)               # an unknown queue is refused
         for holder in replaced:
             self._replace(holder, now)
         batch: dict[str, Job] = {}
@@ -379,6 +386,7 @@ class Jobs:
                   shape is not None and bool(shape.required),
                   self.store.ready.queue(merged["queue"]))
         self._defaults[handler] = cached
+        self._lanes[handler] = self.store.ready.lane(cached[3].name, handler)
         return cached
 
     def build(self, spec: SubmitSpec, now: float) -> Job:
@@ -397,6 +405,7 @@ class Jobs:
             job.unique_key = spec.unique_key
             job.unique_for = spec.unique_for
         job.replay_of = spec.replay_of
+        job.lane = self._lanes.get(spec.handler)
         return job
 
     # --- client-driven changes -------------------------------------------------------------
@@ -458,9 +467,9 @@ class Jobs:
         log, or (larger) in a file written off the loop, recorded when written."""
         self.stats.observe_result_size(job.handler, len(raw))
         if self.results.is_inline(raw):
-            was_trial = self._is_trial(job)
+            trial = job.lane.handler.breaker.trial
             self.store.commit(R.complete(job.id, self.clock(), orjson.Fragment(raw), None))
-            if was_trial and self.guard is not None:
+            if trial is not None and trial == job.id and self.guard is not None:
                 self.guard.attempt_done(job, True, False, False)
             return
 
@@ -522,7 +531,8 @@ class Jobs:
     @staticmethod
     def _is_trial(job: Job) -> bool:
         """Is the job its handler's half-open breaker trial?"""
-        return bool(job.lane.handler.breaker.trial == job.id)
+        trial = job.lane.handler.breaker.trial
+        return trial is not None and bool(trial == job.id)
 
     def _held_back(self, job: Job, kind: int, after: float) -> None:
         """`RateLimited(after)` or `Snooze(after)`: held back, never failed.

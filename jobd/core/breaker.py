@@ -55,8 +55,9 @@ class BreakerSpec:
 
 
 class Breaker:
-    __slots__ = ("spec", "state", "streak", "opened_at", "until", "cooldown", "trial",
-                 "last_error", "trips", "slot", "calls", "fails", "crash_jobs", "announced")
+    __slots__ = ("_spec", "per_slot", "state", "streak", "opened_at", "until", "cooldown",
+                 "trial", "last_error", "trips", "slot", "at", "calls", "fails", "crash_jobs",
+                 "announced")
 
     def __init__(self, spec: BreakerSpec) -> None:
         self.spec = spec
@@ -68,29 +69,44 @@ class Breaker:
         self.trial: str | None = None     # half-open: the job let through
         self.last_error: str | None = None
         self.trips: deque[float] = deque()    # when it opened, within the last hour
-        self.slot = 0                     # the bucket `calls[-1]` counts
-        self.calls: deque[int] = deque([0] * SLOTS, maxlen=SLOTS)
-        self.fails: deque[int] = deque([0] * SLOTS, maxlen=SLOTS)
+        self.slot = 0                     # the time bucket `calls[at]` counts
+        self.at = 0
+        self.calls = [0] * SLOTS          # a ring of buckets of `window / SLOTS` seconds
+        self.fails = [0] * SLOTS
         self.crash_jobs: set[str] = set()  # distinct jobs in a row that killed their worker
         self.announced = False            # half-open: its event was sent
 
+    @property
+    def spec(self) -> BreakerSpec:
+        return self._spec
+
+    @spec.setter
+    def spec(self, spec: BreakerSpec) -> None:
+        self._spec = spec
+        self.per_slot = SLOTS / spec.window
+
     # --- attempts (applied from records, live and in replay) --------------------------------
-    def _advance(self, ts: float) -> None:
-        slot = int(ts * SLOTS / self.spec.window)
+    def advance(self, slot: int) -> None:
+        """Move the ring to time bucket `slot`, emptying the buckets passed."""
         gap = slot - self.slot
         if gap <= 0:
-            return
+            return                        # a clock step back: count in the current bucket
+        at = self.at
         for _ in range(min(gap, SLOTS)):
-            self.calls.append(0)
-            self.fails.append(0)
+            at = (at + 1) % SLOTS
+            self.calls[at] = 0
+            self.fails[at] = 0
+        self.at = at
         self.slot = slot
 
     def ended(self, ts: float, failed: bool, error: str | None = None) -> None:
         """An attempt of the handler ended (counted ones only)."""
-        self._advance(ts)
-        self.calls[-1] += 1
+        slot = int(ts * self.per_slot)
+        if slot != self.slot:
+            self.advance(slot)
+        self.calls[self.at] += 1
         if failed:
-            self.fails[-1] += 1
+            self.fails[self.at] += 1
             self.streak += 1
             self.last_error = error
         else:
@@ -140,8 +156,8 @@ class Breaker:
         self.until = 0.0
         self.trial = None
         self.streak = 0
-        self.calls.extend([0] * SLOTS)
-        self.fails.extend([0] * SLOTS)
+        self.calls = [0] * SLOTS
+        self.fails = [0] * SLOTS
 
     def reset_trips(self) -> None:
         self.trips.clear()

@@ -413,19 +413,39 @@ class Ready:
             if q.pause is None:
                 self._limited(q, now)
             return None
-        lane = self._best(q, now)
-        if lane is None:
-            return None
-        job = _heappop(lane.heap)[3]
-        nxt = lane.top()
         index = q.index
-        if nxt is None:
-            lane.head = None
-            _heappop(index)
+        # The usual case, inlined (`_best` is the general one): the best
+        # head's lane may start and its head entry is the live one.
+        if not index:
+            return None
+        key, seq, mark, lane = index[0]
+        heap = lane.heap
+        gate = lane.handler
+        if mark == lane.mark and not gate.shut and not gate.checks and heap:
+            entry = heap[0]
+            job = entry[3]
+            if entry[1] != seq or job.qtoken != entry[2] or job.status != _PENDING:
+                best = self._best(q, now)            # stale entries: the general way
+                if best is None:
+                    return None
+                lane, heap = best, best.heap
         else:
-            lane.mark += 1
-            lane.head = (-nxt.priority, nxt.seq)
-            _heapreplace(index, (-nxt.priority, nxt.seq, lane.mark, lane))
+            best = self._best(q, now)
+            if best is None:
+                return None
+            lane, heap = best, best.heap
+        job = _heappop(heap)[3]
+        while heap:                                   # the lane's next live job
+            entry = heap[0]
+            nxt = entry[3]
+            if nxt.status == _PENDING and nxt.qtoken == entry[2]:
+                lane.mark += 1
+                head = lane.head = (entry[0], entry[1])
+                _heapreplace(index, (head[0], head[1], lane.mark, lane))
+                return job
+            _heappop(heap)
+        lane.head = None
+        _heappop(index)
         return job
 
     def peek(self, q: QueueGate | None = None, now: float = 0.0) -> Job | None:
@@ -500,18 +520,36 @@ class Ready:
 
     # --- status changes (Lifecycle tells every one) ---------------------------------------------
     def admit(self, job: Job) -> None:
-        """A job enters the table with its status."""
-        lane = job.lane = self.lane(job.queue, job.handler)
+        """A job enters the table with its status (its lane may be set
+        already: the submit path caches it per handler)."""
+        lane = job.lane
+        if lane is None or lane.queue.name != job.queue:
+            lane = job.lane = self.lane(job.queue, job.handler)
         status = job.status
         lane.queue.counts[status] += 1
         if status == _PENDING:
             lane.pending += 1
-            self.push(job)
+            # `push`, inlined: a new job (most submits)
+            token = job.qtoken = job.qtoken + 1
+            key = -job.priority
+            seq = job.seq
+            _heappush(lane.heap, (key, seq, token, job))
+            head = lane.head
+            if head is None:
+                if not lane.handler.shut:
+                    lane.mark += 1
+                    lane.head = (key, seq)
+                    _heappush(lane.queue.index, (key, seq, lane.mark, lane))
+            elif key < head[0] or (key == head[0] and seq < head[1]):
+                lane.mark += 1
+                lane.head = (key, seq)
+                _heappush(lane.queue.index, (key, seq, lane.mark, lane))
         elif status == _RUNNING:
             self._run(lane.handler, 1)
 
     def moved(self, job: Job, old: str, new: str) -> None:
-        """A job's status changed from `old` to `new` ("" for none: it left)."""
+        """A job's status changed from `old` to `new` ("" for none: it left).
+        The hot path (pending → running → completed): kept flat."""
         lane: Lane = job.lane
         counts = lane.queue.counts
         if old:
@@ -520,9 +558,10 @@ class Ready:
                 lane.pending -= 1
             elif old == _RUNNING:
                 gate = lane.handler
-                self._run(gate, -1)
-                if gate.breaker.trial == job.id:       # the trial ended: its outcome decides
-                    gate.breaker.trial = None
+                gate.running -= 1
+                if gate.limit or gate.breaker.trial is not None:
+                    if gate.breaker.trial == job.id:     # the trial ended: its outcome decides
+                        gate.breaker.trial = None
                     self._changed(gate)
         if new:
             counts[new] += 1
@@ -530,7 +569,10 @@ class Ready:
                 lane.pending += 1
                 self.push(job)
             elif new == _RUNNING:
-                self._run(lane.handler, 1)
+                gate = lane.handler
+                gate.running += 1
+                if gate.limit:
+                    self._changed(gate)
 
     def _run(self, gate: HandlerGate, n: int) -> None:
         gate.running += n
@@ -555,7 +597,14 @@ class Ready:
                       crashed: bool) -> None:
         """An attempt of the job ended (one the breaker counts)."""
         b = job.lane.handler.breaker
-        b.ended(ts, failed, error)
+        if failed:
+            b.ended(ts, True, error)
+        else:                                   # the hot path: Breaker.ended, inlined
+            slot = int(ts * b.per_slot)
+            if slot != b.slot:
+                b.advance(slot)
+            b.calls[b.at] += 1
+            b.streak = 0
         if crashed or b.crash_jobs:
             b.crashed(job.id if crashed else None)
 

@@ -26,6 +26,8 @@ from jobd import constants as C
 
 EMPTY_LIST: list[Any] = []
 EMPTY_DICT: dict[str, Any] = {}
+_PENDING_S = C.PENDING
+_DEFAULT_Q = C.DEFAULT_QUEUE
 EMPTY_ARGS = b"[]"           # a job's args/kwargs when none were given (shared)
 EMPTY_KWARGS = b"{}"
 _Fragment = orjson.Fragment
@@ -208,7 +210,7 @@ class Job:
     def new(cls, job_id: str, handler: str, priority: int, seq: int, created_at: float,
             defaults: tuple[Any, ...], name: str | None, args: bytes,
             kwargs: bytes, tags: dict[str, Any], depends_on: list[str],
-            queue: str = C.DEFAULT_QUEUE) -> Job:
+            queue: str = C.DEFAULT_QUEUE, lane: Any = None) -> Job:
         """A job as submitted, every slot set once (the submit hot path).
         `defaults` = (max_retries, retry_delay, retry_backoff, timeout, jitter,
         max_delay), already merged for the handler; `args`/`kwargs` are JSON
@@ -226,7 +228,7 @@ class Job:
         job.kwargs = kwargs
         job.tags = tags
         job.depends_on = depends_on
-        job.status = C.PENDING
+        job.status = _PENDING_S
         job.attempts = 0
         job.scheduled_for = job.started_at = job.completed_at = job.worker_id = None
         job.progress = job.error = job.result = job.result_ref = None
@@ -234,7 +236,8 @@ class Job:
         job.schedule = job.finished_attempt_at = None
         job.wal_seq = 0
         job.queue = queue
-        job.unique_key = job.unique_for = job.replay_of = job.lane = None
+        job.lane = lane
+        job.unique_key = job.unique_for = job.replay_of = None
         job.qtoken = 0
         return job
 
@@ -273,7 +276,7 @@ class Job:
 
     def new_record(self) -> list[Any]:
         """`to_record` of a job just submitted with only defaults set."""
-        if self.queue != C.DEFAULT_QUEUE or self.unique_key is not None \
+        if self.queue != _DEFAULT_Q or self.unique_key is not None \
                 or self.replay_of is not None:
             return self.to_record()
         rec = [self.id, self.handler, self.status, self.priority, self.seq,

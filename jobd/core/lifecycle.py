@@ -216,7 +216,9 @@ class Lifecycle:
         job.started_at = rec[2]
         job.completed_at = None
         job.worker_id = rec[3]
-        self.ready.took(job, rec[2])
+        lane = job.lane
+        if lane.handler.checks or lane.queue.limiter is not None:    # limits or a breaker
+            self.ready.took(job, rec[2])
         self._set_status(job, C.RUNNING)
 
     def _a_progress(self, rec: list[Any]) -> None:
@@ -226,7 +228,15 @@ class Lifecycle:
 
     def _a_complete(self, rec: list[Any]) -> None:
         job = self.table.jobs[rec[1]]
-        self.ready.attempt_ended(job, rec[2], False, None, False)
+        # A success for the handler's breaker (`Ready.attempt_ended`, inlined: the hot path).
+        b = job.lane.handler.breaker
+        slot = int(rec[2] * b.per_slot)
+        if slot != b.slot:
+            b.advance(slot)
+        b.calls[b.at] += 1
+        b.streak = 0
+        if b.crash_jobs:
+            b.crash_jobs.clear()
         job.completed_at = rec[2]
         job.result = compact_result(rec[3])      # live: a Fragment already; replay: decoded
         job.result_ref = rec[4]

@@ -133,7 +133,12 @@ class Dispatcher:
         worker that is (or is about to be) idle."""
         waiting = pool.gate.counts[C.PENDING]
         members = pool.members.values()
-        if waiting - sum(len(w.queued) for w in members) <= len(members):
+        if waiting <= len(members):
+            return False
+        # Jobs sent ahead count as pending: with one pool, all of them are its own.
+        ahead = (len(self.reserved) if len(self.workers.pools) == 1
+                 else sum(len(w.queued) for w in members))
+        if waiting - ahead <= len(members):
             return False
         return all(w.status != C.W_STARTING for w in members)
 
@@ -155,14 +160,13 @@ class Dispatcher:
                     self._reserve(pool, w, job)
 
     def _reserve(self, pool: Pool, w: WorkerHandle, job: Job) -> None:
-        if job.priority < pool.reserved_floor or not self._pool_reserved(pool):
+        # At most the lowest priority sent ahead (lower is only a wasted
+        # look, which `_take_back_outranked` then corrects).
+        if job.priority < pool.reserved_floor:
             pool.reserved_floor = job.priority
         self._send_run(w, job)
         w.queued.append((job, job.seq))
         self.reserved[job.id] = w
-
-    def _pool_reserved(self, pool: Pool) -> bool:
-        return any(w.queued for w in pool.members.values())
 
     def _last_jobs(self, w: WorkerHandle) -> bool:
         """The worker will be recycled after what it already has: send nothing ahead."""

@@ -138,8 +138,8 @@ class Recorder:
         self.rate = Rate()
         # Pending jobs per queue in the order they became pending (stale
         # entries dropped when they reach the front): the oldest's age.
-        self.pending_order: dict[str, deque[Job]] = {}
-        self.pending_by_queue: dict[str, int] = defaultdict(int)
+        self.pending_order: dict[str, deque[Job]] = defaultdict(deque)
+        self._appended = 0
 
     # --- updates (hot path) -------------------------------------------------------
     def on_change(self, job: Job, old: str) -> None:
@@ -147,7 +147,6 @@ class Recorder:
         if old == C.PENDING:
             self.pending_by_priority[job.priority] -= 1
             self.pending_by_handler[job.handler] -= 1
-            self.pending_by_queue[job.queue] -= 1
         elif old == C.RUNNING:
             self.running_by_handler[job.handler] -= 1
             if new != C.PENDING and new != C.RUNNING:   # PENDING: a stop put it back, uncounted
@@ -155,7 +154,10 @@ class Recorder:
         if new == C.PENDING:
             self.pending_by_priority[job.priority] += 1
             self.pending_by_handler[job.handler] += 1
-            self._became_pending(job)
+            self.pending_order[job.queue].append(job)
+            self._appended += 1
+            if not self._appended & 0xFFFF:
+                self._compact()
         elif new == C.RUNNING:
             self.running_by_handler[job.handler] += 1
             if old == C.PENDING:
@@ -191,14 +193,10 @@ class Recorder:
         ready_at = job.scheduled_for if job.attempts == 1 and job.scheduled_for else job.created_at
         self.observe_queue_time(job.priority, (job.started_at or 0.0) - ready_at)
 
-    def _became_pending(self, job: Job) -> None:
-        queue = job.queue
-        n = self.pending_by_queue[queue] = self.pending_by_queue[queue] + 1
-        order = self.pending_order.get(queue)
-        if order is None:
-            order = self.pending_order[queue] = deque()
-        order.append(job)
-        if len(order) > 2 * n + 4096:      # stale entries behind a long-pending front
+    def _compact(self) -> None:
+        """Every 65,536 jobs that became pending: drop the entries of jobs no
+        longer pending (stale ones pile up behind a long-pending front)."""
+        for queue, order in self.pending_order.items():
             self.pending_order[queue] = deque(j for j in order if j.status == C.PENDING)
 
     def oldest_pending_age(self, queue: str, now: float) -> float:
@@ -236,7 +234,6 @@ class Recorder:
         self.pending_by_priority.clear()
         self.pending_by_handler.clear()
         self.running_by_handler.clear()
-        self.pending_by_queue.clear()
         self.pending_order.clear()
         pending = []
         for job in jobs:
@@ -248,7 +245,7 @@ class Recorder:
                 self.running_by_handler[job.handler] += 1
         pending.sort(key=ready_since)
         for job in pending:
-            self._became_pending(job)
+            self.pending_order[job.queue].append(job)
 
 
 def ready_since(job: Job) -> float:
