@@ -308,3 +308,25 @@ def test_handler_quarantined_pages_and_release_resolves(make_daemon: Callable[..
     c.call(P.OP_RELEASE, handler=T + "echo")
     wait_until(lambda: len(receiver.notices("HandlerQuarantined")) == 2, what="the resolve")
     assert [s for s, _ in receiver.notices("HandlerQuarantined")] == ["firing", "resolved"]
+
+
+def test_breaker_open_pages_after_for_s_and_resolves_when_it_closes(
+        make_daemon: Callable[..., DaemonProc], receiver: Receiver, tmp_path: Path) -> None:
+    down = tmp_path / "down"
+    down.write_text("x")
+    extra = (f'[alerts.rules.BreakerOpen]\nfor_s = 1\n'
+             f'[handler."{T}fail_while_exists"]\nbreaker_failures = 1\nbreaker_cooldown = 600\n'
+             f'max_retries = 5\nretry_delay = 0.1\n')
+    d = make_daemon(workers=1, config=alerts_config(receiver, repeat=3600, extra=extra))
+    c = d.client()
+    job_id = c.submit(T + "fail_while_exists", [str(down)])
+    opened = time.time()
+    wait_until(lambda: receiver.notices("BreakerOpen"), what="the BreakerOpen page")
+    assert time.time() - opened >= 1.0 - 0.2                 # not before for_s
+    (alert,) = [a for a in c.alerts() if a["labels"]["alertname"] == "BreakerOpen"]
+    assert alert["labels"]["handler"] == T + "fail_while_exists"
+    down.unlink()
+    c.call(P.OP_BREAKER_RESET, handler=T + "fail_while_exists")
+    assert c.wait(job_id, timeout=20).status == "completed"
+    wait_until(lambda: len(receiver.notices("BreakerOpen")) == 2, what="the resolve")
+    assert [s for s, _ in receiver.notices("BreakerOpen")] == ["firing", "resolved"]
