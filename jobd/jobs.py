@@ -400,12 +400,14 @@ class Jobs:
         job = Job.new(spec.job_id or self.ids.next(), spec.handler, priority,
                       self._next_seq(), now, defaults, spec.name, spec.args_json,
                       spec.kwargs_json, spec.tags, spec.depends_on,
-                      spec.queue or queue.name)
+                      spec.queue or queue.name,
+                      # its handler's lane when it goes to the handler's queue
+                      self._lanes[spec.handler] if spec.queue is None else None)
         if spec.unique_key is not None:
             job.unique_key = spec.unique_key
             job.unique_for = spec.unique_for
-        job.replay_of = spec.replay_of
-        job.lane = self._lanes.get(spec.handler)
+        if spec.replay_of is not None:
+            job.replay_of = spec.replay_of
         return job
 
     # --- client-driven changes -------------------------------------------------------------

@@ -304,9 +304,9 @@ class Ready:
     # --- status changes (Lifecycle tells every one) ---------------------------------------------
     def admit(self, job: Job) -> None:
         """A job enters the table with its status (its lane may be set
-        already: the submit path caches it per handler)."""
+        already: the submit path caches a handler's lane in its own queue)."""
         lane = job.lane
-        if lane is None or lane.queue.name != job.queue:
+        if lane is None:
             lane = job.lane = self.lane(job.queue, job.handler)
         status = job.status
         lane.queue.counts[status] += 1

@@ -254,7 +254,7 @@ class Job:
                 and self.progress is None and self.error is None and self.result is None
                 and self.result_ref is None and not self.cancel_requested
                 and self.schedule is None and self.jitter is None and self.max_delay is None
-                and self.worker_id is None and self.queue == C.DEFAULT_QUEUE
+                and self.worker_id is None and self.queue == _DEFAULT_Q
                 and self.unique_key is None and self.replay_of is None):
             return self.new_record()        # the shape of almost every submit
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
