@@ -330,3 +330,31 @@ def test_breaker_open_pages_after_for_s_and_resolves_when_it_closes(
     assert c.wait(job_id, timeout=20).status == "completed"
     wait_until(lambda: len(receiver.notices("BreakerOpen")) == 2, what="the resolve")
     assert [s for s, _ in receiver.notices("BreakerOpen")] == ["firing", "resolved"]
+
+
+def test_storage_error_pages_on_a_full_disk_and_resolves_once_writes_succeed(
+        make_daemon: Callable[..., DaemonProc], receiver: Receiver, tmp_path: Path) -> None:
+    from test_storage_error import _fill, _tmpfs
+    mounts = _tmpfs(tmp_path, "size=512k")
+    small = next(mounts)
+    try:
+        d = make_daemon(start=False, workers=0, config=alerts_config(receiver, repeat=3600))
+        d.data_dir = str(small / "data")
+        d.start()
+        c = d.client()
+        c.submit(T + "add", [1, 1])
+        filler = small / "filler"
+        _fill(filler)
+        with pytest.raises(Exception) as err:
+            c.submit(T + "echo", args=["x" * 20000])
+        assert getattr(err.value, "code", None) == "storage_error"
+        wait_until(lambda: receiver.notices("StorageError"), what="the StorageError page")
+        (alert,) = [a for a in c.alerts() if a["labels"]["alertname"] == "StorageError"]
+        assert alert["labels"]["severity"] == "critical"
+        filler.unlink()
+        c.submit(T + "echo", args=["y"])                    # a write that succeeds
+        wait_until(lambda: len(receiver.notices("StorageError")) == 2, what="the resolve")
+        assert [s for s, _ in receiver.notices("StorageError")] == ["firing", "resolved"]
+        d.stop()
+    finally:
+        next(mounts, None)
