@@ -6,6 +6,7 @@ equal after kill -9; the `failed` variant; `list` and `dead_letters` with
 every filter field; and the op's answer at 200,000 dead letters."""
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -226,3 +227,92 @@ def test_failure_groups_at_200k_dead_letters(make_daemon):
     print(f"retry_many dry run of one group ({dry['matched']:,} jobs): "
           f"{(time.perf_counter() - t0) * 1e3:.1f} ms")
     assert dry["matched"] == n // GROUPS
+
+
+# --- the client and the CLI --------------------------------------------------------------------
+def test_client_methods(client):
+    c = client
+    ids = fail_jobs(c)
+    got = c.failure_groups()
+    assert [g["count"] for g in got] == [6, 4, 2]
+    assert c.failure_groups(handler=FAIL, limit=1) == got[:1]
+    assert c.failure_groups(status="failed") == []
+    sig = got[0]["signature"]
+    page = c.list(signature=sig, limit=2)
+    assert (page.total, [j.id for j in page.jobs]) == (6, ids["conn"][:2])
+    assert page.jobs[0].signature == sig
+    assert c.list(status=["dead_letter"], error_match="no such file").total == 4
+    assert c.dead_letters(signature=sig).total == 6
+    assert c.dead_letters(handler=T + "noop").total == 0
+    assert c.retry_many(signature=sig, dry_run=True)["matched"] == 6
+    assert c.purge(signature=got[2]["signature"]) == 2
+    with pytest.raises(TypeError):
+        c.list(signatur=sig)        # type: ignore[call-arg]
+    with pytest.raises(JobdError) as e:
+        c.failure_groups(status="pending")
+    assert e.value.code == "invalid_argument"
+
+
+async def test_async_client_methods(daemon):
+    from jobd_client import AsyncClient
+
+    sync = daemon.client()
+    fail_jobs(sync, {"conn": 2, "value": 1})
+    async with AsyncClient(socket_path=daemon.socket) as c:
+        got = await c.failure_groups()
+        assert [g["count"] for g in got] == [2, 1]
+        sig = got[0]["signature"]
+        assert (await c.list(signature=sig)).total == 2
+        assert (await c.dead_letters(signature=sig, limit=1)).total == 2
+        assert (await c.retry_many(signature=sig, dry_run=True))["matched"] == 2
+        assert await c.failure_groups(handler=FAIL, queue="default", limit=1) == got[:1]
+
+
+def test_cli_failures_table_and_filters(daemon, capsys):
+    from jobd.cli import main
+
+    c = daemon.client()
+    ids = fail_jobs(c)
+
+    def cli(*argv: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["--socket", daemon.socket, *argv])
+        return code, capsys.readouterr().out
+
+    code, out = cli("failures")
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["COUNT", "HANDLER", "TYPE", "MESSAGE", "LAST", "SEEN", "SIGNATURE"]
+    assert lines[1].split()[0] == "6" and "ConnectionError" in lines[1]
+    assert "3 failure group(s)" in lines[-1]
+    sig = c.failure_groups()[0]["signature"]
+    assert lines[1].split()[-1] == sig                         # in full: it is copied
+    code, out = cli("failures", "--json", "--limit", "1", "--handler", FAIL)
+    body = json.loads(out)
+    assert (code, body["total"], len(body["groups"])) == (0, 3, 1)
+    assert cli("failures", "--status", "failed")[1].strip() == "no failed jobs"
+    # --signature on list and on retry --all (a dry run, then for real)
+    code, out = cli("list", "--signature", sig, "--json")
+    assert [j["id"] for j in json.loads(out)["jobs"]] == ids["conn"]
+    code, out = cli("retry", "--all", "--signature", sig)
+    assert code == 0 and out.startswith("6 job(s) match")
+    c.pause(handler=FAIL)
+    code, out = cli("retry", "--all", "--signature", sig, "--yes")
+    assert out.strip() == "retried 6 of 6 matching job(s)"
+    assert [g["error_type"] for g in c.failure_groups()] == ["FileNotFoundError", "ValueError"]
+    file_sig = c.failure_groups()[0]["signature"]
+    code, out = cli("cancel", "--all", "--signature", file_sig, "--yes", "--json")
+    assert json.loads(out)["matched"] == 0                      # dead letters are finished
+    code, _ = cli("failures", "--status", "pending")
+    assert code == 2                                            # a usage error
+
+
+def test_failure_table_fits_the_width():
+    from jobd.cli.failures import failure_table
+
+    group = {"count": 12, "handler": "myapp.tasks.reports.build", "error_type": "ValueError",
+             "message": "bad value <n> for order <n> " * 5, "last_seen": None,
+             "signature": "0123456789abcdef"}
+    lines = failure_table([group], 80)
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[1].endswith("0123456789abcdef") and "~" in lines[1]
