@@ -144,9 +144,11 @@ def test_groups_survive_kill_9(make_daemon):
 def test_failed_status_and_own_error_types(make_daemon):
     d = make_daemon(workers=1)
     c = d.client()
+    c.pause(handler=FAIL)           # the children wait on the parent, then fail with it
     perm = [c.submit(FAIL, ["permanent", i * 13]) for i in range(3)]
     parent = c.submit(FAIL, ["value", 1])
     children = [c.submit(T + "add", [1, 2], depends_on=[parent]) for _ in range(2)]
+    c.resume(handler=FAIL)
     slow = c.submit(T + "sleep", [30], timeout=0.3, max_retries=0)
     every = perm + children + [parent, slow]
     wait_until(lambda: all(c.status(i).done for i in every), 30, what="the jobs to end")
@@ -154,6 +156,7 @@ def test_failed_status_and_own_error_types(make_daemon):
     assert failed["PermanentError"]["count"] == 3
     assert failed["PermanentError"]["message"] == "account <n> is closed (<addr>)"
     assert failed["DependencyFailed"]["count"] == 2
+    assert failed["DependencyFailed"]["message"] == "dependency <id> ended dead_letter"
     assert failed["DependencyFailed"]["handler"] == T + "add"
     assert by_type(c)["Timeout"]["count"] == 1
     assert by_type(c)["Timeout"]["sample_ids"] == [slow]

@@ -51,14 +51,15 @@ TYPE_RETRY = C.FAILURE_RETRY
 TYPE_UNKNOWN = C.FAILURE_UNKNOWN
 
 # --- normalising a message ------------------------------------------------------------------
-# The message is cut into words at white space; only a word with a digit, a
-# slash, an `@` or a colon in it can hold what varies, so the others cost
-# nothing but the scan. Such a word, without the punctuation around it, is
-# replaced whole when it is one thing (a URL, an email, an address, a path, a
-# uuid, a job-id-like token), else the numbers and hex ids inside it are.
-# Placeholders hold none of those characters, so a second pass changes
-# nothing: normalising is idempotent.
-_WORD = re.compile(r"(?<!\S)[^\s\d/@:\\]*+[\d/@:\\]\S*")
+# The message is cut into words at white space (a run of it becomes one
+# space); only a word with a digit, a slash, an `@`, a colon or a backslash
+# in it can hold what varies, so the others cost one test each. Such a word,
+# without the punctuation around it, is replaced whole when it is one thing
+# (a URL, an email, an address, a path, a hex or job-id-like id, a number),
+# else the numbers and hex ids inside it are. Placeholders hold none of
+# those characters, so a second pass changes nothing: normalising is
+# idempotent.
+_TRIGGER = re.compile(r"[\d/@:\\]").search
 _LEAD = "'\"`({<"                          # stripped off a word's ends before it is looked at
 _TRAIL = "'\"`)}>.,;:!?"
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
@@ -107,16 +108,15 @@ def _whole(core: str) -> str | None:
     return None
 
 
-def _word(m: re.Match[str]) -> str:
-    word = m.group()
+def _word(word: str) -> str:
     core = word.lstrip(_LEAD).rstrip(_TRAIL)
     if not core:
         return word
     placeholder = _whole(core)
     if placeholder is None:
         placeholder = _PARTS.sub(_part, core)
-        if placeholder == core:
-            return word
+    if len(core) == len(word):
+        return placeholder
     head = word.index(core)
     return f"{word[:head]}{placeholder}{word[head + len(core):]}"
 
@@ -126,7 +126,9 @@ def normalise(message: str) -> str:
     replaced: `<n>` numbers, `<id>` uuids, long hex and job-id-like tokens,
     `<path>` file paths, `<addr>` IP addresses, host:port, 0x pointers and
     emails, `<url>` URLs. At most MAX_MESSAGE characters."""
-    return _WORD.sub(_word, message[:MAX_LINE])[:MAX_MESSAGE]
+    trigger = _TRIGGER
+    words = [w if w.isalpha() or not trigger(w) else _word(w) for w in message[:MAX_LINE].split()]
+    return " ".join(words)[:MAX_MESSAGE]
 
 
 # --- what went wrong --------------------------------------------------------------------------
@@ -169,19 +171,30 @@ def signature(handler: str, error_type: str, message: str) -> str:
     return hashlib.blake2b(text, digest_size=8, person=b"jobd-failure").hexdigest()
 
 
+# Normalising replaces every digit, and no rule tells one digit from another
+# but `0` (a `0x` pointer): a message is normalised the same with its other
+# digits all made `1`. So that form is what the cache is keyed by, and the
+# same failure with other numbers (ports, counts, pids, order ids) is a cache
+# hit; replaying a million dead letters mostly is.
+_MASK = str.maketrans("23456789", "11111111")
+
+
 @lru_cache(maxsize=CACHE_SIZE)
-def _describe(handler: str, line: str) -> tuple[str, str, str]:
-    kind, message = classify(line)
-    message = normalise(message)
+def _normalised(masked: str) -> str:
+    return normalise(masked)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _signed(handler: str, kind: str, message: str) -> tuple[str, str, str]:
     return signature(handler, kind, message), kind, message
 
 
 def describe(handler: str, error: str | None) -> tuple[str, str, str]:
     """(signature, error_type, normalised message) of a failure. Only the
-    error's first line counts (the traceback follows it); the same failure
-    met again costs a cache lookup."""
+    error's first line counts (the traceback follows it)."""
     line = (error or "")[:MAX_LINE].partition("\n")[0].rstrip()
-    return _describe(handler, line)
+    kind, message = classify(line)
+    return _signed(handler, kind, _normalised(message.translate(_MASK)))
 
 
 def signature_of(job: Job) -> str | None:

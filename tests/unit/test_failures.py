@@ -334,3 +334,12 @@ def test_hex_ids_are_ids_even_without_letters() -> None:
     assert normalise(f"job {1:032x} failed") == normalise(f"job {2**100:032x} failed") \
         == "job <id> failed"
     assert normalise("order 1234567890 of 12345678901234567890") == "order <n> of <id>"
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab0x19Ff-_.:/@ \\[]<>'()%~,;")) | st.characters(),
+               max_size=120))
+def test_digits_other_than_zero_do_not_change_the_result(text: str) -> None:
+    """What the cache relies on (`_MASK`): only `0` is told from other digits."""
+    masked = text.translate(str.maketrans("23456789", "11111111"))
+    assert normalise(masked) == normalise(text)
