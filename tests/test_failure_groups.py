@@ -297,6 +297,8 @@ def test_cli_failures_table_and_filters(daemon, capsys):
     # --signature on list and on retry --all (a dry run, then for real)
     code, out = cli("list", "--signature", sig, "--json")
     assert [j["id"] for j in json.loads(out)["jobs"]] == ids["conn"]
+    code, out = cli("dead", "--signature", sig)
+    assert code == 0 and out.splitlines()[-1] == "6 job(s)"
     code, out = cli("retry", "--all", "--signature", sig)
     assert code == 0 and out.startswith("6 job(s) match")
     c.pause(handler=FAIL)
