@@ -270,40 +270,101 @@ class Group:
 
 
 class FailureGroups:
-    """Every failed and dead-letter job of the table, in its group."""
+    """Every failed and dead-letter job of the table, in its group.
 
-    __slots__ = ("groups",)
+    Replay does not classify: classifying (normalising an error) costs a few
+    microseconds a job, the rest of replay a few hundred nanoseconds. While
+    `deferring` (from `defer` to `replayed`), a job that fails is only put
+    on the `backlog`, and leaving costs nothing; `catch_up` classifies the
+    backlog afterwards, a slice at a time, while the daemon serves. Until it
+    is done (`pending`), answers that need every group wait for it (the
+    daemon's `failure_groups` reply), and a job's membership is told from its
+    error instead of the groups (`holds`, `members_of`). A job on the
+    backlog that has left its status since is skipped when its turn comes,
+    one that failed again is classified once, by its error now.
+    """
+
+    __slots__ = ("groups", "backlog", "_next", "deferring")
 
     def __init__(self) -> None:
         # (status, queue, signature) → group; a group with no member is dropped
         self.groups: dict[tuple[str, str, str], Group] = {}
+        self.backlog: list[Job] = []     # failed while deferring, or since: to classify
+        self._next = 0                   # the backlog before this is classified
+        self.deferring = False
 
     def __len__(self) -> int:
         return sum(len(g.members) for g in self.groups.values())
 
+    # --- replay: classify later ----------------------------------------------------------
+    def defer(self) -> None:
+        """Replay begins: failures go on the backlog, unclassified."""
+        self.deferring = True
+
+    def replayed(self) -> None:
+        """Replay is over: `catch_up` may classify the backlog."""
+        self.deferring = False
+
+    @property
+    def pending(self) -> int:
+        """Jobs on the backlog not classified yet (some may have left since)."""
+        return len(self.backlog) - self._next
+
+    def catch_up(self, n: int) -> int:
+        """Classify up to `n` jobs of the backlog, oldest first; how many are left."""
+        backlog, i = self.backlog, self._next
+        end = min(len(backlog), i + n)
+        while i < end:
+            job = backlog[i]
+            i += 1
+            if job.status in FAILURE_STATUSES:      # "" once deleted
+                self._classify(job, once=True)
+        if i == len(backlog):
+            self.backlog, i = [], 0
+        self._next = i
+        return self.pending
+
+    # --- the transitions ------------------------------------------------------------------
     def add(self, job: Job) -> None:
         """`job` is now failed or dead_letter (its error set)."""
+        if self.deferring or self._next < len(self.backlog):
+            self.backlog.append(job)       # after what waits: the groups keep failure order
+            return
+        self._classify(job)
+
+    def _classify(self, job: Job, once: bool = False) -> None:
         sig, kind, message = describe(job.handler, job.error)
         key = (job.status, job.queue, sig)
         group = self.groups.get(key)
         if group is None:
             group = self.groups[key] = Group(sig, job.handler, kind, message, job.status, job.queue)
+        elif once and group.members.get(job.id) is job:
+            return                          # on the backlog twice: it failed again
         group.add(job)
 
     def remove(self, job: Job) -> None:
         """`job` leaves its status (retried, deleted): before its error is cleared."""
+        if self.deferring:
+            return                          # nothing is classified yet: its entry goes stale
         key = (job.status, job.queue, describe(job.handler, job.error)[0])
         group = self.groups.get(key)
         if group is not None and group.remove(job) and not group.members:
             del self.groups[key]
 
+    # --- reading --------------------------------------------------------------------------
     def holds(self, job: Job, sig: str) -> bool:
         """Is `job` a member of a group with signature `sig` now? O(1)."""
+        if self.backlog:
+            return signature_of(job) == sig
         group = self.groups.get((job.status, job.queue, sig))
         return group is not None and group.members.get(job.id) is job
 
-    def members_of(self, sig: str) -> list[Job]:
-        """Every job now in a group with signature `sig` (any status or queue)."""
+    def members_of(self, sig: str) -> list[Job] | None:
+        """Every job now in a group with signature `sig` (any status or queue);
+        None while the backlog is being classified (then only a walk over
+        every job can tell)."""
+        if self.backlog:
+            return None
         out: list[Job] = []
         for group in self.groups.values():
             if group.signature == sig:
@@ -321,7 +382,10 @@ class FailureGroups:
                 limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """(the groups' views, largest first, ties most recently seen first; how
         many groups there are before `limit`). A signature's groups in
-        several queues are shown as one. O(groups)."""
+        several queues are shown as one. O(groups), once the backlog is
+        classified (the daemon waits for that; here it is finished first)."""
+        if self.pending:
+            self.catch_up(self.pending)
         merged: dict[str, list[Group]] = {}
         for group in self.select(status, queue, handler):
             group.settle()
