@@ -48,6 +48,6 @@ def test_failures_scenario_runs_and_prints_its_table(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [ln for ln in res.stdout.splitlines() if ln.startswith("| failures")]
-    assert len(rows) == 6, res.stdout            # 5 of dead letters, 1 of completed jobs
+    assert len(rows) == 7, res.stdout            # 6 of dead letters, 1 of completed jobs
     for row in rows:
         assert row.split("|")[4].strip() not in ("n/a", "0", "0.000"), row
