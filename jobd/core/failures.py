@@ -175,7 +175,7 @@ def signature(handler: str, error_type: str, message: str) -> str:
 # but `0` (a `0x` pointer): a message is normalised the same with its other
 # digits all made `1`. So that form is what the cache is keyed by, and the
 # same failure with other numbers (ports, counts, pids, order ids) is a cache
-# hit; replaying a million dead letters mostly is.
+# hit (its ids with letters, a path with other names in it, are not).
 _MASK = str.maketrans("23456789", "11111111")
 
 
