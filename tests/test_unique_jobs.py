@@ -73,15 +73,15 @@ def test_concurrent_duplicate_submits_create_exactly_one_job(make_daemon):
 def test_every_terminal_status_releases_the_key(make_daemon, handler, args, end):
     d = make_daemon(workers=1)
     c = d.client()
-    if end == "cancelled":
-        c.call("pause", handler=T + handler)
+    c.call("pause", handler=T + handler)            # the holder stays live until resumed
     first = submit(c, handler, "k", args=args, max_retries=0)
     assert "duplicate" not in first
     again = submit(c, handler, "k", args=args, max_retries=0)
-    if again.get("duplicate"):                      # still live: the same job
-        assert again["job_id"] == first["job_id"]
+    assert again["duplicate"] is True and again["job_id"] == first["job_id"]
     if end == "cancelled":
         assert c.cancel(first["job_id"]) is True
+    else:
+        c.call("resume", handler=T + handler)
     assert c.wait(first["job_id"], timeout=20).status == end
     fresh = submit(c, handler, "k", args=args, max_retries=0)
     assert fresh["job_id"] != first["job_id"] and "duplicate" not in fresh
