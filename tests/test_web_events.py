@@ -168,6 +168,7 @@ async def test_a_stream_that_never_reads_is_dropped(stack: tuple[DaemonProc, Web
     stuck.close()
     assert rss_growth < 64 * 1024 * 1024, rss_growth
     assert "event stream dropped" in web.log()
+    assert "Traceback" not in web.log() and "ERROR" not in web.log()
     print(f"{STUCK_JOBS} jobs with a stuck stream: {took:.1f}s, RSS growth {rss_growth / 1e6:.1f} MB")
 
 
