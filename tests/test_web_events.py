@@ -84,13 +84,6 @@ async def until(pred: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.02)
 
 
-async def upstream_live(http: httpx.AsyncClient) -> None:
-    deadline = time.monotonic() + 15
-    while not (await http.get("/api/workers/lanes")).json()["live"]:
-        assert time.monotonic() < deadline, "the shared upstream did not connect"
-        await asyncio.sleep(0.02)
-
-
 async def submit_jobs(socket_path: str, n: int, batch: int = 500) -> list[str]:
     async with AsyncClient(socket_path) as c:
         ids: list[str] = []
@@ -117,7 +110,6 @@ async def test_50_streams_see_every_event_of_5000_jobs_in_order(stack: tuple[Dae
     async with web.async_http(limits=limits(50), timeout=httpx.Timeout(60)) as http:
         streams = [SSE(http, params={"events": ",".join(JOB_EVENTS)}) for _ in range(50)]
         await until(lambda: all(s.opened.is_set() for s in streams), 20, "50 streams open")
-        await upstream_live(http)
         ids = await submit_jobs(daemon.socket, 5000)
         await until(lambda: all(len(s.completed) == 5000 for s in streams), 90, "every completion")
         first = streams[0].events
@@ -144,7 +136,6 @@ async def test_a_stream_that_never_reads_is_dropped(stack: tuple[DaemonProc, Web
     async with web.async_http(limits=limits(2), timeout=httpx.Timeout(60)) as http:
         reader = SSE(http)
         await until(reader.opened.is_set, 20, "the reading stream")
-        await upstream_live(http)
         rss_before = web.rss_bytes()
         started = time.monotonic()
         await submit_jobs(daemon.socket, STUCK_JOBS)
@@ -200,7 +191,6 @@ async def test_daemon_down_then_back_without_restarting_web(stack: tuple[DaemonP
     async with web.async_http(limits=limits(4)) as http:
         stream = SSE(http)
         await until(stream.opened.is_set, 20, "the stream")
-        await upstream_live(http)
         assert daemon.stop() == 0
         r = await http.get("/api/jobs")
         assert r.status_code == 502 and r.json()["error"]["code"] == "unavailable"

@@ -36,6 +36,7 @@ STREAM_BUFFER = 10_000           # frames waiting for one stream before it is dr
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 EV_RESYNC = "resync"
 EV_STATS = "stats"
+READY_S = 3.0                    # how long a new stream waits for the upstream before it starts
 Listener = Callable[[str, dict[str, Any]], None]
 
 
@@ -106,6 +107,7 @@ class EventHub:
         self.closed = False
         self.task: asyncio.Task[None] | None = None
         self.upstream: AsyncWatchStream | None = None
+        self.up = asyncio.Event()        # set while the upstream watch is subscribed
 
     # --- streams ----------------------------------------------------------------------
 
@@ -117,6 +119,13 @@ class EventHub:
             self.catch_up(stream, last_id)
         self.streams.add(stream)
         return stream
+
+    async def ready(self, stream: Stream) -> None:
+        """Wait (a little) until the upstream is subscribed, so that whatever happens
+        once the stream's response has started reaches it. A daemon that is down
+        is not waited for past READY_S: the stream's `stats` say so."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.up.wait(), READY_S)
 
     def catch_up(self, stream: Stream, last_id: int) -> None:
         missed = self.since(last_id)
@@ -179,6 +188,7 @@ class EventHub:
             except (JobdError, OSError) as e:
                 log.debug("event upstream: %s", e)
                 failures += 1
+            self.up.clear()
             self.connected = False
             first = False
             await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
@@ -187,6 +197,7 @@ class EventHub:
         stream = self.upstream = self.open_watch()
         try:
             await stream.open()
+            self.up.set()
             self.connected = True
             if not first:
                 self.publish(EV_RESYNC, {"reason": "reconnected to jobd; events may have been missed"})
