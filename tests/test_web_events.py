@@ -126,6 +126,40 @@ async def test_50_streams_see_every_event_of_5000_jobs_in_order(stack: tuple[Dae
             await s.close()
 
 
+async def test_each_jobs_events_keep_the_daemons_order(tmp_path: Path) -> None:
+    # Every kind of job event through one stream: a job's events arrive (and are
+    # numbered) in the order the daemon emitted them, whatever their kind.
+    # (No breaker: 300 failures in a row would hold the rest.)
+    daemon = DaemonProc(tmp_path, workers=2, config="[breaker]\nbreaker_failures = 0\n").start()
+    web = WebProc(tmp_path, daemon.socket).start()
+    try:
+        await check_order(daemon, web)
+    finally:
+        web.cleanup()
+        daemon.cleanup()
+
+
+async def check_order(daemon: DaemonProc, web: WebProc) -> None:
+    async with web.async_http(limits=limits(2), timeout=httpx.Timeout(60)) as http:
+        stream = SSE(http)
+        await until(stream.opened.is_set, 20, "the stream")
+        async with AsyncClient(daemon.socket) as c:
+            failing = await c.submit_many([{"handler": T + "always_fail", "max_retries": 0}
+                                           for _ in range(300)])
+            fine = await c.submit_many([{"handler": T + "noop"} for _ in range(300)])
+        await until(lambda: len(stream.named("job.dead_letter")) == 300 and len(stream.completed) == 300,
+                    60, "every job's end")
+        by_job: dict[str, list[str]] = {}
+        for _, name, data in stream.events:
+            if name.startswith("job."):
+                by_job.setdefault(data["job_id"], []).append(name)
+        for job_id in failing:
+            assert by_job[job_id] == ["job.submitted", "job.started", "job.failed", "job.dead_letter"]
+        for job_id in fine:
+            assert by_job[job_id] == list(JOB_EVENTS)
+        await stream.close()
+
+
 async def test_a_stream_that_never_reads_is_dropped(stack: tuple[DaemonProc, WebProc]) -> None:
     daemon, web = stack
     stuck = socket.socket()
