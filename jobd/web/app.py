@@ -160,5 +160,3 @@ def build_app(settings: WebSettings, svc: Services | None = None) -> Guard:
     app.state.services = svc
     return Guard(app, settings)
 
-
-__all__ = ["build_app", "services", "ROUTES"]
