@@ -228,7 +228,7 @@ async def test_daemon_down_then_back_without_restarting_web(stack: tuple[DaemonP
         assert daemon.stop() == 0
         r = await http.get("/api/jobs")
         assert r.status_code == 502 and r.json()["error"]["code"] == "unavailable"
-        assert "not running" in r.json()["error"]["message"]
+        assert "not running" in r.json()["error"]["message"] and r.headers["retry-after"] == "1"
         assert (await http.get("/")).status_code == 200                 # pages still serve
         daemon.start()
         deadline = time.monotonic() + 20

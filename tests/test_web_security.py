@@ -113,6 +113,7 @@ def test_read_only_refuses_every_unsafe_method(make_web: type[WebProc]) -> None:
                          ("DELETE", "/api/schedules/x"), ("PUT", "/api/jobs"), ("PATCH", "/api/jobs")):
         r = http.request(method, path, json=SUBMIT)
         assert r.status_code == 405 and code(r) == "read_only", (method, path)
+        assert r.headers["allow"] == "GET, HEAD"
     assert http.get("/api/jobs").status_code == 200
 
 

@@ -200,5 +200,7 @@ async def respond(send: Send, status: int, code: str, message: str) -> None:
                (b"cache-control", b"no-store")]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="jobd"'))
+    elif status == 405:
+        headers.append((b"allow", b"GET, HEAD"))          # read-only: what is left
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
