@@ -211,6 +211,7 @@ class EventHub:
     def end_streams(self) -> None:
         """End every stream now (a stop was asked: open streams must not hold it)."""
         self.closed = True
+        self.up.set()                    # a stream still waiting to start goes on, and ends
         for stream in list(self.streams):
             stream.wake.set()
 
