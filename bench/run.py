@@ -4,9 +4,9 @@
 
 Each scenario is also runnable alone: `python -m bench.submit`, `bench.drain`,
 `bench.latency`, `bench.replay`, `bench.mixed`, `bench.large_result`, `bench.ceiling`,
-`bench.flow`, `bench.failures`, `bench.web`. Paired runs against another checkout (before/after a
-change, alternating in
-the same run) are `python -m bench.pairs --before DIR`, not part of this table.
+`bench.flow`, `bench.failures`, `bench.web`. Paired runs against another checkout
+(before/after a change, alternating in the same run) are `python -m bench.pairs --before DIR`,
+not part of this table.
 """
 from __future__ import annotations
 
