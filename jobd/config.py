@@ -116,6 +116,17 @@ class AlertsConfig:
     rules: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class WebConfig:
+    """`[web]`: the HTTP API and dashboard process, `jobd web` (docs/web.md). The
+    daemon only checks the types; `jobd web` checks the values when it starts."""
+    listen: str = "127.0.0.1:8790"
+    token_file: str = ""                 # a mode-0600 file holding the bearer token
+    read_only: bool = False              # 405 to every unsafe method
+    # None: 127.0.0.1, localhost, ::1 and the listen host; a list replaces them
+    allowed_hosts: list[str] | None = None
+
+
 FSYNC_MODES = ("always", "interval", "never")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -132,6 +143,7 @@ class Config:
     monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     alerts: AlertsConfig = field(default_factory=AlertsConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     handlers: list[str] = field(default_factory=list)
     handler: dict[str, dict[str, Any]] = field(default_factory=dict)
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)   # [queues."NAME"]
@@ -152,7 +164,7 @@ _SECTION_CLASSES = {
     "retry": RetryConfig, "results": ResultsConfig,
     "dead_letter": DeadLetterConfig, "wal": WalConfig,
     "monitoring": MonitoringConfig, "breaker": BreakerConfig,
-    "alerts": AlertsConfig,
+    "alerts": AlertsConfig, "web": WebConfig,
 }
 # Top-level keys a config file may hold besides the sections.
 _TOP_LEVEL = {"handlers", "handler", "queues", "schedule", "data_dir", "app_dir", "log_level"}
@@ -446,7 +458,7 @@ def changed_keys(old: Config, new: Config) -> list[str]:
     """Dotted names of the config keys whose values differ (sections key by key)."""
     out = []
     for f in dataclasses.fields(Config):
-        if f.name in ("config_path", "overrides"):
+        if f.name in ("config_path", "overrides", "web"):   # [web] is jobd web's, not the daemon's
             continue
         a, b = getattr(old, f.name), getattr(new, f.name)
         if dataclasses.is_dataclass(a):

@@ -25,7 +25,21 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_flags(demo)
     demo.add_argument("--keep-running", action="store_true",
                       help="keep serving after the demo jobs are done (Ctrl-C stops)")
+    web = sub.add_parser("web", help="serve the HTTP API and the dashboard (needs the web extra; "
+                                     "docs/web.md)")
+    _web_flags(web)
     return p
+
+
+def _web_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML config file, the daemon's (default: $JOBD_CONFIG)")
+    p.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:8790; port 0: any free one)")
+    p.add_argument("--uds", help="serve on this Unix socket instead of TCP (e.g. behind nginx)")
+    p.add_argument("--socket", help="the daemon's Unix socket (default: found as jobd-cli finds it)")
+    p.add_argument("--token-file", help="file (mode 0600) holding the token every request must carry")
+    p.add_argument("--read-only", action="store_true", help="refuse every change (405 to POST, PUT, "
+                                                             "PATCH, DELETE)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, help="log level")
 
 
 def _serve_flags(p: argparse.ArgumentParser) -> None:
@@ -73,6 +87,8 @@ def setup_logging(level: str) -> None:
 
 
 def load_config(args: argparse.Namespace) -> Config:
+    if args.command == "web":         # its flags are checked by jobd.web, not the daemon's
+        return load(args.config, overrides={"log_level": args.log_level})
     return load(args.config, overrides=_overrides(args))
 
 
@@ -113,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jobd: {e}", file=sys.stderr)
         return C.EXIT_CONFIG
     setup_logging(cfg.log_level)
+    if args.command == "web":
+        from jobd.web import run as run_web  # lazily: the daemon never imports Starlette
+        return run_web(cfg, args)
     if args.command == "demo":
         from jobd.demo import run_demo
         return run_demo(cfg, keep_running=args.keep_running)

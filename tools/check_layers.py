@@ -4,6 +4,10 @@
   import: at module level, inside functions, and under `TYPE_CHECKING`.
 - Only `jobd/main.py` imports `jobd/daemon.py`.
 - `jobd_client` never imports `jobd` (the client stands alone).
+- `jobd/web/` (the `jobd web` process) imports of jobd only `jobd.web`,
+  `jobd_client`, `jobd.config`, `jobd.errors`, `jobd.constants` and
+  `jobd.scheduling.cron`; no other module imports it but `jobd.main`, and
+  that only inside a function (the daemon never loads Starlette).
 - `jobd/core/` is pure: it imports no other part of jobd but `jobd.core`,
   `jobd.constants`, `jobd.errors` and `jobd_client.protocol`, and no I/O or
   asyncio module.
@@ -19,6 +23,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("jobd", "jobd_client")
 CORE_MAY_IMPORT = ("jobd.core", "jobd.constants", "jobd.errors", "jobd_client.protocol")
+WEB_MAY_IMPORT = ("jobd.web", "jobd_client", "jobd.config", "jobd.errors", "jobd.constants",
+                  "jobd.scheduling.cron")
 CORE_FORBIDDEN_STDLIB = ("asyncio", "socket", "selectors", "subprocess", "threading", "uvloop")
 
 
@@ -122,11 +128,36 @@ def problems() -> list[str]:
             out.append(f"{name} imports jobd.daemon (only jobd.main may)")
         if name.startswith("jobd_client") and any(d == "jobd" or d.startswith("jobd.") for d in deps):
             out.append(f"{name} imports the daemon package (the client must stand alone)")
+        out += _web_problems(name, deps, known[name])
         if name.startswith("jobd.core"):
             out += [f"{name} imports {d} (core/ is pure: no other part of jobd)"
                     for d in sorted(deps) if not d.startswith(CORE_MAY_IMPORT)]
             out += _forbidden_stdlib(name, known[name])
     return out
+
+
+def _web_problems(name: str, deps: set[str], path: Path) -> list[str]:
+    if name == "jobd.web" or name.startswith("jobd.web."):
+        return [f"{name} imports {d} (jobd.web talks to the daemon only through jobd_client)"
+                for d in sorted(deps) if d.startswith("jobd.") and not d.startswith(WEB_MAY_IMPORT)]
+    if not any(d == "jobd.web" or d.startswith("jobd.web.") for d in deps):
+        return []
+    if name != "jobd.main":
+        return [f"{name} imports jobd.web (only jobd.main may, lazily)"]
+    top = _top_level_imports(path)
+    return [f"{name} imports jobd.web at module level (import it inside a function)"
+            for mod in top if mod == "jobd.web" or mod.startswith("jobd.web.")]
+
+
+def _top_level_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+    return found
 
 
 def _forbidden_stdlib(name: str, path: Path) -> list[str]:
