@@ -9,6 +9,13 @@ function cssVar(name, fallback) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback;
 }
 
+const MIN_SPAN_S = 300;   // a chart shows at least five minutes, however few samples it has
+
+function xRange(u, min, max) {
+  const hi = max ?? Date.now() / 1000;
+  return [Math.min(min ?? hi, hi - MIN_SPAN_S), hi];
+}
+
 /** A line chart in a <figure>: `series` [{label, color?}], `fmt(v)` for the y axis. */
 export class LineChart {
   constructor(title, series, fmt = (v) => String(v)) {
@@ -31,7 +38,7 @@ export class LineChart {
       width: this.width(), height: 180,
       cursor: {drag: {x: false, y: false}},
       legend: {live: true},
-      scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.1)]}},
+      scales: {x: {time: true, range: xRange}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.1)]}},
       axes: [axis, {...axis, size: 60, values: (u, vals) => vals.map((v) => this.fmt(v))}],
       series: [{}, ...this.series.map((s, i) => ({
         label: s.label, stroke: s.color || PALETTE[i % PALETTE.length], width: 2,

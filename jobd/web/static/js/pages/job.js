@@ -28,7 +28,8 @@ export function mount(view, ctx) {
 
   const load = async () => {
     try {
-      job = (await get(jobPath(id, "status"))).job;
+      const view = await get(jobPath(id, "status"));
+      job = view.job || view;
       const result = TERMINAL.has(job.status) ? await get(jobPath(id, "result")).catch(() => null) : null;
       if (job.progress) eta.add(job.progress.percentage);
       drawHead(head, job);
@@ -54,7 +55,8 @@ export function mount(view, ctx) {
       if (name === "job.replayed" && data.replay_of === id) {
         notice(["Replayed as a new job: ", jobLink(data.job_id)], "ok");
       }
-      if (data.job_id !== id || !job) return;
+      if (data.job_id !== id) return;
+      if (!job) { load(); return; }     // submitted after the page opened
       if (name === "job.progress") {
         eta.add(data.percentage);
         job.progress = {...job.progress, ...data};

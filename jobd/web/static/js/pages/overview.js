@@ -115,7 +115,7 @@ function drawWal(dl, s, r, firing, mode) {
 function drawQueues(box, queues) {
   const rows = Object.entries(queues).slice(0, 50).map(([name, q]) => row([
     h("a", {href: "#/queues"}, name),
-    q.paused ? badge("paused") : badge("running"),
+    q.paused ? badge("paused") : badge("active"),
     num(q.workers), num(q.pending), num(q.running), num(q.held),
     q.oldest_pending_age_s ? duration(q.oldest_pending_age_s) : "–",
   ]));

@@ -4,7 +4,7 @@
 import {del, get, idPath, post} from "../api.js";
 import {h, replace, table, row} from "../dom.js";
 import {ago, parseTime, time, timeEl} from "../format.js";
-import {button, busy, dialog, empty, errorNotice, field, notice, section, throttle} from "../ui.js";
+import {badge, button, busy, dialog, empty, errorNotice, field, notice, section, throttle} from "../ui.js";
 import {jobLink} from "./jobs.js";
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -90,7 +90,8 @@ function lastRuns(s) {
   if (outcomes && typeof outcomes === "object") {
     return Object.entries(outcomes).map(([k, n]) => h("span", {class: `badge s-${k}`}, `${k} ${n}`));
   }
-  return s.last_job_id ? jobLink(s.last_job_id) : h("span", {class: "muted"}, "never ran");
+  if (!s.last_job_id) return h("span", {class: "muted"}, "never ran");
+  return [s.last_status ? badge(s.last_status) : h("span", {class: "muted"}, "expired"), " ", jobLink(s.last_job_id)];
 }
 
 function drawList(box, schedules, reload) {
