@@ -20,8 +20,8 @@ from starlette.staticfiles import StaticFiles
 
 from jobd.web import admin_api as admin
 from jobd.web import jobs_api as jobs
-from jobd.web.errors import E_METHOD, E_ROUTE, HTTPError, error_response, from_jobd_error
-from jobd.web.guard import Guard
+from jobd.web.errors import E_METHOD, E_ROUTE, E_TOO_LARGE, HTTPError, error_response, from_jobd_error
+from jobd.web.guard import BodyTooLarge, Guard
 from jobd.web.hub import EventHub
 from jobd.web.lanes import Lanes
 from jobd.web.sampler import Sampler
@@ -120,6 +120,11 @@ async def on_starlette_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def on_too_large(request: Request, exc: Exception) -> Response:
+    limit = services(request).settings.max_body_bytes
+    return error_response(413, E_TOO_LARGE, f"request body above {limit} bytes")
+
+
 def build_services(settings: WebSettings) -> Services:
     client = AsyncClient(settings.socket)
     hub = EventHub(lambda: client.watch())
@@ -144,7 +149,8 @@ def build_app(settings: WebSettings, svc: Services | None = None) -> Guard:
             await svc.client.close()
 
     app = Starlette(routes=all_routes(), lifespan=lifespan, exception_handlers={
-        HTTPError: on_http_error, JobdError: on_jobd_error, HTTPException: on_starlette_error})
+        HTTPError: on_http_error, JobdError: on_jobd_error, HTTPException: on_starlette_error,
+        BodyTooLarge: on_too_large})
     app.state.services = svc
     return Guard(app, settings)
 
