@@ -117,6 +117,15 @@ from jobd_client.protocol import (
 from jobd_client.protocol import (
     FAILED as FAILED,
 )
+from jobd_client.protocol import FAILURE_DEPENDENCY as FAILURE_DEPENDENCY
+from jobd_client.protocol import FAILURE_GROUP_STATUSES as FAILURE_GROUP_STATUSES
+from jobd_client.protocol import FAILURE_NOT_SERIALISABLE as FAILURE_NOT_SERIALISABLE
+from jobd_client.protocol import FAILURE_POISON as FAILURE_POISON
+from jobd_client.protocol import FAILURE_RETRY as FAILURE_RETRY
+from jobd_client.protocol import FAILURE_TIMEOUT as FAILURE_TIMEOUT
+from jobd_client.protocol import FAILURE_UNKNOWN as FAILURE_UNKNOWN
+from jobd_client.protocol import FAILURE_WORKER_DIED as FAILURE_WORKER_DIED
+from jobd_client.protocol import FAILURE_WORKER_HUNG as FAILURE_WORKER_HUNG
 from jobd_client.protocol import H_BREAKER_OPEN as H_BREAKER_OPEN
 from jobd_client.protocol import H_HANDLER_PAUSED as H_HANDLER_PAUSED
 from jobd_client.protocol import H_QUARANTINED as H_QUARANTINED

@@ -46,13 +46,14 @@ OP_QUARANTINE: Final = "quarantine"
 OP_RELEASE: Final = "release"
 OP_ALERTS: Final = "alerts"
 OP_ALERT_TEST: Final = "alert_test"
+OP_FAILURE_GROUPS: Final = "failure_groups"
 OPS: Final = frozenset((
     OP_HELLO, OP_SUBMIT, OP_SUBMIT_MANY, OP_STATUS, OP_PROGRESS, OP_RESULT, OP_WAIT,
     OP_CANCEL, OP_LIST, OP_DEAD_LETTERS, OP_RETRY, OP_PURGE, OP_METRICS, OP_WORKERS,
     OP_SCALE, OP_RESTART_WORKER, OP_WATCH, OP_SCHEDULE_ADD, OP_SCHEDULE_LIST,
     OP_SCHEDULE_REMOVE, OP_LOGS, OP_RELOAD, OP_HANDLERS, OP_PAUSE, OP_RESUME, OP_QUEUES,
     OP_CANCEL_MANY, OP_RETRY_MANY, OP_REPLAY, OP_BREAKER_RESET, OP_QUARANTINE, OP_RELEASE,
-    OP_ALERTS, OP_ALERT_TEST,
+    OP_ALERTS, OP_ALERT_TEST, OP_FAILURE_GROUPS,
 ))
 
 # --- job statuses -----------------------------------------------------------------------
@@ -149,6 +150,19 @@ ON_CONFLICT_RETURN: Final = "return"      # answer the holder's job_id with dupl
 ON_CONFLICT_ERROR: Final = "error"        # answer conflict
 ON_CONFLICT_REPLACE: Final = "replace"    # cancel a holder that has not started; queue the new job
 ON_CONFLICT: Final = (ON_CONFLICT_RETURN, ON_CONFLICT_ERROR, ON_CONFLICT_REPLACE)
+
+# --- failure groups: `error_type` of the failures jobd writes itself --------------------------
+# (an exception's failure has its class name, e.g. "ValueError")
+FAILURE_TIMEOUT: Final = "Timeout"                  # the attempt ran past its timeout
+FAILURE_WORKER_DIED: Final = "WorkerDied"           # its worker died (a signal, an exit)
+FAILURE_WORKER_HUNG: Final = "WorkerHung"           # its worker stopped sending heartbeats
+FAILURE_POISON: Final = "Poison"                    # it killed its worker poison_after times
+FAILURE_DEPENDENCY: Final = "DependencyFailed"      # a job it depends on ended unsuccessfully
+FAILURE_NOT_SERIALISABLE: Final = "NotSerialisable"  # its result is not JSON
+FAILURE_RETRY: Final = "Retry"                      # Retry(after) with no retries left
+FAILURE_UNKNOWN: Final = "Error"                    # any other error text
+# The statuses whose jobs `failure_groups` groups (the first is its default).
+FAILURE_GROUP_STATUSES: Final = (DEAD_LETTER, FAILED)
 
 # --- worker states (the `workers` view) ------------------------------------------------------
 W_IDLE: Final = "idle"

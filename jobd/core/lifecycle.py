@@ -282,6 +282,7 @@ class Lifecycle:
 
     def _a_retry(self, rec: list[Any]) -> None:
         job = self.table.jobs[rec[1]]
+        self.table.reopened(job)
         job.attempts = 0
         job.error = None
         job.result = None

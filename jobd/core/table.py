@@ -2,6 +2,7 @@
 
 Counts per status, the jobs running, who waits on whom (`dependents`),
 finished jobs and dead letters in the order they ended (for expiry), the
+failed and dead-letter jobs by failure group (jobd/core/failures.py), the
 bytes of args and kwargs held, the schedules and the sequence counter. The
 table is changed only by `Lifecycle` (jobd/core/lifecycle.py), which keeps
 these indexes in step with each job's status; everyone else reads it.
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from jobd import constants as C
+from jobd.core.failures import FAILURE_STATUSES, FailureGroups
 from jobd.core.job import Job
 
 # Jobs whose dependencies still matter: a job that is pending, running or
@@ -23,7 +25,8 @@ DEP_BOUND = frozenset((C.WAITING, C.SCHEDULED))
 
 class JobTable:
     __slots__ = ("jobs", "counts", "dependents", "finished", "dead", "running", "unique",
-                 "crashes", "args_bytes", "seq", "schedules", "orphan_records", "_unsorted")
+                 "crashes", "args_bytes", "seq", "schedules", "orphan_records", "_unsorted",
+                 "failures")
 
     def __init__(self) -> None:
         self.jobs: dict[str, Job] = {}
@@ -32,6 +35,7 @@ class JobTable:
         self.finished: deque[tuple[float, Job]] = deque()     # terminal, by time
         self.dead: deque[tuple[float, Job]] = deque()         # dead letters, by time
         self.running: dict[str, Job] = {}
+        self.failures = FailureGroups()   # failed and dead-letter jobs, by what went wrong
         self.unique: dict[str, Job] = {}  # unique_key → the not-yet-terminal job holding it
         self.crashes: dict[str, int] = {}  # live jobs that killed their worker: how often
         self.args_bytes = 0         # JSON text of every job's args and kwargs ([queue] max_args_bytes)
@@ -66,6 +70,8 @@ class JobTable:
     def forget(self, job: Job) -> None:
         """Drop a job's counters; queue and deque entries go stale on their own."""
         self.counts[job.status] -= 1
+        if job.status in FAILURE_STATUSES:
+            self.failures.remove(job)
         self.args_bytes -= len(job.args) + len(job.kwargs)
         self.running.pop(job.id, None)
         if job.unique_key is not None:
@@ -91,15 +97,25 @@ class JobTable:
 
     def ended(self, job: Job) -> None:
         """Index a job that is now terminal, by the time it ended (any
-        terminal status releases its unique key)."""
+        terminal status releases its unique key), and a failed or dead-letter
+        one by its failure (a completed job pays one comparison for that)."""
         if job.unique_key is not None:
             self.release_key(job)
         stamp = job.completed_at or 0.0
-        which = "dead" if job.status == C.DEAD_LETTER else "finished"
+        status = job.status
+        if status != C.COMPLETED and status in FAILURE_STATUSES:
+            self.failures.add(job)
+        which = "dead" if status == C.DEAD_LETTER else "finished"
         queue: deque[tuple[float, Job]] = getattr(self, which)
         if queue and stamp < queue[-1][0]:
             self._unsorted.add(which)
         queue.append((stamp, job))
+
+    def reopened(self, job: Job) -> None:
+        """A finished job runs again (`retry`): it leaves its failure group.
+        Called before its error is cleared (the group is found by it)."""
+        if job.status in FAILURE_STATUSES:
+            self.failures.remove(job)
 
     # --- dependencies ------------------------------------------------------------------------
     def deps_state(self, job: Job) -> str:
