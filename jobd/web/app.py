@@ -127,7 +127,7 @@ async def on_too_large(request: Request, exc: Exception) -> Response:
 
 def build_services(settings: WebSettings) -> Services:
     client = AsyncClient(settings.socket)
-    hub = EventHub(lambda: client.watch())
+    hub = EventHub(lambda names: client.watch(events=sorted(names)))
     lanes = Lanes()
     hub.listeners.append(lanes.on_event)
     sampler = Sampler(client.metrics, lambda sample: hub.broadcast("stats", sample))

@@ -48,6 +48,7 @@ async def stream_events(scope: Scope, receive: Receive, send: Send) -> None:
     hub = services(request).hub
     stream = hub.subscribe(last_event_id(request), event_names(request))
     try:
+        await hub.ready(stream)
         await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
         await send({"type": "http.response.body", "body": b"retry: %d\n\n" % RETRY_MS,
                     "more_body": True})
