@@ -46,6 +46,7 @@ function route() {
     view.append(h("h1", null, "Not found"), h("p", null, h("a", {href: "#/"}, "Back to the overview")));
     return;
   }
+  live.want(PAGES[r.page]?.EVENTS || []);
   current = PAGES[r.page].mount(view, {params: r.params, query: r.query, stats: lastStats}) || {};
   document.title = `${view.querySelector("h1")?.textContent || "jobd"} · jobd`;
 }
@@ -86,9 +87,12 @@ const live = new Live({
     if (current && current.stats) current.stats(data);
   },
   resync() {
-    notice("Resynced: some live updates were missed, so this page was reloaded.", "warn", 10000)
-      .dataset.test = "resynced";
-    reloadPage();
+    // Both of jobd web's upstreams may report the same gap: one notice, one reload.
+    if (!document.querySelector("[data-test=resynced]")) {
+      notice("Resynced: some live updates were missed, so this page was reloaded.", "warn", 10000)
+        .dataset.test = "resynced";
+    }
+    reloadSoon();
   },
   reopened() { reloadPage(); refreshAlerts(); },
   state(text) {
@@ -100,6 +104,7 @@ const live = new Live({
 function reloadPage() {
   if (current && current.reload) current.reload();
 }
+const reloadSoon = throttle(reloadPage, 1000);
 
 // --- keyboard ----------------------------------------------------------------------
 let pendingG = 0;
@@ -139,6 +144,6 @@ function showHelp() {
 document.getElementById("help-button").addEventListener("click", showHelp);
 document.addEventListener("keydown", onKey);
 window.addEventListener("hashchange", () => { route(); view.focus({preventScroll: true}); });
-route();
+route();          // asks for the first page's events before the stream opens
 live.start();
 refreshAlerts();

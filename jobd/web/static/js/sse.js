@@ -15,6 +15,9 @@ export const FLOW_EVENTS = [
 export const WORKER_EVENTS = ["worker.started", "worker.exited"];
 export const ALERT_EVENTS = ["alert.firing", "alert.resolved"];
 const ALL = [...JOB_EVENTS, ...FLOW_EVENTS, ...WORKER_EVENTS, ...ALERT_EVENTS, "stats", "resync"];
+// What every page gets besides its own events: the metrics sample (it also says
+// whether jobd answers) and the alerts (the count in the navigation).
+const ALWAYS = ["stats", ...ALERT_EVENTS];
 
 const RETRY_MS = 3000;   // after the server closed the stream (e.g. jobd web restarting)
 
@@ -24,7 +27,20 @@ export class Live {
     this.h = handlers;
     this.source = null;
     this.timer = null;
+    this.names = "";     // the events asked for, comma-separated: each page asks only for what it shows
     document.addEventListener("visibilitychange", () => this.visibility());
+  }
+
+  /** The events the page shows want. Job events are most of the traffic on a busy queue
+   * (jobd web follows them only while a stream asks), so pages that need none do not ask. */
+  want(names) {
+    const key = [...new Set([...ALWAYS, ...names])].sort().join(",");
+    if (key === this.names) return;
+    this.names = key;
+    if (this.source) {
+      this.close();     // the new page loads what it shows: no catch-up needed
+      this.open();
+    }
   }
 
   start() {
@@ -35,7 +51,7 @@ export class Live {
   open() {
     clearTimeout(this.timer);
     if (this.source) return;
-    const source = new EventSource("/api/events");
+    const source = new EventSource(`/api/events?events=${encodeURIComponent(this.names)}`);
     this.source = source;
     this.h.state("connecting");
     source.onopen = () => this.h.state("live");

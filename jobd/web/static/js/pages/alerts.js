@@ -5,6 +5,8 @@ import {h, replace, table, row} from "../dom.js";
 import {timeEl} from "../format.js";
 import {badge, empty, errorNotice} from "../ui.js";
 
+export const EVENTS = [];   // alert events come to every page
+
 export function mount(view) {
   const list = h("div", {"data-test": "alerts"}, h("p", {class: "muted"}, "Loading…"));
   const evaluated = h("p", {class: "muted"});

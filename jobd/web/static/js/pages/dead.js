@@ -9,6 +9,9 @@ import {bulk, button, busy, empty, errorNotice, field, throttle} from "../ui.js"
 import {jobLink} from "./jobs.js";
 
 const GROUP_LIMIT = 100;
+// New dead letters arrive as events; groups that shrink (retried or purged
+// elsewhere) show in the dead-letter count of the `stats` samples.
+export const EVENTS = ["job.dead_letter"];
 
 export function mount(view, ctx) {
   const status = ctx.query.get("status") === "failed" ? "failed" : "dead_letter";
@@ -30,12 +33,17 @@ export function mount(view, ctx) {
     }
   };
   const later = throttle(load, 3000);
+  let count = null;
   load();
 
   return {
     event(name) {
-      if (name === "job.dead_letter" || (status === "failed" && name === "job.failed")) later();
-      else if (name === "job.started" || name === "job.cancelled") later();   // retried or purged elsewhere
+      if (name === "job.dead_letter") later();
+    },
+    stats(s) {
+      const n = s.counts?.[status];
+      if (count !== null && n !== undefined && n !== count) later();
+      if (n !== undefined) count = n;
     },
     reload: load,
     unmount: later.cancel,

@@ -7,6 +7,9 @@ import {h, replace} from "../dom.js";
 import {duration, json, num, time, timeEl} from "../format.js";
 import {Eta, badge, button, busy, dialog, errorNotice, field, notice, progressBar, section, setProgress} from "../ui.js";
 import {jobLink} from "./jobs.js";
+import {JOB_EVENTS} from "../sse.js";
+
+export const EVENTS = JOB_EVENTS;
 
 const TERMINAL = new Set(["completed", "failed", "cancelled", "dead_letter"]);
 const RETRYABLE = new Set(["failed", "cancelled", "dead_letter"]);

@@ -1,6 +1,7 @@
 // Jobs: filters, search, server-side paging, bulk actions on the current
-// filter. Rows on screen follow job events in place; other changes only
-// raise a "refresh" hint, so a busy queue never makes this page re-query.
+// filter. Failures and cancels of the rows on screen show in place; the rest
+// of the traffic shows as a "refresh" hint from the `stats` samples, so a busy
+// queue never makes this page re-query (nor jobd web follow every job for it).
 
 import {get, idPath, query} from "../api.js";
 import {h, replace, table, row, byKey} from "../dom.js";
@@ -10,6 +11,8 @@ import {badge, bulk, button, busy, empty, errorNotice, field, pager, progressBar
 
 const FILTERS = ["status", "queue", "handler", "tag", "error_match", "q"];
 const LIMITS = [25, 50, 100, 200];
+export const EVENTS = ["job.failed", "job.dead_letter", "job.cancelled", "job.replayed"];
+const TOTALS = ["submitted", "completed", "failed", "dead_letter"];
 export const STATUS_OF_EVENT = {
   "job.started": "running", "job.completed": "completed", "job.cancelled": "cancelled",
   "job.dead_letter": "dead_letter",
@@ -28,14 +31,15 @@ export function mount(view, ctx) {
   };
   const results = h("div", {class: "results", "data-test": "results"}, h("p", {class: "muted"}, "Loading…"));
   const changed = h("button", {type: "button", class: "hint", hidden: true, "data-test": "refresh"}, "");
-  let changes = 0;
+  let base = ctx.stats?.totals || null;   // the counters when the page loaded
   const form = filterForm(state);
   const actions = bulkActions(state, () => load());
   view.append(h("h1", null, "Jobs"), form, h("div", {class: "toolbar"}, actions, changed), results);
   fillChoices(form);
 
+  let latest = base;
   const load = async () => {
-    changes = 0;
+    base = latest;
     changed.hidden = true;
     const started = performance.now();
     try {
@@ -52,17 +56,24 @@ export function mount(view, ctx) {
 
   return {
     event(name, data) {
-      if (!name.startsWith("job.")) return;
       const tr = data.job_id ? byKey(results, data.job_id) : null;
       if (tr) patchRow(tr, name, data);
-      else if (name === "job.submitted" || name === "job.replayed") {
-        changes += 1;
-        changed.hidden = false;
-        changed.textContent = `${num(changes)} new job${changes === 1 ? "" : "s"} since this page loaded: refresh`;
-      }
+    },
+    stats(s) {
+      latest = s.totals || latest;
+      if (!base) { base = latest; return; }
+      const text = changes(base, latest);
+      changed.hidden = !text;
+      changed.textContent = text ? `Since this page loaded: ${text}. Refresh` : "";
     },
     reload: load,
   };
+}
+
+function changes(before, now) {
+  if (!before || !now) return "";
+  return TOTALS.map((k) => [k, (now[k] ?? 0) - (before[k] ?? 0)]).filter(([, d]) => d > 0)
+    .map(([k, d]) => `${num(d)} ${k.replace("_", " ")}`).join(", ");
 }
 
 function go(filter, page, limit) {

@@ -9,6 +9,9 @@ import {Series, STATUSES} from "../samples.js";
 import {bytes, duration, num} from "../format.js";
 import {badge, errorNotice, section, throttle} from "../ui.js";
 
+// The samples come as `stats` (always sent); the queues table follows pauses.
+export const EVENTS = ["queue.paused", "queue.resumed"];
+
 const rateFmt = (v) => (v >= 100 ? num(Math.round(v)) : num(v));
 
 export function mount(view, ctx) {

@@ -5,9 +5,11 @@
 import {get, post} from "../api.js";
 import {h, replace, table, row, byKey} from "../dom.js";
 import {ago, num, pct, time} from "../format.js";
+import {FLOW_EVENTS, WORKER_EVENTS} from "../sse.js";
 import {badge, button, busy, dialog, empty, errorNotice, field, notice, section, throttle} from "../ui.js";
 
 const MAX_HANDLERS = 300;
+export const EVENTS = [...FLOW_EVENTS, ...WORKER_EVENTS];
 
 export function mount(view) {
   const queues = h("div", {"data-test": "queues"}, h("p", {class: "muted"}, "Loading…"));

@@ -10,6 +10,10 @@ import {jobLink} from "./jobs.js";
 const DAY_MS = 24 * 3600 * 1000;
 const MAX_TICKS = 288;        // per schedule on the timeline (every 5 min); denser ones are drawn as a band
 const MAX_SCHEDULES = 200;
+const TICK_MS = 60_000;      // the timeline moves on by itself; a run that came due reloads
+// No events: schedules change when someone edits them (here, or a reload of the
+// config), and their runs are due at known times.
+export const EVENTS = [];
 
 export function mount(view) {
   const timeline = h("div", {class: "day", "data-test": "day"});
@@ -18,27 +22,30 @@ export function mount(view) {
   view.append(h("h1", null, "Schedules"), section("Next 24 hours", timeline), section("Schedules", list),
     section("Add or replace a schedule", addForm(() => load()), handlers));
 
+  get("/api/handlers").then((d) => replace(handlers, (d.handlers || []).slice(0, 1000)
+    .map((x) => h("option", {value: x.name}))), () => {});
+  let schedules = [];
   const load = async () => {
     try {
       const data = await get("/api/schedules");
-      const schedules = (data.schedules || []).slice(0, MAX_SCHEDULES);
+      schedules = (data.schedules || []).slice(0, MAX_SCHEDULES);
       drawDay(timeline, schedules);
       drawList(list, schedules, load);
     } catch (err) {
       errorNotice(err);
     }
   };
-  get("/api/handlers").then((d) => replace(handlers, (d.handlers || []).slice(0, 1000)
-    .map((x) => h("option", {value: x.name}))), () => {});
-  const later = throttle(load, 5000);
+  const later = throttle(load, 30_000);
+  const tick = setInterval(() => {
+    const due = schedules.some((s) => (parseTime(s.next_run) ?? Infinity) < Date.now());
+    if (due) later();              // its run was submitted: show it as the last run
+    else drawDay(timeline, schedules);
+  }, TICK_MS);
   load();
 
   return {
-    event(name, data) {
-      if (name.startsWith("job.") && String(data.job_id || "").startsWith("sched:")) later();
-    },
     reload: load,
-    unmount: later.cancel,
+    unmount() { later.cancel(); clearInterval(tick); },
   };
 }
 

@@ -7,8 +7,10 @@ import {h, replace, table, row, byKey} from "../dom.js";
 import {ago, bytes, duration, firstLine, num} from "../format.js";
 import {badge, button, busy, dialog, empty, errorNotice, notice, progressBar, section, setProgress, throttle} from "../ui.js";
 import {jobLink} from "./jobs.js";
+import {JOB_EVENTS, WORKER_EVENTS} from "../sse.js";
 
 const LANE_BLOCKS = 40;   // recent jobs shown per worker
+export const EVENTS = [...JOB_EVENTS, ...WORKER_EVENTS];
 
 export function mount(view) {
   const scale = h("div", {"data-test": "scale"});

@@ -1,0 +1,171 @@
+"""What the dashboard costs the queue: drain throughput with the dashboard open
+on 5 tabs against the same drain with it closed.
+
+N no-op jobs are submitted to a daemon with `--workers 0` (fsync=always), then
+`scale` to 2 workers and the clock runs until `metrics` shows them all done
+(bench/drain.py's measurement). Three variants, alternating within each repeat:
+
+- `jobd alone`: no web process;
+- `jobd web, dashboard closed`: `jobd web` running (its metrics sampler and its
+  one upstream `watch` are on), no browser;
+- `jobd web, 5 tabs open`: headless chromium (Debian's, through Playwright)
+  with 5 tabs: overview, jobs, overview, jobs, overview. Every tab keeps its
+  event stream open and is visible (checked) for the whole drain.
+
+The variants alternate within each repeat, and a run that other processes
+disturbed (more than 10 % of the machine) is redone (bench.common.Undisturbed).
+
+Also printed: the CPU seconds `jobd web` and chromium used during the drain.
+Needs the `web` extra and Playwright (the test extra) and /usr/bin/chromium
+(`JOBD_CHROMIUM` to use another). Run alone: `python -m bench.web_dashboard [--quick]`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from bench.common import NOOP, REPO, Daemon, Rows, Undisturbed, log, process_cpu_s, standalone
+from bench.drain import scale_and_wait, submit_jobs
+
+SCENARIO = "web_dashboard"
+WORKERS = 2
+TABS = ["/", "/jobs", "/", "/jobs", "/"]
+CHROMIUM = os.environ.get("JOBD_CHROMIUM", "/usr/bin/chromium")
+ALONE, CLOSED, OPEN = "jobd alone", "jobd web, dashboard closed", "jobd web, 5 tabs open (3 overview, 2 jobs)"
+
+
+@contextmanager
+def web_process(d: Daemon) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`jobd web` on a free loopback port for daemon `d`; yields (process, base URL)."""
+    log_path = os.path.join(d.root, "web.log")
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen([sys.executable, "-m", "jobd", "web", "--listen", "127.0.0.1:0",
+                                 "--socket", d.socket, "--log-level", "warning"], cwd=REPO, env=env,
+                                stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+    try:
+        yield proc, wait_serving(proc, log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_serving(proc: subprocess.Popen[bytes], log_path: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"jobd web exited with {proc.returncode}: {open(log_path).read()[-2000:]}")
+        m = re.search(r"serving (http://\S+)", open(log_path, errors="replace").read())
+        if m:
+            return m.group(1).rstrip("/")
+        time.sleep(0.02)
+    raise RuntimeError("jobd web did not start serving in time")
+
+
+@contextmanager
+def tabs(base: str) -> Iterator[list[Any]]:
+    """Headless chromium with one tab per entry of TABS, each live on the event stream."""
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM,
+                                    args=["--no-sandbox"] if os.geteuid() == 0 else [])
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 800})
+            pages = []
+            for route in TABS:
+                page = context.new_page()
+                page.goto(f"{base}/#{route}")
+                page.wait_for_selector("#live.st-live", timeout=30_000)
+                pages.append(page)
+            yield pages
+        finally:
+            browser.close()
+
+
+def visible_and_live(pages: list[Any]) -> bool:
+    return all(p.evaluate("!document.hidden && document.querySelector('#live').textContent === 'live'")
+               for p in pages)
+
+
+def chromium_cpu_s() -> float:
+    """CPU seconds so far of every chromium process (this benchmark's are the only ones)."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if os.path.basename(CHROMIUM).encode() not in f.read().split(b"\0", 1)[0]:
+                    continue
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def drain(d: Daemon, n: int, web_pid: int | None) -> tuple[float, float, float]:
+    """Submit n no-op jobs, then drain them with WORKERS workers:
+    (jobs/s, jobd web CPU s, chromium CPU s) during the drain."""
+    with d.conn() as c:
+        submit_jobs(c, [{"handler": NOOP}] * n)
+        web0 = process_cpu_s(web_pid) if web_pid else 0.0
+        browser0 = chromium_cpu_s()
+        elapsed = scale_and_wait(c, n, WORKERS)
+        web = process_cpu_s(web_pid) - web0 if web_pid else 0.0
+        browser = chromium_cpu_s() - browser0
+    return n / elapsed, web, browser
+
+
+def one_run(args: argparse.Namespace, variant: str, n: int) -> tuple[float, float, float]:
+    with Daemon(workers=0, fsync="always", root=args.data_root) as d:
+        if variant == ALONE:
+            return drain(d, n, None)
+        with web_process(d) as (proc, base):
+            if variant == CLOSED:
+                return drain(d, n, proc.pid)
+            with tabs(base) as pages:
+                result = drain(d, n, proc.pid)
+                if not visible_and_live(pages):
+                    log("web_dashboard: a tab was hidden or not live during the drain")
+                return result
+
+
+def run(args: argparse.Namespace) -> Rows:
+    rows = Rows()
+    n = 5_000 if args.quick else 100_000
+    seen = Undisturbed()
+    for rep in range(args.repeats):
+        for variant in (ALONE, CLOSED, OPEN):
+            rate, web_cpu, browser_cpu = seen.run(lambda v=variant: one_run(args, v, n), variant,
+                                                  quiet_wait=args.quiet_wait)
+            params = f"{WORKERS} workers, no-op job, fsync=always, N={n:,}, {variant}"
+            rows.add(SCENARIO, params, "jobs/s", rate)
+            if variant != ALONE:
+                rows.add(SCENARIO, params, "jobd web CPU s during the drain", web_cpu)
+            if variant == OPEN:
+                rows.add(SCENARIO, params, "chromium CPU s during the drain", browser_cpu)
+            log(f"web_dashboard rep {rep + 1}: {variant}: {rate:,.0f} jobs/s, jobd web CPU {web_cpu:.2f} s, "
+                f"chromium CPU {browser_cpu:.2f} s")
+    log(f"web_dashboard: other processes' share of the machine: {seen.summary()}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    standalone(__doc__.splitlines()[0], run, argv)
+
+
+if __name__ == "__main__":
+    main()
