@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import DaemonProc, T, wait_until
 from webproc import WebProc
 
-from conftest import DaemonProc, T, wait_until
 from jobd.web.app import ROUTES
 
 pytestmark = pytest.mark.timeout(60)

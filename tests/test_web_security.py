@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import DaemonProc, T
 from webproc import WebProc
 
-from conftest import DaemonProc, T
 from jobd.constants import EXIT_CONFIG
 
 pytestmark = pytest.mark.timeout(60)

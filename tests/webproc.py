@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from conftest import ROOT, wait_until
 
 URL_RE = re.compile(r"serving (http://\S+?)/?$", re.M)

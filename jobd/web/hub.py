@@ -80,6 +80,7 @@ class Stream:
             return
         if len(self.frames) >= self.limit:
             self.dropped = True          # fell behind: let it go rather than wait or grow
+            log.warning("event stream dropped: %d events behind (it does not read)", len(self.frames))
             self.frames.clear()
             self.gone.set()
         else:

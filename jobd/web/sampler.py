@@ -64,6 +64,13 @@ def with_rates(sample: dict[str, Any], before: dict[str, Any] | None) -> dict[st
     return sample
 
 
+def next_due(due: float | None, now: float, every: float) -> float:
+    """When the next history sample is due: every `every` s on average whatever
+    the polling period, and never a burst after a stall."""
+    nxt = (now if due is None else due) + every
+    return nxt if nxt > now else now + every
+
+
 class Sampler:
     """The poller, the latest sample and the hour of history."""
 
@@ -76,6 +83,7 @@ class Sampler:
         self.history: deque[dict[str, Any]] = deque(maxlen=int(history_s / history_every))
         self.latest: dict[str, Any] | None = None
         self.previous: dict[str, Any] | None = None
+        self.history_due: float | None = None
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -99,11 +107,11 @@ class Sampler:
         self.sink(sample)
         if not sample.get("available"):
             self.previous = None        # a restarted daemon counts from 0: no rate across it
-        last = self.history[-1]["t"] if self.history else None
-        if last is None or sample["t"] - last >= self.history_every - self.poll_s / 2:
+        if self.history_due is None or sample["t"] >= self.history_due:
             self.history.append(sample)
             if sample.get("available"):
                 self.previous = sample
+            self.history_due = next_due(self.history_due, sample["t"], self.history_every)
 
     async def stop(self) -> None:
         if self.task is not None:

@@ -22,6 +22,10 @@ from jobd.web.settings import WebSettings
 
 GRACEFUL_S = 1                   # a stop never waits longer than this (s) for open requests
 UDS_MODE = 0o660
+# Each connection's kernel send buffer, fixed (accepted sockets inherit it):
+# autotuned, it could grow to megabytes for a client that stopped reading,
+# hiding it from the event hub, which drops a stream that falls behind.
+SEND_BUFFER = 256 * 1024
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -59,9 +63,11 @@ def bind(settings: WebSettings) -> socket.socket:
 def bind_tcp(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family, reuse_port=False)
+        sock = socket.create_server((host, port), family=family, reuse_port=False, backlog=1024)
     except OSError as e:
         raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+    return sock
 
 
 def bind_unix(path: str) -> socket.socket:
@@ -75,6 +81,7 @@ def bind_unix(path: str) -> socket.socket:
         raise OSError(f"cannot listen on {path}: {e.strerror or e}") from None
     finally:
         os.umask(old)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
     sock.listen(1024)
     return sock
 
