@@ -54,10 +54,8 @@ class Bulk:
               dry_run: bool = False) -> None:
         """Begin `kind` over the jobs that match now; `done(reply, seq)` when finished."""
         table = self.store.table.jobs
-        if flt.ids is not None:
-            found = (table.get(i) for i in flt.ids)
-            todo = [j for j in found if j is not None]
-        else:
+        todo = flt.candidates(table)
+        if todo is None:
             todo = list(table.values())
         state = _Run(kind, flt, todo, force, dry_run, done)
         self.running += 1

@@ -59,22 +59,33 @@ RESENDABLE = frozenset({
     P.OP_HELLO, P.OP_SUBMIT, P.OP_SUBMIT_MANY, P.OP_STATUS, P.OP_PROGRESS, P.OP_RESULT,
     P.OP_WAIT, P.OP_LIST, P.OP_DEAD_LETTERS, P.OP_METRICS, P.OP_WORKERS, P.OP_SCALE,
     P.OP_SCHEDULE_ADD, P.OP_SCHEDULE_LIST, P.OP_LOGS, P.OP_HANDLERS, P.OP_QUEUES, P.OP_PAUSE,
-    P.OP_ALERTS,
+    P.OP_ALERTS, P.OP_FAILURE_GROUPS,
 })
 
 
-class JobFilter(TypedDict, total=False):
-    """Which jobs a bulk op (`cancel_many`, `retry_many`, `purge`) touches, besides
-    `status`; every field given must match. `all=True` stands for "no filter":
-    without it a filter with no field is refused (`invalid_argument`)."""
+class MoreFilters(TypedDict, total=False):
+    """The filter fields `list` takes besides its named arguments."""
 
-    queue: str
-    handler: str
-    tag: str                  # "key=value"
     created_before: str       # ISO 8601
     created_after: str
     error_match: str          # a substring of the job's error
     ids: list[str]
+    signature: str            # a failure group's (`failure_groups`)
+
+
+class ListFilter(MoreFilters, total=False):
+    """Which jobs `dead_letters` shows; every field given must match."""
+
+    queue: str
+    handler: str
+    tag: str                  # "key=value"
+
+
+class JobFilter(ListFilter, total=False):
+    """Which jobs a bulk op (`cancel_many`, `retry_many`, `purge`) touches, besides
+    `status`; every field given must match. `all=True` stands for "no filter":
+    without it a filter with no field is refused (`invalid_argument`)."""
+
     all: bool
 
 
@@ -174,14 +185,25 @@ def cancel(job_id: str, force: bool = False) -> Call[bool]:
     return Call(P.OP_CANCEL, {"job_id": job_id, "force": force}, lambda r: bool(r.get("cancelled")))
 
 
-def list_jobs(status: str | None, handler: str | None, tag: str | None,
-              limit: int, offset: int, queue: str | None = None) -> Call[Page]:
-    args = compact(status=status, handler=handler, tag=tag, queue=queue, limit=limit, offset=offset)
+def list_jobs(status: str | list[str] | None, handler: str | None, tag: str | None,
+              limit: int, offset: int, queue: str | None = None,
+              where: MoreFilters | None = None) -> Call[Page]:
+    fields: dict[str, Any] = {**(where or {}), **compact(handler=handler, tag=tag, queue=queue)}
+    args = {**job_filter(status, fields), "limit": limit, "offset": offset}
     return Call(P.OP_LIST, args, Page.from_reply)
 
 
-def dead_letters(limit: int, offset: int) -> Call[Page]:
-    return Call(P.OP_DEAD_LETTERS, {"limit": limit, "offset": offset}, Page.from_reply)
+def dead_letters(limit: int, offset: int, where: ListFilter | None = None) -> Call[Page]:
+    args = {**job_filter(None, where or {}), "limit": limit, "offset": offset}
+    return Call(P.OP_DEAD_LETTERS, args, Page.from_reply)
+
+
+def failure_groups(status: str | None, queue: str | None, handler: str | None,
+                   limit: int | None) -> Call[list[dict[str, Any]]]:
+    """The groups: `signature`, `handler`, `error_type`, `message`, `count`,
+    `first_seen`, `last_seen`, `sample_ids`; largest first."""
+    args = compact(status=status, queue=queue, handler=handler, limit=limit)
+    return Call(P.OP_FAILURE_GROUPS, args, lambda r: r.get("groups") or [])
 
 
 def retry(job_id: str) -> Call[str]:
@@ -279,7 +301,7 @@ def release(handler: str) -> Call[bool]:
     return Call(P.OP_RELEASE, {"handler": handler}, lambda r: bool(r.get("released")))
 
 
-def job_filter(status: str | list[str] | None, where: JobFilter) -> dict[str, Any]:
+def job_filter(status: str | list[str] | None, where: Mapping[str, Any]) -> dict[str, Any]:
     """The filter fields of a bulk request. A misspelt field raises TypeError
     here: sent, the daemon would not know it and the filter would match more."""
     unknown = sorted(set(where) - FILTER_FIELDS)

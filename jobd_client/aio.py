@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
 from . import _requests as rq
-from ._requests import JobFilter
+from ._requests import JobFilter, ListFilter, MoreFilters
 from ._wire import MAX_LINE_BYTES, decode, encode
 from .errors import DaemonUnavailable, no_daemon
 from .models import Event, Job, Page
@@ -320,15 +320,26 @@ class AsyncClient:
         """True when the job is now cancelled (a running job needs `force`)."""
         return await self._run(rq.cancel(job_id, force))
 
-    async def list(self, status: str | None = None, handler: str | None = None,
+    async def list(self, status: Statuses = None, handler: str | None = None,
                    tag: str | None = None, limit: int = 100, offset: int = 0,
-                   queue: str | None = None) -> Page:
-        """Jobs in submit order, filtered; `tag` is "key=value"."""
-        return await self._run(rq.list_jobs(status, handler, tag, limit, offset, queue))
+                   queue: str | None = None, **where: Unpack[MoreFilters]) -> Page:
+        """Jobs in submit order, filtered by any field of the bulk filter
+        (`tag` is "key=value"; also `created_before`, `created_after`,
+        `error_match`, `ids`, `signature`); `Page.total` counts every match."""
+        return await self._run(rq.list_jobs(status, handler, tag, limit, offset, queue, where))
 
-    async def dead_letters(self, limit: int = 100, offset: int = 0) -> Page:
-        """Jobs whose retries are exhausted."""
-        return await self._run(rq.dead_letters(limit, offset))
+    async def dead_letters(self, limit: int = 100, offset: int = 0,
+                           **where: Unpack[ListFilter]) -> Page:
+        """Jobs whose retries are exhausted, filtered as `list` (e.g. `signature=`)."""
+        return await self._run(rq.dead_letters(limit, offset, where))
+
+    async def failure_groups(self, status: str | None = None, queue: str | None = None,
+                             handler: str | None = None, limit: int | None = None) -> Dicts:
+        """Dead-letter (default) or `failed` jobs grouped by what went wrong, largest
+        first: `signature`, `handler`, `error_type`, `message` (normalised),
+        `count`, `first_seen`, `last_seen`, `sample_ids`. Retry or purge a group
+        with `retry_many(signature=...)` / `purge(signature=...)`."""
+        return await self._run(rq.failure_groups(status, queue, handler, limit))
 
     async def retry(self, job_id: str) -> str:
         """Run a dead-lettered, failed or cancelled job again; returns its new status."""

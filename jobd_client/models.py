@@ -16,8 +16,9 @@ class Job:
     """The job view, plus `result` (filled by `status` and `wait` for a completed job, else None).
 
     `queue`, `held` (null, or `{reason, since, until}`: why a due job may not
-    start now), `unique_key` and `replay_of` (the job it was replayed from)
-    are None from a daemon that does not send them.
+    start now), `unique_key`, `replay_of` (the job it was replayed from) and
+    `signature` (a failed or dead-letter job's failure group) are None from a
+    daemon that does not send them.
     """
 
     id: str | None = None
@@ -46,6 +47,7 @@ class Job:
     held: dict[str, Any] | None = None
     unique_key: str | None = None
     replay_of: str | None = None
+    signature: str | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Job:

@@ -50,6 +50,9 @@ def test_a_data_dir_written_by_the_previous_layout_recovers_exactly(make_daemon)
         # Fields added since the fixture was written hold their defaults.
         added = {k: got.pop(k) for k in NEW_VIEW_FIELDS}
         assert added == {"queue": "default", "held": None, "unique_key": None, "replay_of": None}
+        # and a failed or dead-letter job's failure group (issue "jobd web")
+        signature = got.pop("signature")
+        assert (signature is not None) == (got["status"] in ("failed", "dead_letter"))
         assert got == aged(want)
     # Only runs the schedules made up for while the fixture sat on disk may be new.
     assert all(job_id.startswith("sched:") for job_id in jobs), sorted(jobs)

@@ -20,7 +20,8 @@ ISO_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?Z$")
 VIEW_FIELDS = {"id", "name", "handler", "args", "kwargs", "status", "priority", "attempts",
                "max_retries", "retry_delay", "retry_backoff", "timeout", "tags",
                "depends_on", "created_at", "scheduled_for", "started_at", "completed_at",
-               "worker_id", "progress", "error", "queue", "held", "unique_key", "replay_of"}
+               "worker_id", "progress", "error", "queue", "held", "unique_key", "replay_of",
+               "signature"}
 STATUSES = ("scheduled", "waiting", "pending", "running", "retrying", "completed",
             "failed", "cancelled", "dead_letter")
 

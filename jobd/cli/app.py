@@ -23,7 +23,7 @@ from jobd_client import protocol as P
 
 from . import alerts as alerting
 from . import commands as cmd
-from . import flow, logs
+from . import failures, flow, logs
 from . import handlers as code
 from . import schedules as sched
 from .context import Context, error_document
@@ -191,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     _one_or_all(p, "cancel")
     _list_parser(add("list", cmd.cmd_list, "list jobs in submit order"))
     _page_options(add("dead", cmd.cmd_dead, "list dead-lettered jobs"))
+    _failures_parser(add("failures", failures.cmd_failures,
+                         "failed or dead-lettered jobs grouped by what went wrong, largest first"))
     _one_or_all(add("retry", flow.one_or_all(cmd.cmd_retry, flow.cmd_retry_all),
                     "run a dead-lettered, failed or cancelled job again, or with --all the "
                     "jobs matching filters"), "retry")
@@ -338,6 +340,7 @@ def _one_or_all(p: argparse.ArgumentParser, verb: str) -> None:
     p.add_argument("--created-before", metavar="ISO", help="only jobs submitted before this UTC time")
     p.add_argument("--created-after", metavar="ISO", help="only jobs submitted after this UTC time")
     p.add_argument("--error-match", metavar="TEXT", help="only jobs whose error contains TEXT")
+    p.add_argument("--signature", metavar="S", help="only jobs of this failure group (see failures)")
     p.add_argument("--yes", action="store_true",
                    help=f"{verb} them (without it: a dry run that shows what matches)")
     p.set_defaults(check=_one_or_all_check(p))
@@ -376,7 +379,16 @@ def _list_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queue", metavar="Q", help="only jobs of this queue")
     p.add_argument("--tag", metavar="K=V", type=lambda t: "=".join(key_value(t)),
                    help="only jobs with this tag")
+    p.add_argument("--signature", metavar="S", help="only jobs of this failure group (see failures)")
     _page_options(p)
+
+
+def _failures_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--status", choices=P.FAILURE_GROUP_STATUSES,
+                   help="dead_letter (the default) or failed")
+    p.add_argument("--queue", metavar="Q", help="only jobs of this queue")
+    p.add_argument("--handler", metavar="H", help="only jobs of this handler")
+    p.add_argument("--limit", type=count, metavar="N", help="at most N groups (default 100)")
 
 
 # --- main -------------------------------------------------------------------------------------------

@@ -245,7 +245,8 @@ def cmd_retry(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
     body = ctx.client.call(P.OP_LIST, status=args.status, handler=args.handler, queue=args.queue,
-                           tag=args.tag, limit=args.limit, offset=args.offset)
+                           tag=args.tag, signature=args.signature, limit=args.limit,
+                           offset=args.offset)
     return _print_page(ctx, body, args.offset or 0, job_table)
 
 

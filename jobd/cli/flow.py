@@ -29,7 +29,8 @@ FILTER_OPTIONS = (("--status", "status", "status"), ("--queue", "queue", "queue"
                   ("--handler", "handler", "handler"), ("--tag", "tag", "tag"),
                   ("--created-before", "created_before", "created_before"),
                   ("--created-after", "created_after", "created_after"),
-                  ("--error-match", "error_match", "error_match"))
+                  ("--error-match", "error_match", "error_match"),
+                  ("--signature", "signature", "signature"))
 SAMPLE_NOTE = "dry run: nothing was changed; re-run with --yes to {verb} them"
 
 

@@ -37,6 +37,7 @@ SAMPLE = 5                  # ids a group shows, newest first
 MAX_LINE = 1024             # of an error's first line, what is looked at
 MAX_MESSAGE = 256           # of a normalised message, what is kept
 CACHE_SIZE = 4096           # error lines whose description is remembered
+HEX_ID = 16                 # hex digits from which a word is an id, not a number
 COMPACT_SLACK = 64          # removals a group's dict may carry before it is copied
 
 # `error_type` of the failures jobd writes itself (not an exception's class name).
@@ -68,6 +69,7 @@ _IPV6 = re.compile(r"\[?(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}|(?:[0-9A-Fa-
 _HOSTPORT = re.compile(r"(?:localhost|[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+|(?:\d{1,3}\.){3}\d{1,3})"
                        r":\d{1,5}")
 _PATH = re.compile(r"(?:~|\.{1,2})?/[\w.@%+~\-]+(?:/[\w.@%+~\-]*)*|[A-Za-z]:\\\S+")
+_HEX = re.compile(r"[0-9A-Fa-f]+")
 _POINTER = re.compile(r"0[xX][0-9A-Fa-f]+")
 _TOKEN = re.compile(r"(?=\D*\d)(?=[^A-Za-z]*[A-Za-z])[A-Za-z0-9][\w.:@/+\-]{6,}[A-Za-z0-9]")
 # inside any other word, left to right: what may be part of a longer thing first
@@ -84,6 +86,8 @@ def _part(m: re.Match[str]) -> str:
 def _whole(core: str) -> str | None:
     """The placeholder for a word that is one thing, else None. Cheap
     tests first: most words are a number or plain text."""
+    if len(core) >= HEX_ID and _HEX.fullmatch(core):
+        return "<id>"           # a long hex id, even one that happens to hold no letter
     if core.isdigit():
         return "<n>"
     if ":" in core:

@@ -319,8 +319,11 @@ class Job:
         return job
 
     # --- the view clients see (docs/protocol.md) ---------------------------------------
-    def view(self, held: dict[str, Any] | None = None) -> dict[str, Any]:
-        """`held`: why it may not start now (jobd/core/flow.py `Hold.view`), if pending."""
+    def view(self, held: dict[str, Any] | None = None,
+             signature: str | None = None) -> dict[str, Any]:
+        """`held`: why it may not start now (jobd/core/flow.py `Hold.view`), if
+        pending; `signature`: its failure group's (jobd/core/failures.py), if
+        failed or dead_letter."""
         return {
             "id": self.id, "name": self.name, "handler": self.handler,
             "args": _Fragment(self.args), "kwargs": _Fragment(self.kwargs),
@@ -336,6 +339,7 @@ class Job:
             "worker_id": self.worker_id, "progress": self.progress,
             "error": self.error, "queue": self.queue, "held": held,
             "unique_key": self.unique_key, "replay_of": self.replay_of,
+            "signature": signature,
         }
 
     @property

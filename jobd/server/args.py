@@ -213,37 +213,20 @@ def _on_conflict(req: dict[str, Any]) -> str:
 
 # --- bulk filters (docs/flow-control.md, "Bulk operations") ------------------------------------
 FILTER_FIELDS = ("status", "queue", "handler", "tag", "created_before", "created_after",
-                 "error_match", "ids")
+                 "error_match", "ids", "signature")
 MAX_FILTER_IDS = 100_000
+SIGNATURE_RE = re.compile(r"[0-9a-f]{16}\Z")
 
 
 def parse_filter(req: dict[str, Any], purge: bool = False) -> Filter | None:
     """The filter of `cancel_many`, `retry_many` or `purge`, checked; None
     when no field is given (only `all: true` may say so; a purge without
     one keeps its old meaning: every finished job)."""
-    statuses = _statuses(req, C.TERMINAL if purge else C.STATUSES)
-    tag = get_str(req, "tag", limit=2048)
-    if tag is not None and "=" not in tag:
-        raise invalid("tag", "must look like key=value")
-    ids = req.get("ids")
-    if ids is not None:
-        if not isinstance(ids, list) or len(ids) > MAX_FILTER_IDS:
-            raise invalid("ids", f"must be a list of at most {MAX_FILTER_IDS} job ids")
-        for i, v in enumerate(ids):
-            if not isinstance(v, str) or not JOB_ID_RE.match(v):
-                raise invalid(f"ids[{i}]", "must be a job id string")
-    older = get_number(req, "older_than", None) if purge else None
-    flt = Filter(
-        statuses=statuses,
-        queue=None if req.get("queue") is None else queue_name("queue", req["queue"]),
-        handler=get_str(req, "handler", limit=1024),
-        tag=(tag.partition("=")[0], tag.partition("=")[2]) if tag is not None else None,
-        created_before=_time(req, "created_before"),
-        created_after=_time(req, "created_after"),
-        error_match=get_str(req, "error_match", limit=4096),
-        ids=tuple(ids) if ids is not None else None,
-        completed_before=None if older is None else time.time() - older,
-    )
+    flt = _filter(req, C.TERMINAL if purge else C.STATUSES)
+    if purge:
+        older = get_number(req, "older_than", None)
+        if older is not None:
+            flt = dataclasses.replace(flt, completed_before=time.time() - older)
     every = get_bool(req, "all", False)
     if flt == Filter():
         if purge:
@@ -255,6 +238,72 @@ def parse_filter(req: dict[str, Any], purge: bool = False) -> Filter | None:
     if purge and flt.statuses is None:
         return dataclasses.replace(flt, statuses=frozenset(C.TERMINAL))
     return flt
+
+
+def parse_list_filter(req: dict[str, Any]) -> Filter:
+    """The filter of `list` and `dead_letters`: the bulk filter's fields, none
+    required. Its `queue` is any string, as `list` always took it (a name no
+    queue has matches nothing)."""
+    return _filter(req, C.STATUSES, any_queue=True)
+
+
+def _filter(req: dict[str, Any], statuses: frozenset[str] | tuple[str, ...],
+            any_queue: bool = False) -> Filter:
+    queue = req.get("queue")
+    if queue is not None:
+        queue = get_str(req, "queue") if any_queue else queue_name("queue", queue)
+    tag = get_str(req, "tag", limit=2048)
+    if tag is not None and "=" not in tag:
+        raise invalid("tag", "must look like key=value")
+    return Filter(
+        statuses=_statuses(req, statuses),
+        queue=queue,
+        handler=get_str(req, "handler", limit=1024),
+        tag=(tag.partition("=")[0], tag.partition("=")[2]) if tag is not None else None,
+        created_before=_time(req, "created_before"),
+        created_after=_time(req, "created_after"),
+        error_match=get_str(req, "error_match", limit=4096),
+        ids=_ids(req),
+        signature=get_signature(req),
+    )
+
+
+def _ids(req: dict[str, Any]) -> tuple[str, ...] | None:
+    ids = req.get("ids")
+    if ids is None:
+        return None
+    if not isinstance(ids, list) or len(ids) > MAX_FILTER_IDS:
+        raise invalid("ids", f"must be a list of at most {MAX_FILTER_IDS} job ids")
+    for i, v in enumerate(ids):
+        if not isinstance(v, str) or not JOB_ID_RE.match(v):
+            raise invalid(f"ids[{i}]", "must be a job id string")
+    return tuple(ids)
+
+
+def get_signature(req: dict[str, Any]) -> str | None:
+    v = req.get("signature")
+    if v is None:
+        return None
+    if not isinstance(v, str) or not SIGNATURE_RE.match(v):
+        raise invalid("signature", f"must be a failure group's signature (16 hex digits), got {v!r}")
+    return v
+
+
+# --- failure groups (docs/protocol.md, "failure_groups") -----------------------------------------
+FAILURE_GROUPS_FIELDS = frozenset({"op", "id", "status", "queue", "handler", "limit"})
+MAX_GROUPS = 10_000
+
+
+def parse_failure_groups(req: dict[str, Any]) -> tuple[str, str | None, str | None, int]:
+    """(status, queue, handler, limit) of a `failure_groups` request. A field
+    it does not know is refused: a misspelt `handler` would show every group."""
+    for name in req:
+        if name not in FAILURE_GROUPS_FIELDS:
+            raise invalid(name, "unknown field (status, queue, handler, limit)")
+    status = get_status(req, allowed=C.FAILURE_GROUP_STATUSES) or C.FAILURE_GROUP_STATUSES[0]
+    queue = None if req.get("queue") is None else queue_name("queue", req["queue"])
+    handler = get_str(req, "handler", limit=1024)
+    return status, queue, handler, get_int(req, "limit", 100, 1, MAX_GROUPS)
 
 
 def _statuses(req: dict[str, Any], allowed: frozenset[str] | tuple[str, ...]

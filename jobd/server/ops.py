@@ -10,6 +10,7 @@ gunicorn's control handlers, and translate requests into calls on them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ from jobd import constants as C
 from jobd.alerts.service import AlertService
 from jobd.bulk import CANCEL, PURGE, RETRY, Bulk
 from jobd.control import HANDLER, QUEUE, Control
+from jobd.core.failures import signature_of
 from jobd.core.filters import Filter
 from jobd.core.job import Job, iso
 from jobd.core.values import get_bool, get_int, get_number, get_str
@@ -33,9 +35,10 @@ from jobd.scheduling.scheduler import Scheduler
 from jobd.scheduling.specs import get_name, parse_schedule, require_handler
 from jobd.server.args import (
     get_job_id,
-    get_status,
     is_plain,
+    parse_failure_groups,
     parse_filter,
+    parse_list_filter,
     parse_plain,
     parse_replay,
     parse_submit,
@@ -114,7 +117,8 @@ class Ops:
         return {"job": self.view(job)}, job.wal_seq
 
     def view(self, job: Job) -> dict[str, Any]:
-        return job.view(self.s.control.held(job) if job.status == C.PENDING else None)
+        return job.view(self.s.control.held(job) if job.status == C.PENDING else None,
+                        signature_of(job))
 
     def op_progress(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         job = self.s.jobs.get(get_job_id(req))
@@ -254,7 +258,9 @@ class Ops:
             reply["id"], reply["ok"] = rid, True
             conn.fill_place(place, orjson.dumps(reply) + NL, seq)
 
-        self.s.bulk.start(kind, flt or Filter(), done, force=force, dry_run=dry_run)
+        groups = self.s.store.table.failures
+        self.s.bulk.start(kind, (flt or Filter()).with_groups(groups), done, force=force,
+                          dry_run=dry_run)
         return DEFERRED, 0
 
     def op_cancel_many(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
@@ -279,32 +285,31 @@ class Ops:
         return {"job_id": new.id, "status": new.status}, seq
 
     # --- listing --------------------------------------------------------------------------
+    # `list` and `dead_letters` take every field of the bulk filter, and
+    # answer a page of the matches in submit order with their `total`.
     def op_list(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
-        status = get_status(req)
-        handler = get_str(req, "handler")
-        queue = get_str(req, "queue")
-        tag = get_str(req, "tag", limit=2048)
-        if tag is not None and "=" not in tag:
-            raise invalid("tag", "must look like key=value")
-        key, _, value = (tag or "").partition("=")
-        limit = get_int(req, "limit", 100, 0, 100_000)
-        offset = get_int(req, "offset", 0, 0)
-
-        def keep(j: Job) -> bool:
-            return ((status is None or j.status == status)
-                    and (handler is None or j.handler == handler)
-                    and (queue is None or j.queue == queue)
-                    and (tag is None or j.matches_tag(key, value)))
-        return self._page(keep, limit, offset, status), 0
+        return self._page(parse_list_filter(req), req), 0
 
     def op_dead_letters(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        flt = parse_list_filter(req)
+        statuses = flt.statuses
+        only = frozenset((C.DEAD_LETTER,)) if statuses is None else statuses & {C.DEAD_LETTER}
+        return self._page(dataclasses.replace(flt, statuses=only), req), 0
+
+    def _page(self, flt: Filter, req: dict[str, Any]) -> dict[str, Any]:
         limit = get_int(req, "limit", 100, 0, 100_000)
         offset = get_int(req, "offset", 0, 0)
-        return self._page(lambda j: j.status == C.DEAD_LETTER, limit, offset, C.DEAD_LETTER), 0
-
-    def _page(self, keep: Callable[[Job], bool], limit: int, offset: int,
-              status: str | None) -> dict[str, Any]:
+        flt = flt.with_groups(self.s.store.table.failures)
         jobs = self.s.store.scan()
+        narrowed = flt.candidates(self.s.store.table.jobs)
+        keep: Callable[[Job], bool] = flt.match
+        if narrowed is not None:        # walk the table (submit order), testing a set first
+            ids = {j.id for j in narrowed}
+            if not ids:
+                return {"jobs": [], "total": 0}
+
+            def keep(j: Job) -> bool:
+                return j.id in ids and flt.match(j)
         total = 0
         out = []
         for job in jobs:
@@ -313,6 +318,13 @@ class Ops:
                     out.append(self.view(job))
                 total += 1
         return {"jobs": out, "total": total}
+
+    def op_failure_groups(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
+        """Failed or dead-letter jobs grouped by what went wrong, largest first:
+        O(groups), kept by the job table (jobd/core/failures.py)."""
+        status, queue, handler, limit = parse_failure_groups(req)
+        groups, total = self.s.store.table.failures.summary(status, queue, handler, limit)
+        return {"groups": groups, "total": total}, 0
 
     # --- operations -----------------------------------------------------------------------
     def op_metrics(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:

@@ -317,3 +317,16 @@ def flaky_even(i: int) -> int:
     if i % 2 == 0:
         raise RuntimeError(f"call {i} failed")
     return i
+
+
+@handler(max_retries=0, breaker_failures=0)
+def fail_with(kind: str, n: int = 0) -> None:
+    """Fail at once (no retry, no breaker) with an error whose details vary with
+    `n`: a number, an address, a path, an id. Failure groups collapse them by `kind`."""
+    if kind == "conn":
+        raise ConnectionError(f"connect to 10.0.{n % 250}.7:{5000 + n} failed for order {n}")
+    if kind == "file":
+        raise FileNotFoundError(f"no such file: /var/data/{n}/input_{n}.csv")
+    if kind == "permanent":
+        raise PermanentError(f"account {n} is closed (user{n}@example.com)")
+    raise ValueError(f"bad value {n} for job {n:032x}")

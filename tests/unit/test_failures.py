@@ -328,3 +328,9 @@ def test_summary_costs_groups_not_jobs() -> None:
           f"{t_big * 1e6:.0f} us over 200,000 jobs")
     assert big.summary(C.DEAD_LETTER)[0][0]["count"] == 20_000
     assert t_big < 10 * t_small + 0.002
+
+
+def test_hex_ids_are_ids_even_without_letters() -> None:
+    assert normalise(f"job {1:032x} failed") == normalise(f"job {2**100:032x} failed") \
+        == "job <id> failed"
+    assert normalise("order 1234567890 of 12345678901234567890") == "order <n> of <id>"
