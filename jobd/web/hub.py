@@ -37,14 +37,16 @@ BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 EV_RESYNC = "resync"
 EV_STATS = "stats"
 # The job flow: one to three events per job, tens of thousands a second on a busy
-# queue, and most of what a watch costs the daemon and this process. They come on a
-# second upstream watch, open only while a stream wants one of them: a page that
-# does not (the overview, queues, alerts) costs the daemon nothing per job. Every
-# other event comes on the first watch, open from the first stream on.
+# queue, and most of what a watch costs the daemon and this process. Given
+# `open_flow`, they come on a second upstream watch, open only while a stream wants
+# one of them (and LINGER_S after): a page that does not (the overview, queues,
+# alerts) costs the daemon nothing per job. Every other event comes on the first
+# watch, open from the first stream on. Without it, one watch carries everything.
 FLOW = frozenset({P.EV_SUBMITTED, P.EV_STARTED, P.EV_PROGRESS, P.EV_COMPLETED})
 ROUTINE = P.EVENTS - FLOW
 READY_S = 3.0                    # how long a new stream waits for its upstreams before it starts
 LEASE_S = 120.0                  # how long the flow watch stays open for the lanes after they were asked
+LINGER_S = 30.0                  # ... and after its last stream left (a reconnecting stream resumes)
 Listener = Callable[[str, dict[str, Any]], None]
 
 
@@ -107,9 +109,11 @@ class Entry:
 class EventHub:
     """The shared upstream, the ring, and the open streams."""
 
-    def __init__(self, open_watch: Callable[[frozenset[str]], AsyncWatchStream], ring_size: int = RING_SIZE,
-                 stream_buffer: int = STREAM_BUFFER) -> None:
+    def __init__(self, open_watch: Callable[[], AsyncWatchStream], ring_size: int = RING_SIZE,
+                 stream_buffer: int = STREAM_BUFFER,
+                 open_flow: Callable[[], AsyncWatchStream] | None = None) -> None:
         self.open_watch = open_watch
+        self.open_flow = open_flow
         self.ring: deque[Entry] = deque(maxlen=ring_size)
         self.stream_buffer = stream_buffer
         self.seq = 0
@@ -132,7 +136,7 @@ class EventHub:
         """A new stream; with `last_id`, first what it missed since then, or a resync."""
         self.start()
         stream = Stream(names, self.stream_buffer)
-        if stream.wants_flow:
+        if self.needs_flow(stream):
             self.flow_streams += 1
             self.start_flow()
         if last_id is not None:
@@ -144,13 +148,13 @@ class EventHub:
         """Wait (a little) until the upstreams `stream` needs are subscribed, so that
         what happens once its response has started reaches it. A daemon that is
         down is not waited for past READY_S: the stream says so with `stats`."""
-        needed = [self.up[ROUTINE]] + ([self.up[FLOW]] if stream.wants_flow else [])
+        needed = [self.up[ROUTINE]] + ([self.up[FLOW]] if self.needs_flow(stream) else [])
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in needed)), READY_S)
 
     def catch_up(self, stream: Stream, last_id: int) -> None:
         missed = self.since(last_id)
-        if stream.wants_flow and (self.flow_since is None or last_id < self.flow_since):
+        if self.needs_flow(stream) and (self.flow_since is None or last_id < self.flow_since):
             missed = None                # flow events were not followed all that time
         if missed is None:
             stream.offer(frame(EV_RESYNC, {"reason": "events since the last id are no longer kept",
@@ -172,10 +176,15 @@ class EventHub:
         return itertools.islice(self.ring, last_id + 1 - self.ring[0].seq, None)
 
     def unsubscribe(self, stream: Stream) -> None:
-        if stream in self.streams and stream.wants_flow:
+        if stream in self.streams and self.needs_flow(stream):
             self.flow_streams -= 1
-            self.maybe_stop_flow()
+            if self.flow_streams == 0:
+                self.lease_flow(LINGER_S)
         self.streams.discard(stream)
+
+    def needs_flow(self, stream: Stream) -> bool:
+        """Whether `stream` needs the flow watch (there is one, and it wants flow events)."""
+        return self.open_flow is not None and stream.wants_flow
 
     def broadcast(self, name: str, data: Any) -> None:
         """An unnumbered frame (e.g. `stats`) to every stream that wants it; not kept."""
@@ -194,11 +203,13 @@ class EventHub:
             self.task = asyncio.get_running_loop().create_task(self.run(ROUTINE))
 
     def start_flow(self) -> None:
-        if self.flow_task is None and not self.closed:
+        if self.flow_task is None and self.open_flow is not None and not self.closed:
             self.flow_task = asyncio.get_running_loop().create_task(self.run(FLOW))
 
     def lease_flow(self, seconds: float = LEASE_S) -> None:
         """Keep the flow watch open `seconds` with no stream (the lanes are built from it)."""
+        if self.open_flow is None:
+            return                       # one watch carries every event
         loop = asyncio.get_running_loop()
         self.flow_lease = max(self.flow_lease, loop.time() + seconds)
         self.start_flow()
@@ -210,7 +221,7 @@ class EventHub:
 
     @property
     def flow_connected(self) -> bool:
-        return self.flow_since is not None
+        return self.open_flow is None or self.flow_since is not None
 
     def stop_flow(self) -> None:
         """No stream wants flow events: close their watch (its `finally` closes the connection)."""
@@ -250,7 +261,9 @@ class EventHub:
             await asyncio.sleep(BACKOFF_S[min(failures, len(BACKOFF_S) - 1)])
 
     async def follow(self, names: frozenset[str], first: bool) -> None:
-        stream = self.open_watch(names)
+        opener = self.open_flow if names is FLOW else self.open_watch
+        assert opener is not None
+        stream = opener()
         if names is ROUTINE:
             self.upstream = stream
         else:
