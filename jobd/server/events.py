@@ -2,8 +2,10 @@
 
 Every job and worker event goes through `EventHub.publish`; job status
 changes reach it as a store listener (`on_change`). With no watchers either
-costs one truth test. Each watcher is a connection with a
-filter; the event's data is encoded once and framed per watcher.
+costs one truth test, and so does an event no watcher asked for (`names`,
+the union of their filters): a watcher of alerts or pauses costs nothing per
+job. Each watcher is a connection with a filter; the event's data is encoded
+once and framed per watcher.
 
 Slow watchers: a watcher whose connection has more than `max_buffered`
 bytes written to its socket and not read (half of `max_unsent_bytes` in
@@ -53,6 +55,7 @@ class EventHub:
     def __init__(self, changes: Changes, max_buffered: int = MAX_BUFFERED) -> None:
         self.changes = changes          # the store: status changes, listened to while watched
         self.watchers: list[Watcher] = []
+        self.names: frozenset[str] | None = frozenset()   # events some watcher wants; None: any
         self.max_buffered = max_buffered
         self.published = 0
 
@@ -63,13 +66,23 @@ class EventHub:
         if not self.watchers:
             self.changes.listen(self.on_change)
         self.watchers.append(watcher)
+        self.names = self._wanted()
         conn.cleanup.append(lambda: self._drop(watcher))
 
     def _drop(self, watcher: Watcher) -> None:
         if watcher in self.watchers:
             self.watchers.remove(watcher)
+            self.names = self._wanted()
             if not self.watchers:
                 self.changes.unlisten(self.on_change)
+
+    def _wanted(self) -> frozenset[str] | None:
+        names: set[str] = set()
+        for w in self.watchers:
+            if w.events is None:
+                return None
+            names |= w.events
+        return frozenset(names)
 
     def on_change(self, job: Job, old: str) -> None:
         """A job's status changed (a store listener while anyone watches): its events."""
@@ -94,7 +107,7 @@ class EventHub:
 
     def publish(self, name: str, job_id: str | None, data: dict[str, Any]) -> None:
         self.published += 1
-        if not self.watchers:
+        if not self.watchers or (self.names is not None and name not in self.names):
             return
         data["job_id"] = job_id
         data["timestamp"] = _now_iso()
