@@ -69,25 +69,37 @@ function laneList(reply) {
   return Object.entries(lanes || {}).map(([wid, jobs]) => ({worker_id: Number(wid), jobs}));
 }
 
+/** One form per pool. A reload updates them in place, so what someone is typing
+ * (or has typed and not sent) is never overwritten by a worker starting. */
 function drawScale(box, queues, workers, reload) {
   const forms = queues.map((q) => {
     const running = workers.filter((w) => w.queue === q.name).length;
-    const input = h("input", {type: "number", name: "count", min: "0", max: "1024", value: String(q.workers),
-      "aria-label": `Workers for queue ${q.name}`, "data-test": `scale-${q.name}`});
-    const submit = h("button", {type: "submit"}, "Scale");
-    const form = h("form", {class: "scale", "data-key": q.name},
-      h("strong", null, q.name), h("span", {class: "muted"}, `${num(running)} running, target`), input, submit);
-    form.addEventListener("submit", (e) => {
-      e.preventDefault();
-      busy(submit, async () => {
-        const r = await post("/api/workers/scale", {count: Number(input.value), queue: q.name});
-        notice(`Queue ${q.name}: ${r.previous} → ${r.target} workers.`, "ok");
-        reload();
-      });
-    });
+    const form = box.querySelector(`form[data-key="${CSS.escape(q.name)}"]`) || scaleForm(q.name, reload);
+    form.querySelector(".muted").textContent = `${num(running)} running, target`;
+    const input = form.elements.count;
+    if (document.activeElement !== input && input.value === input.dataset.shown) input.value = String(q.workers);
+    input.dataset.shown = String(q.workers);
     return form;
   });
   replace(box, forms.length ? forms : empty("No queues."));
+}
+
+function scaleForm(name, reload) {
+  const input = h("input", {type: "number", name: "count", min: "0", max: "1024",
+    "aria-label": `Workers for queue ${name}`, "data-test": `scale-${name}`, "data-shown": ""});
+  const submit = h("button", {type: "submit"}, "Scale");
+  const form = h("form", {class: "scale", "data-key": name},
+    h("strong", null, name), h("span", {class: "muted"}), input, submit);
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    busy(submit, async () => {
+      const r = await post("/api/workers/scale", {count: Number(input.value), queue: name});
+      input.dataset.shown = input.value;
+      notice(`Queue ${name}: ${r.previous} → ${r.target} workers.`, "ok");
+      reload();
+    });
+  });
+  return form;
 }
 
 function drawWorkers(box, workers, reload) {
