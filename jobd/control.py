@@ -309,6 +309,9 @@ class Control:
     def handler_states(self) -> dict[str, str]:
         return {name: self.handler_state(name) for name in self.handlers}
 
+    def running_by_handler(self) -> dict[str, int]:
+        return {name: gate.running for name, gate in self.ready.handlers.items()}
+
     def handler_summaries(self) -> dict[str, dict[str, Any]]:
         out = {}
         for name in sorted(self.handlers):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import operator
 import random
 import time
 from collections.abc import Callable, Collection
@@ -42,6 +43,8 @@ from jobd.handlers import HandlerSpec, json_options
 from jobd.storage.logs import JobLogs
 from jobd.storage.results import ResultStore, file_stem
 from jobd.storage.store import Store
+
+_IS_PLAIN = operator.attrgetter("plain")
 
 log = logging.getLogger("jobd.jobs")
 
@@ -233,7 +236,9 @@ class Jobs:
         fresh = [s for s in specs if s.job_id not in known]
         now = self.clock()
         replaced: list[Job] = []
-        if any(s.unique_key is not None for s in fresh):
+        # Plain specs (the usual batch) have no unique key, queue or dependency.
+        plain = all(map(_IS_PLAIN, fresh))
+        if not plain and any(s.unique_key is not None for s in fresh):
             fresh, replaced = self._unique_batch(fresh, now)
         # Resubmitted jobs: the reply also waits for their original submits.
         seq = max((known[s.job_id].wal_seq for s in specs if s.job_id in known), default=0)
@@ -242,7 +247,7 @@ class Jobs:
             raise invalid("jobs", "duplicate job_id in the batch")
         for spec in fresh:
             self._check_admit(spec, ids)
-        linked = any(s.depends_on for s in fresh)
+        linked = not plain and any(s.depends_on for s in fresh)
         if linked:
             _check_acyclic(fresh)
         self._check_room(len(fresh), sum(len(s.args_json) + len(s.kwargs_json) for s in fresh))
@@ -253,7 +258,7 @@ class Jobs:
                 per_queue[name] = per_queue.get(name, 0) + 1
             for name, n in per_queue.items():
                 self._check_room(n, 0, self.store.ready.queues[name])
-        else:
+        elif not plain:
             for spec in fresh:
                 if spec.queue is not None:
                     self._queue(spec)               # an unknown queue is refused
@@ -392,11 +397,15 @@ class Jobs:
     def build(self, spec: SubmitSpec, now: float) -> Job:
         """A new Job from a validated spec (submit arguments win over defaults);
         its status is set by `place`."""
-        priority, defaults, _, queue = self.defaults(spec.handler)
-        if not spec.plain:
-            defaults = _override(defaults, spec)
-            if spec.priority is not None:
-                priority = spec.priority
+        priority, defaults, _, queue = self._defaults.get(spec.handler) or self.defaults(spec.handler)
+        if spec.plain:
+            return Job.new(spec.job_id or self.ids.next(), spec.handler, priority,
+                           self._next_seq(), now, defaults, None, spec.args_json,
+                           spec.kwargs_json, EMPTY_DICT, EMPTY_LIST, queue.name,
+                           self._lanes[spec.handler])
+        defaults = _override(defaults, spec)
+        if spec.priority is not None:
+            priority = spec.priority
         job = Job.new(spec.job_id or self.ids.next(), spec.handler, priority,
                       self._next_seq(), now, defaults, spec.name, spec.args_json,
                       spec.kwargs_json, spec.tags, spec.depends_on,

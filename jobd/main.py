@@ -32,11 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _web_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML config file, the daemon's (default: $JOBD_CONFIG)")
-    p.add_argument("--listen", help="HOST:PORT to serve on (default 127.0.0.1:8790; port 0: any free one)")
-    p.add_argument("--uds", help="serve on this Unix socket instead of TCP (e.g. behind nginx)")
-    p.add_argument("--socket", help="the daemon's Unix socket (default: found as jobd-cli finds it)")
-    p.add_argument("--token-file", help="file (mode 0600) holding the token every request must carry")
+    p.add_argument("--config", metavar="PATH", help="TOML config file, the daemon's (default: $JOBD_CONFIG)")
+    p.add_argument("--listen", metavar="HOST:PORT",
+                   help="where to serve (default 127.0.0.1:8790; port 0: any free one)")
+    p.add_argument("--uds", metavar="PATH",
+                   help="serve on this Unix socket instead of TCP (e.g. behind nginx)")
+    p.add_argument("--socket", metavar="PATH",
+                   help="the daemon's Unix socket (default: found as jobd-cli finds it)")
+    p.add_argument("--token-file", metavar="PATH",
+                   help="file (mode 0600) holding the token every request must carry")
     p.add_argument("--read-only", action="store_true", help="refuse every change (405 to POST, PUT, "
                                                              "PATCH, DELETE)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower, help="log level")

@@ -91,3 +91,17 @@ def test_a_project_directory_serves_its_own_handlers(installed):
         daemon.send_signal(signal.SIGTERM)
         log = daemon.communicate(timeout=60)[0].decode()
     assert daemon.returncode == 0, log
+
+
+def test_the_web_files_ship_and_jobd_web_names_its_extra(installed):
+    # Installed without the `web` extra: the page and the API description are in the
+    # package all the same, and `jobd web` says which extra it needs.
+    base, env = installed
+    bin_ = base / ".venv" / "bin"
+    probe = ("from importlib.resources import files; w = files('jobd.web'); "
+             "print((w / 'static' / 'index.html').is_file(), (w / 'openapi.json').is_file())")
+    assert run([str(bin_ / "python"), "-c", probe], base, env).split() == ["True", "True"]
+    res = subprocess.run([str(bin_ / "jobd"), "web"], cwd=base, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 1
+    assert "pip install 'jobd-queue[web]'" in res.stderr

@@ -320,3 +320,16 @@ def test_max_concurrency_limits_a_handler(make_daemon, tmp_path: Path):
     assert c.status(second).status == "running"
     c.cancel(second, force=True)
     assert not os.path.exists(tmp_path / "m2")
+
+
+def test_running_gauge_counts_the_jobs_running_now_per_handler(daemon, client, tmp_path):
+    """`jobd_jobs_running` is read from flow control's own count per handler."""
+    gate, started = tmp_path / "go", tmp_path / "started"
+    job_id = client.submit(T + "wait_file", args=[str(gate), str(started)])
+    wait_until(started.exists, what="the job to start")
+    fams = _families(client.metrics(format="prometheus"))
+    assert _sample(fams, "jobd_jobs_running", handler=T + "wait_file") == 1
+    gate.touch()
+    assert client.wait(job_id, timeout=15).status == "completed"
+    fams = _families(client.metrics(format="prometheus"))
+    assert not [s for s in fams["jobd_jobs_running"].samples if s.value]

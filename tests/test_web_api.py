@@ -198,6 +198,25 @@ def test_failures_answers_groups_or_a_clear_error(http: httpx.Client) -> None:
         assert r.status_code == 422 and error_of(r) == "unknown_op"
 
 
+def test_failure_groups_and_the_list_filters(http: httpx.Client) -> None:
+    if http.get("/api/failures").status_code != 200:
+        pytest.skip("this daemon has no failure_groups op (nor the list filters that come with it)")
+    marker = uuid.uuid4().hex[:8]
+    ids = [submit(http, "always_fail", args=[f"quota {marker} exceeded after {i} tries"], max_retries=0)
+           for i in range(3)]
+    for job_id in ids:
+        wait_status(http, job_id, "dead_letter")
+    groups = http.get("/api/failures", params={"handler": T + "always_fail"}).json()["groups"]
+    (group,) = [g for g in groups if marker in g["message"]]
+    assert group["count"] == 3 and set(group["sample_ids"]) <= set(ids)
+    by_sig = http.get("/api/dead_letters", params={"signature": group["signature"]}).json()
+    assert {j["id"] for j in by_sig["jobs"]} == set(ids)
+    assert http.get("/api/jobs", params={"error_match": marker}).json()["total"] == 3
+    assert http.get("/api/jobs", params={"q": marker}).json()["total"] == 3
+    dry = http.post("/api/jobs/retry_many", json={"signature": group["signature"], "dry_run": True})
+    assert dry.json()["matched"] == 3
+
+
 # --- metrics, workers, queues, handlers -----------------------------------------------------
 
 def test_metrics_shape(http: httpx.Client) -> None:
@@ -283,6 +302,9 @@ def test_lanes_and_history(http: httpx.Client) -> None:
     ("POST", "/api/jobs/submit", {"handler": "no.such.handler"}, 422, "unknown_handler"),
     ("POST", "/api/jobs/submit", {"handler": T + "add", "priority": "urgent"}, 422, "invalid_argument"),
     ("POST", "/api/jobs/submit", {"handler": T + "add", "op": "purge"}, 422, "invalid_argument"),
+    ("POST", "/api/jobs/submit", {"handler": T + "add", "self": 1}, 422, "invalid_argument"),
+    ("POST", "/api/schedules", {"name": "x", "cron": "* * * * *", "handler": T + "add", "id": 3},
+     422, "invalid_argument"),
     ("POST", "/api/jobs/submit", "not json", 422, "bad_request"),
     ("POST", "/api/jobs/submit", [1, 2], 422, "bad_request"),
     ("GET", "/api/nothing/here", None, 404, "not_found"),

@@ -48,6 +48,10 @@ def token_file(tmp_path: Path, mode: int = 0o600) -> tuple[str, str]:
     return str(path), token
 
 
+def web_host(http: httpx.Client) -> str:
+    return str(http.base_url.netloc.decode())
+
+
 def code(r: httpx.Response) -> str:
     value: str = r.json()["error"]["code"]
     return value
@@ -95,6 +99,12 @@ def test_cross_site_post_is_refused(make_web: type[WebProc]) -> None:
     assert ok.status_code == 200
     assert http.post("/api/jobs/submit", json=SUBMIT).status_code == 200      # curl: no header
     assert http.get("/api/jobs", headers={"Sec-Fetch-Site": "cross-site"}).status_code == 200
+    # Browsers without Sec-Fetch-Site: their Origin must be this server.
+    host = web_host(http)
+    evil = http.post("/api/jobs/submit", json=SUBMIT, headers={"Origin": "http://evil.example"})
+    assert evil.status_code == 403 and code(evil) == "forbidden"
+    assert http.post("/api/jobs/submit", json=SUBMIT, headers={"Origin": "null"}).status_code == 403
+    assert http.post("/api/jobs/submit", json=SUBMIT, headers={"Origin": f"http://{host}"}).status_code == 200
 
 
 def test_read_only_refuses_every_unsafe_method(make_web: type[WebProc]) -> None:
@@ -103,6 +113,7 @@ def test_read_only_refuses_every_unsafe_method(make_web: type[WebProc]) -> None:
                          ("DELETE", "/api/schedules/x"), ("PUT", "/api/jobs"), ("PATCH", "/api/jobs")):
         r = http.request(method, path, json=SUBMIT)
         assert r.status_code == 405 and code(r) == "read_only", (method, path)
+        assert r.headers["allow"] == "GET, HEAD"
     assert http.get("/api/jobs").status_code == 200
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from jobd import constants as C
@@ -72,8 +72,17 @@ _RUNNING = C.RUNNING
 class Ready:
     """Every pending job, by queue and handler, and the gates that hold them."""
 
-    def __init__(self) -> None:
+    def __init__(self, counts: dict[str, int] | None = None,
+                 jobs: Callable[[], Iterable[Job]] | None = None) -> None:
+        """`counts`, `jobs`: the job table's counts per status and its jobs.
+        While `default` is the only queue its counts are the table's (one
+        count per change instead of two: the hot path); the second queue to
+        appear splits them, counting each queue's jobs once."""
         self.queues: dict[str, QueueGate] = {DEFAULT_QUEUE: QueueGate(DEFAULT_QUEUE)}
+        self.shared = counts is not None     # the default queue's counts are the table's
+        if counts is not None:
+            self.queues[DEFAULT_QUEUE].counts = counts
+        self._jobs = jobs
         self.handlers: dict[str, HandlerGate] = {}
         self.wakeups: list[tuple[float, int, HandlerGate | QueueGate]] = []
         self._wake_n = 0
@@ -120,8 +129,20 @@ class Ready:
     def queue(self, name: str) -> QueueGate:
         q = self.queues.get(name)
         if q is None:
+            if self.shared:
+                self._split()
             q = self.queues[name] = QueueGate(name)
         return q
+
+    def _split(self) -> None:
+        """A second queue: from now on each queue counts its own jobs. Jobs
+        not yet given a lane are the one being admitted: `admit` counts it."""
+        self.shared = False
+        counts = self.default.counts = dict.fromkeys(C.STATUSES, 0)
+        assert self._jobs is not None and len(self.queues) == 1
+        for job in self._jobs():
+            if job.lane is not None:
+                counts[job.status] += 1
 
     def handler(self, name: str) -> HandlerGate:
         gate = self.handlers.get(name)
@@ -205,6 +226,8 @@ class Ready:
         heap = lane.heap
         gate = lane.handler
         if mark == lane.mark and not gate.shut and not gate.checks and heap:
+            if len(index) == 1:
+                return self._pop_only(lane, index)
             entry = heap[0]
             job = entry[3]
             if entry[1] != seq or job.qtoken != entry[2] or job.status != _PENDING:
@@ -230,6 +253,27 @@ class Ready:
         lane.head = None
         _heappop(index)
         return job
+
+    @staticmethod
+    def _pop_only(lane: Lane, index: list[Any]) -> Job | None:
+        """`pop` when `lane` is the only one of its queue with pending jobs
+        (one busy handler: the usual case). Its heap's top is the queue's
+        best whatever its index entry says, so the entry and `lane.head` are
+        left as they were: they can only be better than the lane's real head
+        (its jobs leave in order), and `_best` re-ranks such an entry when it
+        meets one; `push` indexes a new job that beats the recorded head."""
+        heap = lane.heap
+        while heap:
+            entry = _heappop(heap)
+            job: Job = entry[3]
+            if job.status == _PENDING and job.qtoken == entry[2]:
+                if not heap:
+                    lane.head = None
+                    _heappop(index)
+                return job
+        lane.head = None
+        _heappop(index)
+        return None
 
     def peek(self, q: QueueGate | None = None, now: float = 0.0) -> Job | None:
         """The job `pop` would give, left in place."""
@@ -309,7 +353,8 @@ class Ready:
         if lane is None:
             lane = job.lane = self.lane(job.queue, job.handler)
         status = job.status
-        lane.queue.counts[status] += 1
+        if not self.shared:
+            lane.queue.counts[status] += 1
         if status == _PENDING:
             lane.pending += 1
             # `push`, inlined: a new job (most submits)
@@ -334,28 +379,29 @@ class Ready:
         """A job's status changed from `old` to `new` ("" for none: it left).
         The hot path (pending → running → completed): kept flat."""
         lane: Lane = job.lane
-        counts = lane.queue.counts
-        if old:
-            counts[old] -= 1
-            if old == _PENDING:
-                lane.pending -= 1
-            elif old == _RUNNING:
-                gate = lane.handler
-                gate.running -= 1
-                if gate.limit or gate.breaker.trial is not None:
-                    if gate.breaker.trial == job.id:     # the trial ended: its outcome decides
-                        gate.breaker.trial = None
-                    self._changed(gate)
-        if new:
-            counts[new] += 1
-            if new == _PENDING:
-                lane.pending += 1
-                self.push(job)
-            elif new == _RUNNING:
-                gate = lane.handler
-                gate.running += 1
-                if gate.limit:
-                    self._changed(gate)
+        if not self.shared:
+            counts = lane.queue.counts
+            if old:
+                counts[old] -= 1
+            if new:
+                counts[new] += 1
+        if old == _PENDING:
+            lane.pending -= 1
+        elif old == _RUNNING:
+            gate = lane.handler
+            gate.running -= 1
+            if gate.limit or gate.breaker.trial is not None:
+                if gate.breaker.trial == job.id:     # the trial ended: its outcome decides
+                    gate.breaker.trial = None
+                self._changed(gate)
+        if new == _PENDING:
+            lane.pending += 1
+            self.push(job)
+        elif new == _RUNNING:
+            gate = lane.handler
+            gate.running += 1
+            if gate.limit:
+                self._changed(gate)
 
     def _run(self, gate: HandlerGate, n: int) -> None:
         gate.running += n

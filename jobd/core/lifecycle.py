@@ -98,7 +98,7 @@ class Lifecycle:
 
     def __init__(self, framing: Mapping[str, Callable[[list[Any]], None]] | None = None) -> None:
         self.table = JobTable()
-        self.ready = Ready()
+        self.ready = Ready(self.table.counts, self.table.jobs.values)
         self.timers = TimerQueue()
         self.listeners: list[Listener] = []      # told of every change once live
         self._apply: dict[str, Callable[[list[Any]], None]] = {

@@ -19,6 +19,9 @@ from typing import Any, Protocol
 from jobd import constants as C
 from jobd.core.job import Job
 
+_PENDING, _RUNNING, _RETRYING = C.PENDING, C.RUNNING, C.RETRYING
+_COMPLETED, _DEAD_LETTER, _TERMINAL = C.COMPLETED, C.DEAD_LETTER, C.TERMINAL
+
 log = logging.getLogger("jobd")
 
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -98,6 +101,7 @@ class FlowStats(Protocol):
     def queue_summaries(self) -> dict[str, dict[str, Any]]: ...
     def handler_summaries(self) -> dict[str, dict[str, Any]]: ...
     def handler_states(self) -> dict[str, str]: ...     # handler → ok, paused, breaker_open, ...
+    def running_by_handler(self) -> dict[str, int]: ...  # jobs running now, per handler
     @property
     def trips(self) -> dict[str, int]: ...               # breaker openings, per handler
 
@@ -129,8 +133,6 @@ class Recorder:
         self.dead_letter_evicted = 0
         self.deduplicated: dict[str, int] = defaultdict(int)
         self.pending_by_priority: dict[int, int] = defaultdict(int)
-        self.running_by_handler: dict[str, int] = defaultdict(int)
-        self.pending_by_handler: dict[str, int] = defaultdict(int)
         self.duration: dict[str, Histogram] = {}
         self.queue_time: dict[int, Histogram] = {}
         self.retry_delay: dict[str, Histogram] = {}
@@ -143,34 +145,32 @@ class Recorder:
 
     # --- updates (hot path) -------------------------------------------------------
     def on_change(self, job: Job, old: str) -> None:
+        """Counters only: the per-handler gauges are read from flow control's
+        own counts when metrics are asked for, not kept twice per job."""
         new = job.status
-        if old == C.PENDING:
+        if old == _PENDING:
             self.pending_by_priority[job.priority] -= 1
-            self.pending_by_handler[job.handler] -= 1
-        elif old == C.RUNNING:
-            self.running_by_handler[job.handler] -= 1
-            if new != C.PENDING and new != C.RUNNING:   # PENDING: a stop put it back, uncounted
+            if new == _RUNNING:                          # the hot path: a start
+                self._started(job)
+                return
+        elif old == _RUNNING:
+            if new != _PENDING and new != _RUNNING:     # PENDING: a stop put it back, uncounted
                 self._attempt_ended(job, new)
-        if new == C.PENDING:
+        elif not old:
+            self.submitted[(job.handler, job.priority)] += 1
+        if new == _PENDING:
             self.pending_by_priority[job.priority] += 1
-            self.pending_by_handler[job.handler] += 1
             self.pending_order[job.queue].append(job)
             self._appended += 1
             if not self._appended & 0xFFFF:
                 self._compact()
-        elif new == C.RUNNING:
-            self.running_by_handler[job.handler] += 1
-            if old == C.PENDING:
-                self._started(job)
-        if old == "":
-            self.submitted[(job.handler, job.priority)] += 1
-        if new in C.TERMINAL:
+        elif new in _TERMINAL:
             self.completed[(job.handler, new)] += 1
-            if new == C.COMPLETED:
+            if new == _COMPLETED:
                 self.rate.add()
-            elif new == C.DEAD_LETTER:
+            elif new == _DEAD_LETTER:
                 self.dead_lettered[job.handler] += 1
-        elif new == C.RETRYING:
+        elif new == _RETRYING:
             self.retried[job.handler] += 1
 
     def _attempt_ended(self, job: Job, new: str) -> None:
@@ -232,17 +232,12 @@ class Recorder:
     def reset_gauges(self, jobs: Iterable[Any]) -> None:
         """Recount the pending/running gauges from the state (after recovery)."""
         self.pending_by_priority.clear()
-        self.pending_by_handler.clear()
-        self.running_by_handler.clear()
         self.pending_order.clear()
         pending = []
         for job in jobs:
             if job.status == C.PENDING:
                 self.pending_by_priority[job.priority] += 1
-                self.pending_by_handler[job.handler] += 1
                 pending.append(job)
-            elif job.status == C.RUNNING:
-                self.running_by_handler[job.handler] += 1
         pending.sort(key=ready_since)
         for job in pending:
             self.pending_order[job.queue].append(job)
@@ -304,7 +299,7 @@ def prometheus(rec: Recorder, src: Sources) -> str:
     _family(out, "jobd_jobs_pending", "gauge", "Pending jobs by priority.",
             [({"priority": str(p)}, n) for p, n in sorted(rec.pending_by_priority.items()) if n])
     _family(out, "jobd_jobs_running", "gauge", "Running jobs by handler.",
-            [({"handler": h}, n) for h, n in sorted(rec.running_by_handler.items()) if n])
+            [({"handler": h}, n) for h, n in sorted(src.flow.running_by_handler().items()) if n])
     _family(out, "jobd_dead_letter_jobs", "gauge", "Jobs now in the dead-letter queue.",
             [({}, counts[C.DEAD_LETTER])])
     _family(out, "jobd_dead_letter_evicted_total", "counter",

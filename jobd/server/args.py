@@ -167,7 +167,7 @@ def _parse_plain(req: dict[str, Any]) -> SubmitSpec:
     job_id = req.get("job_id")
     return SubmitSpec(None if job_id is None else get_job_id(req), handler, args, kwargs,
                       args_json, kwargs_json, None, None, None, None, None, EMPTY_DICT, None,
-                      EMPTY_LIST, None, False, plain=True)
+                      EMPTY_LIST, None, False, None, None, None, "return", True)   # plain
 
 
 def _parse_full(req: dict[str, Any], now: float) -> SubmitSpec:

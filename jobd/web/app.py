@@ -28,6 +28,7 @@ from jobd.web.sampler import Sampler
 from jobd.web.services import Services, services
 from jobd.web.settings import WebSettings
 from jobd.web.sse import EventsEndpoint
+from jobd_client import protocol as P
 from jobd_client.aio import AsyncClient
 from jobd_client.errors import JobdError
 
@@ -120,6 +121,11 @@ async def on_starlette_error(request: Request, exc: Exception) -> Response:
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
 
 
+async def on_crash(request: Request, exc: Exception) -> Response:
+    """A bug here, not the client's doing: JSON like every other answer (uvicorn logs it)."""
+    return error_response(500, P.E_INTERNAL, f"jobd web failed: {type(exc).__name__}")
+
+
 async def on_too_large(request: Request, exc: Exception) -> Response:
     limit = services(request).settings.max_body_bytes
     return error_response(413, E_TOO_LARGE, f"request body above {limit} bytes")
@@ -151,9 +157,7 @@ def build_app(settings: WebSettings, svc: Services | None = None) -> Guard:
 
     app = Starlette(routes=all_routes(), lifespan=lifespan, exception_handlers={
         HTTPError: on_http_error, JobdError: on_jobd_error, HTTPException: on_starlette_error,
-        BodyTooLarge: on_too_large})
+        BodyTooLarge: on_too_large, Exception: on_crash})
     app.state.services = svc
     return Guard(app, settings)
 
-
-__all__ = ["build_app", "services", "ROUTES"]

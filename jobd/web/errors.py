@@ -11,7 +11,7 @@ import orjson
 from starlette.responses import Response
 
 from jobd_client import protocol as P
-from jobd_client.errors import DaemonUnavailable, JobdError, QueueFull
+from jobd_client.errors import DaemonUnavailable, JobdError
 
 # The web process's own codes, beside the daemon's.
 E_UNAUTHORIZED = "unauthorized"
@@ -37,7 +37,7 @@ STATUS_BY_CODE = {
     P.E_PERMISSION_DENIED: 403,
     P.E_INTERNAL: 500,
 }
-QUEUE_FULL_RETRY_AFTER_S = 1
+RETRY_AFTER_S = 1               # queue_full, unavailable: worth trying again this soon
 
 
 class HTTPError(Exception):
@@ -68,10 +68,12 @@ def error_response(status: int, code: str, message: str,
 
 def from_jobd_error(exc: JobdError) -> HTTPError:
     """The HTTP answer for an error the client raised."""
+    retry = {"Retry-After": str(RETRY_AFTER_S)}
     if isinstance(exc, DaemonUnavailable):
-        return HTTPError(502, E_DAEMON_UNREACHABLE, f"jobd is not running or not reachable: {exc.message}")
-    headers = {"Retry-After": str(QUEUE_FULL_RETRY_AFTER_S)} if isinstance(exc, QueueFull) else None
-    return HTTPError(STATUS_BY_CODE.get(exc.code, 500), exc.code, exc.message, headers)
+        return HTTPError(502, E_DAEMON_UNREACHABLE, f"jobd is not running or not reachable: {exc.message}",
+                         retry)
+    status = STATUS_BY_CODE.get(exc.code, 500)
+    return HTTPError(status, exc.code, exc.message, retry if status in (429, 503) else None)
 
 
 def bad_request(message: str) -> HTTPError:

@@ -89,9 +89,15 @@ class Guard:
     def unsafe_refusal(self, headers: dict[bytes, bytes], bearer: bool) -> tuple[int, str, str] | None:
         if self.settings.read_only:
             return 405, E_READ_ONLY, "jobd web runs read-only: no changes are accepted"
+        if bearer:
+            return None
         site = headers.get(b"sec-fetch-site")
-        if site is not None and site != b"same-origin" and not bearer:
+        if site is not None and site != b"same-origin":
             return 403, E_FORBIDDEN, f"cross-site request refused (Sec-Fetch-Site: {site.decode('latin-1')})"
+        origin = headers.get(b"origin")
+        if site is None and origin is not None and not same_origin(origin, headers.get(b"host", b"")):
+            # A browser too old to send Sec-Fetch-Site still sends Origin on a cross-site POST.
+            return 403, E_FORBIDDEN, f"cross-site request refused (Origin: {origin.decode('latin-1')})"
         return None
 
     def too_large(self) -> tuple[int, str, str]:
@@ -150,6 +156,12 @@ def host_name(host: bytes) -> str:
     return text.rpartition(":")[0] if text.count(":") == 1 else text
 
 
+def same_origin(origin: bytes, host: bytes) -> bool:
+    """Whether an Origin header ("http://host:port") names the Host the request was sent to."""
+    scheme, sep, rest = origin.partition(b"://")
+    return bool(sep) and scheme in (b"http", b"https") and rest.lower() == host.strip().lower()
+
+
 def cookie_value(header: bytes, name: bytes) -> bytes | None:
     for part in header.split(b";"):
         key, sep, value = part.strip().partition(b"=")
@@ -188,5 +200,7 @@ async def respond(send: Send, status: int, code: str, message: str) -> None:
                (b"cache-control", b"no-store")]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="jobd"'))
+    elif status == 405:
+        headers.append((b"allow", b"GET, HEAD"))          # read-only: what is left
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -54,6 +55,14 @@ def frame(name: str, data: Any, seq: int | None = None) -> bytes:
     """One SSE event: `id:` (when numbered), `event:`, `data:` (JSON, one line)."""
     head = b"id: %d\n" % seq if seq is not None else b""
     return head + b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def run_base() -> int:
+    """Where this run's ids start: the start time in microseconds (below 2**53, exact
+    in JavaScript). A `Last-Event-ID` from an earlier run of the process is then
+    below this run's ids and gets a resync, never events that are not the ones
+    it missed (it would take over a million events a second to overlap)."""
+    return int(time.time() * 1_000_000)
 
 
 class Stream:
@@ -110,13 +119,13 @@ class EventHub:
     """The shared upstream, the ring, and the open streams."""
 
     def __init__(self, open_watch: Callable[[], AsyncWatchStream], ring_size: int = RING_SIZE,
-                 stream_buffer: int = STREAM_BUFFER,
+                 stream_buffer: int = STREAM_BUFFER, first_id: int | None = None,
                  open_flow: Callable[[], AsyncWatchStream] | None = None) -> None:
         self.open_watch = open_watch
         self.open_flow = open_flow
         self.ring: deque[Entry] = deque(maxlen=ring_size)
         self.stream_buffer = stream_buffer
-        self.seq = 0
+        self.seq = run_base() if first_id is None else first_id   # the last id given out
         self.streams: set[Stream] = set()
         self.listeners: list[Listener] = []
         self.connected = False
@@ -287,6 +296,8 @@ class EventHub:
     def end_streams(self) -> None:
         """End every stream now (a stop was asked: open streams must not hold it)."""
         self.closed = True
+        for up in self.up.values():
+            up.set()                     # a stream still waiting to start goes on, and ends
         for stream in list(self.streams):
             stream.wake.set()
 

@@ -9,8 +9,9 @@ from starlette.requests import Request
 
 from jobd.web.errors import bad_request, invalid
 
-# Fields a body may not set: they are the request envelope on the daemon's wire.
-RESERVED = frozenset({"op", "id"})
+# Fields a body may not set: the request envelope on the daemon's wire (and the
+# client method's own parameter names).
+RESERVED = frozenset({"op", "id", "self"})
 # The bulk filter fields, given at the top level of a body or as query parameters.
 FILTER_FIELDS = ("status", "queue", "handler", "tag", "created_before", "created_after",
                  "error_match", "signature", "ids", "all")

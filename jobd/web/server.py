@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -125,9 +126,12 @@ def serve(settings: WebSettings) -> int:
         print(f"jobd web: {e}", file=sys.stderr)
         return 1
     svc = build_services(settings)
+    # log_config=None: uvicorn's records go through jobd's one-line handler (jobd.main).
     config = uvicorn.Config(build_app(settings, svc), loop=loop_name(), lifespan="on",
-                            log_level="warning", access_log=False, server_header=False,
-                            proxy_headers=False, timeout_graceful_shutdown=GRACEFUL_S)
+                            log_config=None, log_level="warning", access_log=False,
+                            server_header=False, proxy_headers=False,
+                            timeout_graceful_shutdown=GRACEFUL_S)
+    logging.getLogger("uvicorn.error").addFilter(quiet_dropped_streams)
     server = WebServer(config, svc.hub.end_streams)
     announce(settings, sock)
     try:
@@ -138,6 +142,12 @@ def serve(settings: WebSettings) -> int:
             with contextlib.suppress(OSError):
                 os.unlink(settings.uds)
     return 0
+
+
+def quiet_dropped_streams(record: logging.LogRecord) -> bool:
+    """A stream the hub dropped ends without completing its response, on purpose
+    (the hub logs it as a warning): not an error of the application."""
+    return not str(record.msg).startswith("ASGI callable returned without completing response")
 
 
 def loop_name() -> str:

@@ -7,6 +7,7 @@ import argparse
 import ipaddress
 import os
 import stat
+import string
 from dataclasses import dataclass, field
 
 from jobd.config import Config, WebConfig
@@ -16,6 +17,10 @@ from jobd_client.paths import default_socket_path
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 MAX_BODY_BYTES = 1024 * 1024         # a request body above this is refused (413)
 MIN_TOKEN_CHARS = 16
+# What a token may hold: it travels in a header, a cookie and a URL unescaped
+# (secrets.token_urlsafe() and hex tokens fit).
+TOKEN_PUNCTUATION = "-._~+/="
+TOKEN_CHARS = frozenset(string.ascii_letters + string.digits + TOKEN_PUNCTUATION)
 
 
 @dataclass(frozen=True)
@@ -69,9 +74,9 @@ def read_token(path: str) -> str:
     if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
         raise ConfigError(f"config key 'web.token_file': {path} must be a file of mode 0600 "
                           f"(it is {stat.S_IMODE(info.st_mode):04o}); run chmod 600 {path}")
-    if len(token) < MIN_TOKEN_CHARS or any(c.isspace() for c in token):
+    if len(token) < MIN_TOKEN_CHARS or not all(c in TOKEN_CHARS for c in token):
         raise ConfigError(f"config key 'web.token_file': {path} must hold one token of at least "
-                          f"{MIN_TOKEN_CHARS} characters, no spaces")
+                          f"{MIN_TOKEN_CHARS} characters: letters, digits and {TOKEN_PUNCTUATION}")
     return token
 
 

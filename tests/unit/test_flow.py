@@ -449,3 +449,41 @@ class ReadyModel(RuleBasedStateMachine):
 
 TestReadyModel = ReadyModel.TestCase
 TestReadyModel.settings = settings(max_examples=150, stateful_step_count=60, deadline=None)
+
+
+# --- counts per queue ----------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["submit", "start", "complete", "fail", "cancel"]),
+                          st.sampled_from([C.DEFAULT_QUEUE, C.DEFAULT_QUEUE, "a", "b"]),
+                          st.integers(0, 30)), max_size=60))
+def test_each_queue_counts_exactly_its_jobs_before_and_after_a_second_queue_appears(steps):
+    """While `default` is the only queue its counts are the job table's; the
+    first job of another queue (a replayed submit) splits them. Either way
+    each queue's counts equal a recount of its jobs, and the table's their sum."""
+    life = Lifecycle()
+    n = 0
+    for op, queue, pick in steps:
+        if op == "submit":
+            n += 1
+            life.apply([R.SUBMIT, job(f"j{n}", seq=n, queue=queue).to_record()])
+        else:
+            ids = [j.id for j in life.table.jobs.values()
+                   if j.status == (C.PENDING if op == "start" else C.RUNNING)]
+            if not ids:
+                continue
+            jid = ids[pick % len(ids)]
+            if op == "start":
+                life.apply(R.start(jid, 1.0, 1))
+            elif op == "complete":
+                life.apply(R.complete(jid, 2.0, None, None))
+            elif op == "fail":
+                life.apply(R.fail(jid, 2.0, "boom", C.DEAD_LETTER, None))
+            else:
+                life.apply([R.CANCEL, jid, 2.0])
+        for name, q in life.ready.queues.items():
+            mine = [j.status for j in life.table.jobs.values() if j.queue == name]
+            assert {s: q.counts[s] for s in C.STATUSES} == {s: mine.count(s) for s in C.STATUSES}
+        assert life.ready.shared == (len(life.ready.queues) == 1)
+        for s in C.STATUSES:
+            assert sum(q.counts[s] for q in life.ready.queues.values()) == life.table.counts[s]

@@ -3,11 +3,12 @@ streams, with an in-memory watch instead of a daemon."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
 
-from jobd.web.hub import EV_RESYNC, EventHub, Stream, frame
+from jobd.web.hub import EV_RESYNC, EventHub, Stream, frame, run_base
 from jobd_client.errors import DaemonUnavailable
 from jobd_client.models import Event
 
@@ -65,7 +66,7 @@ def hub_with_feed(**kw: Any) -> tuple[EventHub, asyncio.Queue[Any], list[FakeWat
         watch = FakeWatch(feed)
         opened.append(watch)
         return watch
-    return EventHub(open_watch, **kw), feed, opened
+    return EventHub(open_watch, **{"first_id": 0, **kw}), feed, opened
 
 
 def test_frame_format() -> None:
@@ -148,6 +149,27 @@ async def test_broadcast_is_not_numbered_nor_kept() -> None:
     hub.broadcast("stats", {"t": 1})
     assert decode(stream.take()) == [(None, "stats", {"t": 1})]
     assert hub.seq == 0 and not hub.ring
+    await hub.close()
+
+
+def test_a_run_numbers_from_its_start_time() -> None:
+    before = int(time.time() * 1_000_000)
+    base = run_base()
+    assert before <= base <= int(time.time() * 1_000_000) and base < 2 ** 53
+
+
+async def test_an_id_from_an_earlier_run_gets_a_resync() -> None:
+    start = run_base()
+    last_of_earlier = start + 1000                   # an earlier run gave out 1,000 events
+    hub, feed, _ = hub_with_feed(first_id=start + 5_000_000)   # this run began 5 s later
+    hub.subscribe(None, None)
+    await settle(lambda: hub.connected)
+    feed.put_nowait(("job.submitted", {"job_id": "a"}))
+    await settle(lambda: len(hub.ring) == 1)
+    for last in (last_of_earlier, 3, hub.seq + 10):
+        (event,) = decode(hub.subscribe(last, None).take())
+        assert event[1] == EV_RESYNC
+    assert [n for _, n, _ in decode(hub.subscribe(hub.seq - 1, None).take())] == ["job.submitted"]
     await hub.close()
 
 

@@ -11,7 +11,7 @@ import pytest
 from jobd.config import Config, WebConfig
 from jobd.errors import ConfigError
 from jobd.web.admin_api import next_runs
-from jobd.web.guard import cookie_value, host_name
+from jobd.web.guard import cookie_value, host_name, same_origin
 from jobd.web.lanes import Lanes
 from jobd.web.sampler import Sampler, sample_of, with_rates
 from jobd.web.settings import build, is_loopback, parse_listen, read_token
@@ -88,6 +88,14 @@ def test_non_loopback_needs_a_token(tmp_path: Path) -> None:
 ])
 def test_host_name(header: bytes, host: str) -> None:
     assert host_name(header) == host
+
+
+def test_same_origin() -> None:
+    assert same_origin(b"http://127.0.0.1:8790", b"127.0.0.1:8790")
+    assert same_origin(b"https://Jobs.Example", b"jobs.example")
+    assert not same_origin(b"http://evil.example", b"127.0.0.1:8790")
+    assert not same_origin(b"null", b"127.0.0.1:8790")
+    assert not same_origin(b"http://127.0.0.1:8791", b"127.0.0.1:8790")
 
 
 def test_cookie_value() -> None:
