@@ -8,10 +8,12 @@ ids, paths and addresses that differ from job to job, so the normaliser must col
 N distinct messages into G groups. Creating them live costs a failing attempt each
 (~10 k/s on two cores); the replay builds the same state.
 
-Rows: the round trip of `failure_groups` (median of 50, default limit 100, then with
-`handler` set), of `hello` on the same connection for scale, the daemon's replay time
-and the replay time of the same N jobs as completed (no failure to group) in a second
-daemon, and the daemon's RSS per dead letter.
+Rows: the daemon's replay time (it only notes the dead letters: they are grouped once it
+serves, jobd/runtime/classify.py) and how long the first `failure_groups`, sent as soon as
+the daemon answers `hello`, waits for that grouping; then the round trip of
+`failure_groups` (median of 50, default limit 100, then with `handler` set), of `hello`
+on the same connection for scale, and the daemon's RSS per dead letter; and the replay
+time of the same N jobs as completed (no failure to group) in a second daemon.
 
 Run alone: `python -m bench.failures [--quick]`; in the suite: `python -m bench --only failures`.
 """
@@ -90,6 +92,9 @@ def measure(args: argparse.Namespace, n: int, status: str) -> dict[str, float]:
         out = {"replay s (daemon log)": replay_s(d)}
         if status != "dead_letter":
             return out
+        # Replay left them ungrouped; the first answer waits for the grouping.
+        out["first failure_groups after start s (grouping after replay)"] = \
+            timed(c, "failure_groups")[0] / 1e3
         groups_ms, reply = zip(*(timed(c, "failure_groups") for _ in range(CALLS)))
         found = sum(g["count"] for g in reply[-1]["groups"])
         if found != n or len(reply[-1]["groups"]) != GROUPS:

@@ -4,8 +4,8 @@
 
 Each scenario is also runnable alone: `python -m bench.submit`, `bench.drain`,
 `bench.latency`, `bench.replay`, `bench.mixed`, `bench.large_result`, `bench.ceiling`,
-`bench.flow`, `bench.web`. Paired runs against another checkout (before/after a change, alternating in
-the same run) are `python -m bench.pairs --before DIR`, not part of this table.
+`bench.flow`, `bench.web`, `bench.failures`. Paired runs against another checkout (before/after
+a change, alternating in the same run) are `python -m bench.pairs --before DIR`, not part of this table.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import ceiling, drain, flow, large_result, latency, mixed, replay, submit, web
+from bench import ceiling, drain, failures, flow, large_result, latency, mixed, replay, submit, web
 from bench.common import Rows, cpu_busy, log, machine_header, machine_info, results_table, wait_for_quiet
 
 SCENARIOS: dict[str, Callable[[argparse.Namespace], Rows]] = {
@@ -29,6 +29,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Rows]] = {
     "ceiling": ceiling.run,
     "flow": flow.run,
     "web": web.run,
+    "failures": failures.run,
 }
 
 

@@ -36,6 +36,7 @@ from jobd.pool import forkserver
 from jobd.pool.arbiter import Arbiter
 from jobd.pool.dispatch import Dispatcher
 from jobd.pool.handle import Workers
+from jobd.runtime.classify import Classifier
 from jobd.runtime.gcpolicy import GcPolicy
 from jobd.runtime.idlepoll import IdlePoller
 from jobd.runtime.metrics import Recorder, Sources
@@ -116,11 +117,13 @@ class Daemon:
                           flow=self.control, alerts_firing=self.alerts.firing_counts)
         self.bulk = Bulk(jobs=self.jobs, store=self.store, runner=self.arbiter, loop=loop,
                          clock=clock)
+        self.classifier = Classifier(groups=self.life.table.failures, loop=loop)
         ops = Ops(Services(jobs=self.jobs, control=self.control, bulk=self.bulk,
                            store=self.store, arbiter=self.arbiter,
                            scheduler=self.scheduler, events=self.events, recorder=self.recorder,
                            sources=sources, results=self.results, reload=self.reload_code,
-                           loop=loop, clock=clock, alerts=self.alerts))
+                           loop=loop, clock=clock, alerts=self.alerts,
+                           classifier=self.classifier))
         journal = self.wal
         self.server = Server(cfg.server, ops.table, lambda: journal.durable, wake, connections)
         self.wal.listeners.append(self.server)
@@ -149,10 +152,12 @@ class Daemon:
         wal_dir = os.path.join(self.cfg.data_dir, "wal")
         started = time.monotonic()
         gc.disable()          # a million new objects: the GC would rescan them all
+        life.table.failures.defer()     # grouped once serving (jobd/runtime/classify.py)
         try:
             segment, offset, count = wal.recover(wal_dir, life.replay)
         finally:
             gc.enable()
+            life.table.failures.replayed()
         self.gc.start()
         requeued = life.recover_running()
         log.info("recovered %d jobs from %d WAL records in %.2fs (%d were running, now pending)",
@@ -176,6 +181,7 @@ class Daemon:
         self.timer.arm()
         self.control.arm()
         self.alerts.start()
+        self.classifier.start()         # the failed jobs replay left ungrouped
         self.kick()
         self._ready()
         await self._stop.wait()

@@ -190,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="kill the worker running the job")
     _one_or_all(p, "cancel")
     _list_parser(add("list", cmd.cmd_list, "list jobs in submit order"))
-    _page_options(add("dead", cmd.cmd_dead, "list dead-lettered jobs"))
+    p = add("dead", cmd.cmd_dead, "list dead-lettered jobs")
+    p.add_argument("--signature", metavar="S", help="only jobs of this failure group (see failures)")
+    _page_options(p)
     _failures_parser(add("failures", failures.cmd_failures,
                          "failed or dead-lettered jobs grouped by what went wrong, largest first"))
     _one_or_all(add("retry", flow.one_or_all(cmd.cmd_retry, flow.cmd_retry_all),

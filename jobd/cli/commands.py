@@ -251,7 +251,8 @@ def cmd_list(ctx: Context, args: argparse.Namespace) -> int:
 
 
 def cmd_dead(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call(P.OP_DEAD_LETTERS, limit=args.limit, offset=args.offset)
+    body = ctx.client.call(P.OP_DEAD_LETTERS, signature=args.signature, limit=args.limit,
+                           offset=args.offset)
     return _print_page(ctx, body, args.offset or 0, dead_table)
 
 

@@ -51,14 +51,15 @@ TYPE_RETRY = C.FAILURE_RETRY
 TYPE_UNKNOWN = C.FAILURE_UNKNOWN
 
 # --- normalising a message ------------------------------------------------------------------
-# The message is cut into words at white space; only a word with a digit, a
-# slash, an `@` or a colon in it can hold what varies, so the others cost
-# nothing but the scan. Such a word, without the punctuation around it, is
-# replaced whole when it is one thing (a URL, an email, an address, a path, a
-# uuid, a job-id-like token), else the numbers and hex ids inside it are.
-# Placeholders hold none of those characters, so a second pass changes
-# nothing: normalising is idempotent.
-_WORD = re.compile(r"(?<!\S)[^\s\d/@:\\]*+[\d/@:\\]\S*")
+# The message is cut into words at white space (a run of it becomes one
+# space); only a word with a digit, a slash, an `@`, a colon or a backslash
+# in it can hold what varies, so the others cost one test each. Such a word,
+# without the punctuation around it, is replaced whole when it is one thing
+# (a URL, an email, an address, a path, a hex or job-id-like id, a number),
+# else the numbers and hex ids inside it are. Placeholders hold none of
+# those characters, so a second pass changes nothing: normalising is
+# idempotent.
+_TRIGGER = re.compile(r"[\d/@:\\]").search
 _LEAD = "'\"`({<"                          # stripped off a word's ends before it is looked at
 _TRAIL = "'\"`)}>.,;:!?"
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://\S+")
@@ -107,16 +108,15 @@ def _whole(core: str) -> str | None:
     return None
 
 
-def _word(m: re.Match[str]) -> str:
-    word = m.group()
+def _word(word: str) -> str:
     core = word.lstrip(_LEAD).rstrip(_TRAIL)
     if not core:
         return word
     placeholder = _whole(core)
     if placeholder is None:
         placeholder = _PARTS.sub(_part, core)
-        if placeholder == core:
-            return word
+    if len(core) == len(word):
+        return placeholder
     head = word.index(core)
     return f"{word[:head]}{placeholder}{word[head + len(core):]}"
 
@@ -126,7 +126,9 @@ def normalise(message: str) -> str:
     replaced: `<n>` numbers, `<id>` uuids, long hex and job-id-like tokens,
     `<path>` file paths, `<addr>` IP addresses, host:port, 0x pointers and
     emails, `<url>` URLs. At most MAX_MESSAGE characters."""
-    return _WORD.sub(_word, message[:MAX_LINE])[:MAX_MESSAGE]
+    trigger = _TRIGGER
+    words = [w if w.isalpha() or not trigger(w) else _word(w) for w in message[:MAX_LINE].split()]
+    return " ".join(words)[:MAX_MESSAGE]
 
 
 # --- what went wrong --------------------------------------------------------------------------
@@ -169,19 +171,30 @@ def signature(handler: str, error_type: str, message: str) -> str:
     return hashlib.blake2b(text, digest_size=8, person=b"jobd-failure").hexdigest()
 
 
+# Normalising replaces every digit, and no rule tells one digit from another
+# but `0` (a `0x` pointer): a message is normalised the same with its other
+# digits all made `1`. So that form is what the cache is keyed by, and the
+# same failure with other numbers (ports, counts, pids, order ids) is a cache
+# hit (its ids with letters, a path with other names in it, are not).
+_MASK = str.maketrans("23456789", "11111111")
+
+
 @lru_cache(maxsize=CACHE_SIZE)
-def _describe(handler: str, line: str) -> tuple[str, str, str]:
-    kind, message = classify(line)
-    message = normalise(message)
+def _normalised(masked: str) -> str:
+    return normalise(masked)
+
+
+@lru_cache(maxsize=CACHE_SIZE)
+def _signed(handler: str, kind: str, message: str) -> tuple[str, str, str]:
     return signature(handler, kind, message), kind, message
 
 
 def describe(handler: str, error: str | None) -> tuple[str, str, str]:
     """(signature, error_type, normalised message) of a failure. Only the
-    error's first line counts (the traceback follows it); the same failure
-    met again costs a cache lookup."""
+    error's first line counts (the traceback follows it)."""
     line = (error or "")[:MAX_LINE].partition("\n")[0].rstrip()
-    return _describe(handler, line)
+    kind, message = classify(line)
+    return _signed(handler, kind, _normalised(message.translate(_MASK)))
 
 
 def signature_of(job: Job) -> str | None:
@@ -257,40 +270,101 @@ class Group:
 
 
 class FailureGroups:
-    """Every failed and dead-letter job of the table, in its group."""
+    """Every failed and dead-letter job of the table, in its group.
 
-    __slots__ = ("groups",)
+    Replay does not classify: classifying (normalising an error) costs a few
+    microseconds a job, the rest of replay a few hundred nanoseconds. While
+    `deferring` (from `defer` to `replayed`), a job that fails is only put
+    on the `backlog`, and leaving costs nothing; `catch_up` classifies the
+    backlog afterwards, a slice at a time, while the daemon serves. Until it
+    is done (`pending`), answers that need every group wait for it (the
+    daemon's `failure_groups` reply), and a job's membership is told from its
+    error instead of the groups (`holds`, `members_of`). A job on the
+    backlog that has left its status since is skipped when its turn comes,
+    one that failed again is classified once, by its error now.
+    """
+
+    __slots__ = ("groups", "backlog", "_next", "deferring")
 
     def __init__(self) -> None:
         # (status, queue, signature) → group; a group with no member is dropped
         self.groups: dict[tuple[str, str, str], Group] = {}
+        self.backlog: list[Job] = []     # failed while deferring, or since: to classify
+        self._next = 0                   # the backlog before this is classified
+        self.deferring = False
 
     def __len__(self) -> int:
         return sum(len(g.members) for g in self.groups.values())
 
+    # --- replay: classify later ----------------------------------------------------------
+    def defer(self) -> None:
+        """Replay begins: failures go on the backlog, unclassified."""
+        self.deferring = True
+
+    def replayed(self) -> None:
+        """Replay is over: `catch_up` may classify the backlog."""
+        self.deferring = False
+
+    @property
+    def pending(self) -> int:
+        """Jobs on the backlog not classified yet (some may have left since)."""
+        return len(self.backlog) - self._next
+
+    def catch_up(self, n: int) -> int:
+        """Classify up to `n` jobs of the backlog, oldest first; how many are left."""
+        backlog, i = self.backlog, self._next
+        end = min(len(backlog), i + n)
+        while i < end:
+            job = backlog[i]
+            i += 1
+            if job.status in FAILURE_STATUSES:      # "" once deleted
+                self._classify(job, once=True)
+        if i == len(backlog):
+            self.backlog, i = [], 0
+        self._next = i
+        return self.pending
+
+    # --- the transitions ------------------------------------------------------------------
     def add(self, job: Job) -> None:
         """`job` is now failed or dead_letter (its error set)."""
+        if self.deferring or self._next < len(self.backlog):
+            self.backlog.append(job)       # after what waits: the groups keep failure order
+            return
+        self._classify(job)
+
+    def _classify(self, job: Job, once: bool = False) -> None:
         sig, kind, message = describe(job.handler, job.error)
         key = (job.status, job.queue, sig)
         group = self.groups.get(key)
         if group is None:
             group = self.groups[key] = Group(sig, job.handler, kind, message, job.status, job.queue)
+        elif once and group.members.get(job.id) is job:
+            return                          # on the backlog twice: it failed again
         group.add(job)
 
     def remove(self, job: Job) -> None:
         """`job` leaves its status (retried, deleted): before its error is cleared."""
+        if self.deferring:
+            return                          # nothing is classified yet: its entry goes stale
         key = (job.status, job.queue, describe(job.handler, job.error)[0])
         group = self.groups.get(key)
         if group is not None and group.remove(job) and not group.members:
             del self.groups[key]
 
+    # --- reading --------------------------------------------------------------------------
     def holds(self, job: Job, sig: str) -> bool:
         """Is `job` a member of a group with signature `sig` now? O(1)."""
+        if self.backlog:
+            return signature_of(job) == sig
         group = self.groups.get((job.status, job.queue, sig))
         return group is not None and group.members.get(job.id) is job
 
-    def members_of(self, sig: str) -> list[Job]:
-        """Every job now in a group with signature `sig` (any status or queue)."""
+    def members_of(self, sig: str) -> list[Job] | None:
+        """Every job now in a group with signature `sig` (any status or queue);
+        None while the backlog is being classified (then only a walk over
+        every job can tell)."""
+        if self.backlog:
+            return None
         out: list[Job] = []
         for group in self.groups.values():
             if group.signature == sig:
@@ -308,7 +382,10 @@ class FailureGroups:
                 limit: int | None = None) -> tuple[list[dict[str, Any]], int]:
         """(the groups' views, largest first, ties most recently seen first; how
         many groups there are before `limit`). A signature's groups in
-        several queues are shown as one. O(groups)."""
+        several queues are shown as one. O(groups), once the backlog is
+        classified (the daemon waits for that; here it is finished first)."""
+        if self.pending:
+            self.catch_up(self.pending)
         merged: dict[str, list[Group]] = {}
         for group in self.select(status, queue, handler):
             group.settle()

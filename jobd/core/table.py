@@ -21,6 +21,8 @@ from jobd.core.job import Job
 # retrying had them satisfied (or was explicitly retried, which runs it
 # regardless), so a dependency failing later does not touch it.
 DEP_BOUND = frozenset((C.WAITING, C.SCHEDULED))
+_COMPLETED = C.COMPLETED
+_DEAD_LETTER = C.DEAD_LETTER
 
 
 class JobTable:
@@ -103,10 +105,13 @@ class JobTable:
             self.release_key(job)
         stamp = job.completed_at or 0.0
         status = job.status
-        if status != C.COMPLETED and status in FAILURE_STATUSES:
-            self.failures.add(job)
-        which = "dead" if status == C.DEAD_LETTER else "finished"
-        queue: deque[tuple[float, Job]] = getattr(self, which)
+        if status == _COMPLETED:
+            queue, which = self.finished, "finished"
+        else:
+            if status in FAILURE_STATUSES:
+                self.failures.add(job)
+            queue, which = (self.dead, "dead") if status == _DEAD_LETTER else \
+                (self.finished, "finished")
         if queue and stamp < queue[-1][0]:
             self._unsorted.add(which)
         queue.append((stamp, job))

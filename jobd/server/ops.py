@@ -30,6 +30,7 @@ from jobd.errors import OpError, invalid
 from jobd.jobs import Jobs
 from jobd.pool.arbiter import Arbiter
 from jobd.runtime import metrics
+from jobd.runtime.classify import Classifier
 from jobd.runtime.metrics import Recorder, Sources
 from jobd.scheduling.scheduler import Scheduler
 from jobd.scheduling.specs import get_name, parse_schedule, require_handler
@@ -72,6 +73,7 @@ class Services:
     loop: asyncio.AbstractEventLoop
     clock: Callable[[], float]
     alerts: AlertService
+    classifier: Classifier       # failed jobs replay left ungrouped (jobd/runtime/classify.py)
 
 
 class Ops:
@@ -321,10 +323,23 @@ class Ops:
 
     def op_failure_groups(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         """Failed or dead-letter jobs grouped by what went wrong, largest first:
-        O(groups), kept by the job table (jobd/core/failures.py)."""
-        status, queue, handler, limit = parse_failure_groups(req)
-        groups, total = self.s.store.table.failures.summary(status, queue, handler, limit)
-        return {"groups": groups, "total": total}, 0
+        O(groups), kept by the job table (jobd/core/failures.py). Just after
+        a restart, while the failed jobs replay left are still being grouped,
+        it answers (in its place) once they are."""
+        args = parse_failure_groups(req)
+        failures = self.s.store.table.failures
+
+        def answer() -> dict[str, Any]:
+            groups, total = failures.summary(*args)
+            return {"groups": groups, "total": total}
+        if not failures.pending:
+            return answer(), 0
+        place = conn.hold_place()
+
+        def done() -> None:
+            conn.fill_place(place, orjson.dumps({**answer(), "id": rid, "ok": True}) + NL, 0)
+        self.s.classifier.when_done(done)
+        return DEFERRED, 0
 
     # --- operations -----------------------------------------------------------------------
     def op_metrics(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
