@@ -23,7 +23,7 @@ def split_hub() -> tuple[EventHub, asyncio.Queue[Any], list[FakeWatch]]:
         watch = FakeWatch(asyncio.Queue())
         flows.append(watch)
         return watch
-    return EventHub(lambda: FakeWatch(routine), open_flow=open_flow), routine, flows
+    return EventHub(lambda: FakeWatch(routine), first_id=0, open_flow=open_flow), routine, flows
 
 
 async def test_a_stream_without_flow_events_opens_no_flow_watch() -> None:
