@@ -37,13 +37,16 @@ STREAM_BUFFER = 10_000           # frames waiting for one stream before it is dr
 BACKOFF_S = (0.1, 0.2, 0.5, 1.0, 2.0)
 EV_RESYNC = "resync"
 EV_STATS = "stats"
-# The job flow: one to three events per job, tens of thousands a second on a busy
-# queue, and most of what a watch costs the daemon and this process. Given
-# `open_flow`, they come on a second upstream watch, open only while a stream wants
-# one of them (and LINGER_S after): a page that does not (the overview, queues,
-# alerts) costs the daemon nothing per job. Every other event comes on the first
-# watch, open from the first stream on. Without it, one watch carries everything.
-FLOW = frozenset({P.EV_SUBMITTED, P.EV_STARTED, P.EV_PROGRESS, P.EV_COMPLETED})
+# The job events: up to three per job (submitted, started, completed), tens of
+# thousands a second on a busy queue, and most of what a watch costs the daemon
+# and this process. Given `open_flow`, they come on a second upstream watch, open
+# only while a stream wants one of them (and LINGER_S after): a page that does not
+# (the overview, jobs list, queues, alerts) costs the daemon nothing per job. All
+# of a job's events come on that one connection, so they keep the daemon's order.
+# Every other event comes on the first watch, open from the first stream on.
+# Without `open_flow`, one watch carries everything.
+FLOW = frozenset({P.EV_SUBMITTED, P.EV_STARTED, P.EV_PROGRESS, P.EV_COMPLETED, P.EV_FAILED,
+                  P.EV_DEAD_LETTER, P.EV_CANCELLED, P.EV_REPLAYED})
 ROUTINE = P.EVENTS - FLOW
 READY_S = 3.0                    # how long a new stream waits for its upstreams before it starts
 LEASE_S = 120.0                  # how long the flow watch stays open for the lanes after they were asked

@@ -44,7 +44,7 @@ async def test_the_flow_watch_follows_the_streams_that_want_it(monkeypatch: Any)
     await settle(lambda: hub.flow_connected and hub.connected)
     assert len(flows) == 1
     flows[0].feed.put_nowait(("job.progress", {"job_id": "a", "percentage": 50.0}))
-    routine.put_nowait(("job.failed", {"job_id": "b"}))
+    routine.put_nowait(("queue.paused", {"queue": "q"}))
     await settle(lambda: hub.seq == 2)
     assert [n for _, n, _ in decode(page.take())] == ["job.progress"]
     hub.unsubscribe(page)
