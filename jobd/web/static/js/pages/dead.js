@@ -9,9 +9,9 @@ import {bulk, button, busy, empty, errorNotice, field, throttle} from "../ui.js"
 import {jobLink} from "./jobs.js";
 
 const GROUP_LIMIT = 100;
-// New dead letters arrive as events; groups that shrink (retried or purged
-// elsewhere) show in the dead-letter count of the `stats` samples.
-export const EVENTS = ["job.dead_letter"];
+// No job events (jobd web would follow every job for them): a change of the
+// dead-letter count in the `stats` samples reloads the groups.
+export const EVENTS = [];
 
 export function mount(view, ctx) {
   const status = ctx.query.get("status") === "failed" ? "failed" : "dead_letter";
@@ -37,9 +37,6 @@ export function mount(view, ctx) {
   load();
 
   return {
-    event(name) {
-      if (name === "job.dead_letter") later();
-    },
     stats(s) {
       const n = s.counts?.[status];
       if (count !== null && n !== undefined && n !== count) later();

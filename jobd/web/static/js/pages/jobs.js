@@ -1,22 +1,18 @@
 // Jobs: filters, search, server-side paging, bulk actions on the current
-// filter. Failures and cancels of the rows on screen show in place; the rest
-// of the traffic shows as a "refresh" hint from the `stats` samples, so a busy
-// queue never makes this page re-query (nor jobd web follow every job for it).
+// filter. It asks for no job events: what changed since it loaded shows as a
+// "refresh" hint from the `stats` samples, so a busy queue never makes this
+// page re-query, nor jobd web follow every job for it.
 
 import {get, idPath, query} from "../api.js";
-import {h, replace, table, row, byKey} from "../dom.js";
+import {h, replace, table, row} from "../dom.js";
 import {ago, firstLine, num, short, tagsText} from "../format.js";
 import {STATUSES} from "../samples.js";
-import {badge, bulk, button, busy, empty, errorNotice, field, pager, progressBar, setProgress} from "../ui.js";
+import {badge, bulk, button, busy, empty, errorNotice, field, pager, progressBar} from "../ui.js";
 
 const FILTERS = ["status", "queue", "handler", "tag", "error_match", "q"];
 const LIMITS = [25, 50, 100, 200];
-export const EVENTS = ["job.failed", "job.dead_letter", "job.cancelled", "job.replayed"];
+export const EVENTS = [];
 const TOTALS = ["submitted", "completed", "failed", "dead_letter"];
-export const STATUS_OF_EVENT = {
-  "job.started": "running", "job.completed": "completed", "job.cancelled": "cancelled",
-  "job.dead_letter": "dead_letter",
-};
 
 export function jobLink(id, text) {
   return h("a", {href: `#/jobs/${idPath(id)}`, class: "mono", title: id}, text ?? short(id, 24));
@@ -55,10 +51,6 @@ export function mount(view, ctx) {
   load();
 
   return {
-    event(name, data) {
-      const tr = data.job_id ? byKey(results, data.job_id) : null;
-      if (tr) patchRow(tr, name, data);
-    },
     stats(s) {
       latest = s.totals || latest;
       if (!base) { base = latest; return; }
@@ -179,19 +171,4 @@ export function jobRow(job) {
     h("span", {title: job.created_at || ""}, ago(job.created_at)),
     h("span", {class: "detail"}, detail),
   ], {"data-key": job.id});
-}
-
-function patchRow(tr, name, data) {
-  const status = name === "job.failed" ? (data.will_retry ? "retrying" : "failed") : STATUS_OF_EVENT[name];
-  if (status) replace(tr.querySelector(".st"), badge(status));
-  const detail = tr.querySelector(".detail");
-  if (name === "job.progress") {
-    const bar = detail.querySelector(".progress");
-    if (bar) setProgress(bar, data.percentage, data.message);
-    else replace(detail, progressBar(data.percentage, data.message));
-  } else if (name === "job.failed") {
-    replace(detail, h("span", {class: "err"}, firstLine(data.error, 80)));
-  } else if (name === "job.completed") {
-    replace(detail);
-  }
 }
