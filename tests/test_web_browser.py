@@ -262,6 +262,9 @@ def some_activity(stack: Stack, tmp_path: Path) -> str:
     c.schedule_add("every-5-min", "*/5 * * * *", "jobd_testhandlers.noop")
     for i in range(12):
         c.submit("jobd_testhandlers.add", [i, 1], tags={"tenant": str(i % 3)})
+    for host in (21, 22):
+        c.submit(D + "upstream_down", [str(tmp_path / "never"), host])
+    c.submit(D + "bad_input", ["2026-13-45"])
     gate = str(tmp_path / "shot")
     running = c.submit(D + "stepped", [gate, 3], name="nightly export")
     Path(f"{gate}.1").touch()

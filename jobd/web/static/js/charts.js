@@ -11,10 +11,6 @@ function cssVar(name, fallback) {
 
 const MIN_SPAN_S = 300;   // a chart shows at least five minutes, however few samples it has
 
-function xRange(u, min, max) {
-  const hi = max ?? Date.now() / 1000;
-  return [Math.min(min ?? hi, hi - MIN_SPAN_S), hi];
-}
 
 /** A line chart in a <figure>: `series` [{label, color?}], `fmt(v)` for the y axis. */
 export class LineChart {
@@ -38,7 +34,7 @@ export class LineChart {
       width: this.width(), height: 180,
       cursor: {drag: {x: false, y: false}},
       legend: {live: true},
-      scales: {x: {time: true, range: xRange}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.1)]}},
+      scales: {x: {time: true}, y: {range: (u, min, max) => [0, Math.max(1, max * 1.1)]}},
       axes: [axis, {...axis, size: 60, values: (u, vals) => vals.map((v) => this.fmt(v))}],
       series: [{}, ...this.series.map((s, i) => ({
         label: s.label, stroke: s.color || PALETTE[i % PALETTE.length], width: 2,
@@ -61,7 +57,10 @@ export class LineChart {
   /** xs in Unix seconds; ys one array per series. */
   set(xs, ys) {
     this.data = [xs, ...ys];
-    if (this.plot) this.plot.setData(this.data);
+    if (!this.plot) return;
+    this.plot.setData(this.data);
+    const hi = xs.length ? xs[xs.length - 1] : Date.now() / 1000;
+    this.plot.setScale("x", {min: Math.min(xs.length ? xs[0] : hi, hi - MIN_SPAN_S), max: hi});
   }
 
   destroy() {

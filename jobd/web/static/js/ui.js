@@ -115,8 +115,8 @@ export function dialog({title, body = [], fields = [], confirm = "OK", danger = 
   });
 }
 
-export function field(label, input) {
-  return h("label", {class: "field"}, h("span", null, label), input);
+export function field(label, input, cls = "") {
+  return h("label", {class: `field ${cls}`.trim()}, h("span", null, label), input);
 }
 
 /** A bulk action: dry run, show the count and a sample, confirm, then run.

@@ -78,7 +78,7 @@ function filterForm(state) {
     h("option", {value: ""}, "any"), options.map((o) => h("option", {value: o, selected: o === value}, o)));
   const text = (name, value, attrs = {}) => h("input", {type: "text", name, value, autocomplete: "off", ...attrs});
   const form = h("form", {class: "filters", role: "search", "aria-label": "Filter jobs"},
-    field("Search", text("q", f.q, {placeholder: "id, name, tag or error", "data-search": true, type: "search"})),
+    field("Search", text("q", f.q, {placeholder: "id, name, tag or error", "data-search": true, type: "search"}), "grow"),
     field("Status", sel("status", STATUSES, f.status)),
     field("Queue", sel("queue", f.queue ? [f.queue] : [], f.queue)),
     field("Handler", sel("handler", f.handler ? [f.handler] : [], f.handler)),

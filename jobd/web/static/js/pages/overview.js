@@ -68,6 +68,7 @@ export function mount(view, ctx) {
       meta.fsync_mode = m.wal?.fsync_mode ?? null;
       meta.queues = m.queues ?? null;
       series.load(hist.samples || hist.history || []);
+      if (hist.latest) series.add(hist.latest);     // the history keeps one every 5 s: this one is fresher
       storage.firing = (alerts.alerts || []).find((a) => a.rule === "StorageError") || null;
       if (ctx.stats) series.add(ctx.stats);
       draw();

@@ -45,9 +45,10 @@ export function mount(view) {
         patchWorker(list, data.worker_id, {status: "busy", job: data.job_id});
         addBlock(lanes, data.worker_id, {job_id: data.job_id, status: "running"});
       } else if (name === "job.progress") {
-        const tr = byKey(list, String(workerOf.get(data.job_id)));
-        const bar = tr && tr.querySelector(".progress");
+        const cell = byKey(list, String(workerOf.get(data.job_id)))?.querySelector(".job");
+        const bar = cell && cell.querySelector(".progress");
         if (bar) setProgress(bar, data.percentage, data.message);
+        else if (cell) cell.append(" ", progressBar(data.percentage, data.message));
       } else if (["job.completed", "job.failed", "job.dead_letter", "job.cancelled"].includes(name)) {
         const wid = workerOf.get(data.job_id);
         if (wid === undefined || name === "job.dead_letter") return;   // dead_letter follows its job.failed
@@ -126,8 +127,10 @@ function drawWorkers(box, workers, reload) {
     "heartbeat", ""], rows));
 }
 
+/** The job's link; its progress bar comes with its first progress event (no
+ * indeterminate bar: its animation would keep the browser drawing). */
 function currentJob(id) {
-  return id ? [jobLink(id), " ", progressBar(null)] : h("span", {class: "muted"}, "–");
+  return id ? jobLink(id) : h("span", {class: "muted"}, "–");
 }
 
 function patchWorker(box, wid, {status, job}) {
