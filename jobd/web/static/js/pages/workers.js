@@ -7,10 +7,15 @@ import {h, replace, table, row, byKey} from "../dom.js";
 import {ago, bytes, duration, firstLine, num} from "../format.js";
 import {badge, button, busy, dialog, empty, errorNotice, notice, progressBar, section, setProgress, throttle} from "../ui.js";
 import {jobLink} from "./jobs.js";
-import {JOB_EVENTS, WORKER_EVENTS} from "../sse.js";
+import {WORKER_EVENTS} from "../sse.js";
 
 const LANE_BLOCKS = 40;   // recent jobs shown per worker
-export const EVENTS = [...JOB_EVENTS, ...WORKER_EVENTS];
+const FLUSH_MS = 250;
+const MAX_PENDING = 20_000;
+// What a worker does: no job.submitted (a third of the traffic, and it says nothing
+// about workers), no dead_letter or replayed.
+export const EVENTS = ["job.started", "job.progress", "job.completed", "job.failed", "job.cancelled",
+  ...WORKER_EVENTS];
 
 export function mount(view) {
   const scale = h("div", {"data-test": "scale"});
@@ -37,30 +42,70 @@ export function mount(view) {
   const later = throttle(load, 1000);
   load();
 
+  // Job events come by the thousand a second on a busy queue: they are gathered
+  // and drawn at most every FLUSH_MS, each worker's row and lane once per flush.
+  let pending = [];
+  let timer = null;
+  const flush = () => {
+    timer = null;
+    const batch = pending;
+    pending = [];
+    drawBatch(batch, workerOf, list, lanes);
+  };
   return {
     event(name, data) {
       if (name.startsWith("worker.")) { later(); return; }
-      if (name === "job.started") {
-        workerOf.set(data.job_id, data.worker_id);
-        patchWorker(list, data.worker_id, {status: "busy", job: data.job_id});
-        addBlock(lanes, data.worker_id, {job_id: data.job_id, status: "running"});
-      } else if (name === "job.progress") {
-        const cell = byKey(list, String(workerOf.get(data.job_id)))?.querySelector(".job");
-        const bar = cell && cell.querySelector(".progress");
-        if (bar) setProgress(bar, data.percentage, data.message);
-        else if (cell) cell.append(" ", progressBar(data.percentage, data.message));
-      } else if (["job.completed", "job.failed", "job.dead_letter", "job.cancelled"].includes(name)) {
-        const wid = workerOf.get(data.job_id);
-        if (wid === undefined || name === "job.dead_letter") return;   // dead_letter follows its job.failed
-        workerOf.delete(data.job_id);
-        patchWorker(list, wid, {status: "idle", job: null});
-        const status = name === "job.failed" ? (data.will_retry ? "retrying" : "failed") : name.slice(4);
-        addBlock(lanes, wid, {job_id: data.job_id, status, duration: data.duration, error: data.error});
+      if (pending.length >= MAX_PENDING) {       // more than is worth drawing: show the state instead
+        pending = [];
+        later();
+        return;
       }
+      pending.push([name, data]);
+      if (!timer) timer = setTimeout(flush, FLUSH_MS);
     },
     reload: load,
-    unmount: later.cancel,
+    unmount() { later.cancel(); clearTimeout(timer); },
   };
+}
+
+const ENDED = {"job.completed": "completed", "job.cancelled": "cancelled"};
+
+/** Apply a batch of job events: the last state of each worker, the last progress
+ * of each job, the last LANE_BLOCKS jobs of each lane. */
+function drawBatch(batch, workerOf, list, lanes) {
+  const rows = new Map();     // worker id → {status, job}
+  const bars = new Map();     // job id → event data
+  const blocks = new Map();   // worker id → [block]
+  const laneAdd = (wid, b) => {
+    const arr = (blocks.get(wid) || []).filter((x) => x.job_id !== b.job_id);
+    arr.push(b);
+    if (arr.length > LANE_BLOCKS) arr.shift();
+    blocks.set(wid, arr);
+  };
+  for (const [name, data] of batch) {
+    if (name === "job.started") {
+      workerOf.set(data.job_id, data.worker_id);
+      rows.set(data.worker_id, {status: "busy", job: data.job_id});
+      laneAdd(data.worker_id, {job_id: data.job_id, status: "running"});
+    } else if (name === "job.progress") {
+      bars.set(data.job_id, data);
+    } else if (name === "job.failed" || ENDED[name]) {
+      const wid = workerOf.get(data.job_id);
+      if (wid === undefined) continue;
+      workerOf.delete(data.job_id);
+      rows.set(wid, {status: "idle", job: null});
+      const status = ENDED[name] || (data.will_retry ? "retrying" : "failed");
+      laneAdd(wid, {job_id: data.job_id, status, duration: data.duration, error: data.error});
+    }
+  }
+  for (const [wid, state] of rows) patchWorker(list, wid, state);
+  for (const [jobId, data] of bars) {
+    const cell = byKey(list, String(workerOf.get(jobId)))?.querySelector(".job");
+    const bar = cell && cell.querySelector(".progress");
+    if (bar) setProgress(bar, data.percentage, data.message);
+    else if (cell) cell.append(" ", progressBar(data.percentage, data.message));
+  }
+  for (const [wid, arr] of blocks) for (const b of arr) addBlock(lanes, wid, b);
 }
 
 /** The lanes reply as [{worker_id, jobs: [...]}], whichever way the server keys it. */
