@@ -74,6 +74,11 @@ class Page:
         self.pw.on("request", lambda r: self.requests.append(r.url))
         self.pw.on("dialog", self._dialog)
         self.pw.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.pw.on("console", self._console)
+
+    def _console(self, msg: Any) -> None:
+        if msg.type == "error" and "Content Security Policy" in msg.text:
+            self.errors.append(msg.text)     # an inline style or script the policy refused
 
     def _dialog(self, d: Any) -> None:
         self.dialogs.append(d.message)
