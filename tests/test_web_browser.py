@@ -252,6 +252,28 @@ def test_keyboard_shortcuts_and_dialogs(stack: Stack, page: Page) -> None:
     pw.locator("dialog").wait_for(state="detached")
 
 
+# --- a hidden tab lets go of its stream --------------------------------------------------------------
+
+HIDE = """hidden => {
+  Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
+  document.dispatchEvent(new Event("visibilitychange"));
+}"""
+
+
+def test_a_hidden_tab_closes_its_stream_and_reloads_when_shown(stack: Stack, page: Page) -> None:
+    pw = page.go("/queues")
+    pw.locator("#live.st-live").wait_for()
+    events = [u for u in page.requests if "/api/events" in u]
+    pw.evaluate(HIDE, True)
+    pw.locator("#live.st-paused").wait_for()
+    queues_before = sum("/api/queues" in u for u in page.requests)
+    pw.evaluate(HIDE, False)
+    pw.locator("#live.st-live").wait_for()
+    assert len([u for u in page.requests if "/api/events" in u]) == len(events) + 1   # one new stream
+    wait_until(lambda: sum("/api/queues" in u for u in page.requests) > queues_before,
+               what="the page to reload what it shows")
+
+
 # --- every page, screenshots, nothing leaves the origin --------------------------------------------
 
 PAGES = [("overview", "/", "Overview"), ("jobs", "/jobs", "Jobs"), ("job", None, "Job"),
