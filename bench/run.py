@@ -6,7 +6,7 @@ Each scenario is also runnable alone: `python -m bench.submit`, `bench.drain`,
 `bench.latency`, `bench.replay`, `bench.mixed`, `bench.large_result`, `bench.ceiling`,
 `bench.flow`, `bench.failures`, `bench.web`. Paired runs against another checkout
 (before/after a change, alternating in the same run) are `python -m bench.pairs --before DIR`,
-not part of this table.
+not part of this table (nor is `bench.web_dashboard`, which needs chromium).
 """
 from __future__ import annotations
 

@@ -2,8 +2,11 @@
 
 Every job and worker event goes through `EventHub.publish`; job status
 changes reach it as a store listener (`on_change`). With no watchers either
-costs one truth test. Each watcher is a connection with a
-filter; the event's data is encoded once and framed per watcher.
+costs one truth test, and so does an event no watcher asked for (`names`,
+the union of their filters); the store is listened to only while a watcher
+wants a status event: a watcher of alerts or pauses costs nothing per job.
+Each watcher is a connection with a filter; the event's data is encoded once
+and framed per watcher.
 
 Slow watchers: a watcher whose connection has more than `max_buffered`
 bytes written to its socket and not read (half of `max_unsent_bytes` in
@@ -36,6 +39,8 @@ class Changes(Protocol):
 
 
 _FAILED_EVENT = frozenset((C.RETRYING, C.FAILED, C.DEAD_LETTER))
+STATUS_EVENTS = frozenset((C.EV_SUBMITTED, C.EV_STARTED, C.EV_COMPLETED, C.EV_FAILED,
+                           C.EV_DEAD_LETTER, C.EV_CANCELLED))   # what `on_change` publishes
 MAX_BUFFERED = 4 * 1024 * 1024     # the default: half of the default max_unsent_bytes
 LAGGED_ABORT_AFTER = 30.0      # seconds a dropped watcher has to read what is queued
 
@@ -53,6 +58,8 @@ class EventHub:
     def __init__(self, changes: Changes, max_buffered: int = MAX_BUFFERED) -> None:
         self.changes = changes          # the store: status changes, listened to while watched
         self.watchers: list[Watcher] = []
+        self.names: frozenset[str] | None = frozenset()   # events some watcher wants; None: any
+        self.listening = False          # on the store's changes: while a watcher wants STATUS_EVENTS
         self.max_buffered = max_buffered
         self.published = 0
 
@@ -60,16 +67,31 @@ class EventHub:
                   events: frozenset[str] | None) -> None:
         prefix = b'{"id":' + orjson.dumps(rid) + b',"event":"'
         watcher = Watcher(conn, prefix, job_id, events)
-        if not self.watchers:
-            self.changes.listen(self.on_change)
         self.watchers.append(watcher)
+        self._filters_changed()
         conn.cleanup.append(lambda: self._drop(watcher))
 
     def _drop(self, watcher: Watcher) -> None:
         if watcher in self.watchers:
             self.watchers.remove(watcher)
-            if not self.watchers:
-                self.changes.unlisten(self.on_change)
+            self._filters_changed()
+
+    def _filters_changed(self) -> None:
+        self.names = self._wanted()
+        listen = self.names is None or not self.names.isdisjoint(STATUS_EVENTS)
+        if listen and not self.listening:
+            self.changes.listen(self.on_change)
+        elif self.listening and not listen:
+            self.changes.unlisten(self.on_change)
+        self.listening = listen
+
+    def _wanted(self) -> frozenset[str] | None:
+        names: set[str] = set()
+        for w in self.watchers:
+            if w.events is None:
+                return None
+            names |= w.events
+        return frozenset(names)
 
     def on_change(self, job: Job, old: str) -> None:
         """A job's status changed (a store listener while anyone watches): its events."""
@@ -94,7 +116,7 @@ class EventHub:
 
     def publish(self, name: str, job_id: str | None, data: dict[str, Any]) -> None:
         self.published += 1
-        if not self.watchers:
+        if not self.watchers or (self.names is not None and name not in self.names):
             return
         data["job_id"] = job_id
         data["timestamp"] = _now_iso()

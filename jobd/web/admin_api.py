@@ -61,7 +61,8 @@ async def lanes(request: Request) -> Response:
     """`GET /api/workers/lanes`: recent jobs per worker, from the shared event stream."""
     svc = services(request)
     svc.hub.start()
-    return json_response({"lanes": svc.lanes.view(), "live": svc.hub.connected})
+    svc.hub.lease_flow()            # the lanes are built from job events: follow them for a while
+    return json_response({"lanes": svc.lanes.view(), "live": svc.hub.connected and svc.hub.flow_connected})
 
 
 async def history(request: Request) -> Response:

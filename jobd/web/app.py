@@ -22,7 +22,7 @@ from jobd.web import admin_api as admin
 from jobd.web import jobs_api as jobs
 from jobd.web.errors import E_METHOD, E_ROUTE, E_TOO_LARGE, HTTPError, error_response, from_jobd_error
 from jobd.web.guard import BodyTooLarge, Guard
-from jobd.web.hub import EventHub
+from jobd.web.hub import FLOW, ROUTINE, EventHub
 from jobd.web.lanes import Lanes
 from jobd.web.sampler import Sampler
 from jobd.web.services import Services, services
@@ -133,7 +133,8 @@ async def on_too_large(request: Request, exc: Exception) -> Response:
 
 def build_services(settings: WebSettings) -> Services:
     client = AsyncClient(settings.socket)
-    hub = EventHub(lambda: client.watch())
+    hub = EventHub(lambda: client.watch(events=sorted(ROUTINE)),
+                   open_flow=lambda: client.watch(events=sorted(FLOW)))
     lanes = Lanes()
     hub.listeners.append(lanes.on_event)
     sampler = Sampler(client.metrics, lambda sample: hub.broadcast("stats", sample))
