@@ -18,7 +18,7 @@ import logging
 import operator
 import random
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -27,7 +27,15 @@ from jobd import constants as C
 from jobd.config import Config
 from jobd.core import records as R
 from jobd.core.flow import QueueGate
-from jobd.core.job import EMPTY_DICT, EMPTY_LIST, Job, JobIds, SubmitSpec, progress_view
+from jobd.core.job import (
+    EMPTY_DICT,
+    EMPTY_LIST,
+    Job,
+    JobIds,
+    PlainSubmit,
+    SubmitSpec,
+    progress_view,
+)
 from jobd.core.lifecycle import (
     FAIL_CRASH,
     FAIL_ERROR,
@@ -251,17 +259,10 @@ class Jobs:
         if linked:
             _check_acyclic(fresh)
         self._check_room(len(fresh), sum(len(s.args_json) + len(s.kwargs_json) for s in fresh))
-        if any(q.max_size for q in self.store.ready.queues.values()):
-            per_queue: dict[str, int] = {}
-            for spec in fresh:
-                name = self._queue(spec).name
-                per_queue[name] = per_queue.get(name, 0) + 1
-            for name, n in per_queue.items():
-                self._check_room(n, 0, self.store.ready.queues[name])
-        elif not plain:
-            for spec in fresh:
-                if spec.queue is not None:
-                    self._queue(spec)               # an unknown queue is refused
+        if plain:           # their handlers' queues, known
+            self._check_queues_room(self._queue(spec) for spec in fresh)
+        else:               # each looked up now: an unknown queue is refused
+            self._check_queues_room([self._queue(spec) for spec in fresh])
         for holder in replaced:
             self._replace(holder, now)
         batch: dict[str, Job] = {}
@@ -271,6 +272,54 @@ class Jobs:
             batch[job.id] = job
             seq = self._admit(job)
         return [s.job_id or "" for s in specs], seq
+
+    def submit_many_plain(self, items: list[PlainSubmit]) -> tuple[list[str], int]:
+        """`submit_many` of a batch whose every job is plain (`submit_plain`'s
+        fields only: no options, unique keys, queues or dependencies): the same
+        checks, all before anything is admitted, without a spec per job."""
+        self._check_open()
+        new_id, known, defaults_of = self.ids.next, self.table.jobs, self._defaults.get
+        ids: list[str] = []
+        fresh: list[tuple[str, PlainSubmit, tuple[Any, ...]]] = []
+        seq = size = 0
+        for item in items:
+            handler, args, args_json, kwargs, kwargs_json, job_id = item
+            if job_id is None:
+                job_id = new_id()
+            elif job_id in known:       # a resubmit: its reply waits for the original
+                seq = max(seq, known[job_id].wal_seq)
+                ids.append(job_id)
+                continue
+            defaults = defaults_of(handler) or self.defaults(handler)
+            if args or kwargs or defaults[2]:
+                self.check_call(handler, len(args), kwargs)
+            size += len(args_json) + len(kwargs_json)
+            ids.append(job_id)
+            fresh.append((job_id, item, defaults))
+        if len({f[0] for f in fresh}) != len(fresh):
+            raise invalid("jobs", "duplicate job_id in the batch")
+        self._check_room(len(fresh), size)
+        self._check_queues_room(f[2][3] for f in fresh)
+        now, lanes = self.clock(), self._lanes
+        for job_id, (handler, _, args_json, _, kwargs_json, _), defaults in fresh:
+            job = Job.new(job_id, handler, defaults[0], self._next_seq(), now, defaults[1], None,
+                          args_json, kwargs_json, EMPTY_DICT, EMPTY_LIST, defaults[3].name,
+                          lanes[handler])
+            seq = self._insert(job, job.new_record())
+        if fresh:
+            self.wake()
+        return ids, seq
+
+    def _check_queues_room(self, queues: Iterable[QueueGate]) -> None:
+        """`queue_full` unless each queue with a max_size has room for the
+        batch's jobs that go to it (one entry per job in `queues`)."""
+        if not any(q.max_size for q in self.store.ready.queues.values()):
+            return
+        per_queue: dict[str, int] = {}
+        for q in queues:
+            per_queue[q.name] = per_queue.get(q.name, 0) + 1
+        for name, n in per_queue.items():
+            self._check_room(n, 0, self.store.ready.queues[name])
 
     def _unique_batch(self, fresh: list[SubmitSpec], now: float
                       ) -> tuple[list[SubmitSpec], list[Job]]:

@@ -366,3 +366,33 @@ def test_purging_a_completed_dependency_does_not_strand_its_dependents(make_daem
     assert c.wait(c_id, timeout=15).status == "completed"
     job = c.wait(a_id, timeout=15)
     assert job.status == "completed", job
+
+
+def test_a_batch_of_plain_jobs_has_every_check_of_submit_many(make_daemon):
+    """A batch whose every job has only handler/args/kwargs/job_id takes a
+    shorter path: the same checks, all before anything is queued."""
+    d = make_daemon(workers=0, config='[queue]\nmax_size = 5\n[queues.small]\nworkers = 0\n'
+                                      'max_size = 2\n[handler."jobd_testhandlers.noop"]\n'
+                                      'queue = "small"\n')
+    q = d.client()
+    q.submit(ADD, args=[1, 2], job_id="existing")
+    bad_batches = [
+        ([{"handler": ADD, "args": [1, 1]}, {"handler": T + "nope"}], "unknown_handler", "nope"),
+        ([{"handler": ADD, "args": [1, 1]}, {"handler": ADD, "args": [1]}], "invalid_argument", "b"),
+        ([{"handler": ADD, "args": [1, 1]}, {"handler": ADD, "args": "x"}], "invalid_argument",
+         "jobs[1].args"),
+        ([{"handler": ADD, "args": [1, 1], "job_id": "d"}, {"handler": ADD, "args": [2, 2], "job_id": "d"}],
+         "invalid_argument", "duplicate"),
+        ([{"handler": ADD, "args": [i, i]} for i in range(5)], "queue_full", "5 jobs"),
+        ([{"handler": T + "noop"} for _ in range(3)], "queue_full", "'small'"),
+    ]
+    for jobs, code, words in bad_batches:
+        with pytest.raises(JobdError) as info:
+            q.call("submit_many", jobs=jobs)
+        assert info.value.code == code and words in info.value.message, (jobs, info.value)
+        assert q.list().total == 1, f"a rejected batch queued jobs: {jobs}"
+    ids = q.submit_many([{"handler": ADD, "args": [1, 1]}, {"handler": ADD, "args": [9, 9],
+                          "job_id": "existing"}, {"handler": T + "noop", "job_id": "n/1"}])
+    assert ids[1:] == ["existing", "n/1"] and q.list().total == 3
+    assert q.status("existing").args == [1, 2]        # a resubmit: the original job
+    assert q.status("n/1").queue == "small" and q.status(ids[0]).status == "pending"

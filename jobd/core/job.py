@@ -103,6 +103,11 @@ class SubmitSpec:
     duplicate: bool = False    # set by the submit: a job holding its unique_key was answered
 
 
+# A plain submit (handler, args, args JSON, kwargs, kwargs JSON, job_id or None):
+# only those fields, every option from the handler's defaults (the common case).
+PlainSubmit = tuple[str, list[Any], bytes, dict[str, Any], bytes, "str | None"]
+
+
 class JobIds:
     """New job ids: 32 hex digits, a random 80-bit prefix drawn at each start
     followed by a 48-bit counter. Unique across restarts (a fresh prefix) and

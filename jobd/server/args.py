@@ -15,7 +15,15 @@ from typing import Any
 
 from jobd import constants as C
 from jobd.core.filters import Filter
-from jobd.core.job import EMPTY_ARGS, EMPTY_DICT, EMPTY_KWARGS, EMPTY_LIST, SubmitSpec, parse_iso
+from jobd.core.job import (
+    EMPTY_ARGS,
+    EMPTY_DICT,
+    EMPTY_KWARGS,
+    EMPTY_LIST,
+    PlainSubmit,
+    SubmitSpec,
+    parse_iso,
+)
 from jobd.core.values import (
     MAX_NAME,
     MAX_TAGS,
@@ -145,8 +153,7 @@ def is_plain(req: dict[str, Any]) -> bool:
     return req.keys() <= _PLAIN_FIELDS
 
 
-def parse_plain(req: dict[str, Any]) -> tuple[str, list[Any], bytes, dict[str, Any], bytes,
-                                               str | None]:
+def parse_plain(req: dict[str, Any]) -> PlainSubmit:
     """(handler, args, args JSON, kwargs, kwargs JSON, job_id) of a plain
     submit, checked. The submit hot path: absent fields cost one lookup each."""
     handler = _handler(req)

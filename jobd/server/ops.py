@@ -13,7 +13,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -51,6 +51,7 @@ from jobd.storage.results import ResultStore
 from jobd.storage.store import Store
 
 Reply = tuple[Any, int]
+T = TypeVar("T")
 MAX_BATCH = 100_000
 MAX_WAIT = 24 * 3600.0
 
@@ -102,14 +103,13 @@ class Ops:
         jobs = req.get("jobs")
         if not isinstance(jobs, list) or not jobs or len(jobs) > MAX_BATCH:
             raise invalid("jobs", f"must be a non-empty list of at most {MAX_BATCH} submits")
-        now = self.s.clock()
-        specs = []
-        for i, item in enumerate(jobs):
-            try:
-                specs.append(parse_submit(item, now))
-            except OpError as e:
-                raise OpError(e.code, f"jobs[{i}].{e.message}") from None
-        ids, seq = self.s.jobs.submit_many(specs)
+        if all(type(item) is dict and is_plain(item) for item in jobs):
+            plain = [_item(i, parse_plain, item) for i, item in enumerate(jobs)]
+            ids, seq = self.s.jobs.submit_many_plain(plain)
+        else:
+            now = self.s.clock()
+            specs = [_item(i, parse_submit, item, now) for i, item in enumerate(jobs)]
+            ids, seq = self.s.jobs.submit_many(specs)
         return {"job_ids": ids}, seq
 
     # Replies about a job wait until its submit is durable (`wal_seq`): no
@@ -405,6 +405,14 @@ class Ops:
     def op_alert_test(self, conn: Connection, rid: Any, req: dict[str, Any]) -> Reply:
         """Send the `JobdTest` alert to every target; `queued` false when none is set."""
         return self.s.alerts.send_test(), 0
+
+
+def _item(i: int, parse: Callable[..., T], *args: Any) -> T:
+    """One job of a batch, parsed; an error names it (`jobs[3].handler: ...`)."""
+    try:
+        return parse(*args)
+    except OpError as e:
+        raise OpError(e.code, f"jobs[{i}].{e.message}") from None
 
 
 def _handler_name(req: dict[str, Any]) -> str:
