@@ -261,7 +261,7 @@ class Job:
                 and self.schedule is None and self.jitter is None and self.max_delay is None
                 and self.worker_id is None and self.queue == _DEFAULT_Q
                 and self.unique_key is None and self.replay_of is None):
-            return self._plain_record()     # the shape of almost every submit
+            return self.new_record()        # the shape of almost every submit
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff,
                self.name, _args_field(self.args), _kwargs_field(self.kwargs), self.attempts,
@@ -284,9 +284,6 @@ class Job:
         if self.queue != _DEFAULT_Q or self.unique_key is not None \
                 or self.replay_of is not None:
             return self.to_record()
-        return self._plain_record()
-
-    def _plain_record(self) -> list[Any]:
         rec = [self.id, self.handler, self.status, self.priority, self.seq,
                self.created_at, self.max_retries, self.retry_delay, self.retry_backoff]
         if self.kwargs is not EMPTY_KWARGS:
