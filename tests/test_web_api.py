@@ -1,7 +1,7 @@
 """`jobd web`'s REST API against a real daemon and a real web process (docs/web.md).
 
-One daemon and one web process for the module: each test uses job ids,
-handlers or queues of its own.
+One daemon and one web process for the module, on TCP then on a Unix socket
+(every test runs on both): each test uses job ids, handlers or queues of its own.
 """
 from __future__ import annotations
 
@@ -26,11 +26,14 @@ workers = 1
 """
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProc, WebProc]]:
+@pytest.fixture(scope="module", params=["tcp", "uds"])
+def stack(request: pytest.FixtureRequest,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DaemonProc, WebProc]]:
+    """Every test runs against `jobd web` on 127.0.0.1 and again on `--uds`."""
     root = tmp_path_factory.mktemp("web")
     daemon = DaemonProc(root, workers=2, config=CONFIG).start()
-    web = WebProc(root, daemon.socket).start()
+    uds = str(root / "web.sock") if request.param == "uds" else None
+    web = WebProc(root, daemon.socket, uds=uds).start()
     yield daemon, web
     web.cleanup()
     daemon.cleanup()
@@ -91,12 +94,13 @@ def test_idempotency_key_makes_one_job(http: httpx.Client) -> None:
     assert page["total"] == 1 and page["jobs"][0]["id"] == key
 
 
-def test_result_long_polls_until_the_job_ends(http: httpx.Client, tmp_path: Path) -> None:
+def test_result_long_polls_until_the_job_ends(http: httpx.Client, stack: tuple[DaemonProc, WebProc],
+                                              tmp_path: Path) -> None:
     gate = tmp_path / "gate"
     job_id = submit(http, "wait_file", args=[str(gate)])
     early = http.get(f"/api/jobs/{job_id}/result", params={"wait": 0}).json()
     assert early["status"] in ("pending", "running") and early["result"] is None
-    with httpx.Client(base_url=str(http.base_url), timeout=30) as other:
+    with stack[1].http(timeout=30) as other:
         gate.write_text("go")
         res = other.get(f"/api/jobs/{job_id}/result", params={"wait": 20}).json()
     assert res["status"] == "completed"
