@@ -167,24 +167,30 @@ async def pause_args(request: Request) -> dict[str, Any]:
 
 
 async def pause_queue(request: Request) -> Response:
-    body = await pause_args(request)
-    reply = await services(request).client.call(P.OP_PAUSE, queue=request.path_params["name"], **body)
-    return json_response({"paused": reply.get("paused")})
+    return await _pause(request, "queue")
 
 
 async def resume_queue(request: Request) -> Response:
-    resumed = await services(request).client.resume(queue=request.path_params["name"])
-    return json_response({"resumed": resumed})
+    return await _resume(request, "queue")
 
 
 async def pause_handler(request: Request) -> Response:
-    body = await pause_args(request)
-    reply = await services(request).client.call(P.OP_PAUSE, handler=request.path_params["name"], **body)
-    return json_response({"paused": reply.get("paused")})
+    return await _pause(request, "handler")
 
 
 async def resume_handler(request: Request) -> Response:
-    resumed = await services(request).client.resume(handler=request.path_params["name"])
+    return await _resume(request, "handler")
+
+
+async def _pause(request: Request, kind: str) -> Response:
+    """`kind`: "queue" or "handler", the path's name is the one paused."""
+    body = await pause_args(request)
+    reply = await services(request).client.call(P.OP_PAUSE, **{kind: request.path_params["name"]}, **body)
+    return json_response({"paused": reply.get("paused")})
+
+
+async def _resume(request: Request, kind: str) -> Response:
+    resumed = await services(request).client.resume(**{kind: request.path_params["name"]})
     return json_response({"resumed": resumed})
 
 
