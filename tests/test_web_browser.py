@@ -115,6 +115,9 @@ def test_progress_bar_reaches_100_live(stack: Stack, page: Page, tmp_path: Path)
     job_id = "dash/progress:1+a@b"      # "/", ":", "+" and "@" must survive every path
     pw = page.go("/jobs/dash/progress:1+a@b")
     pw.wait_for_selector("h1 >> text=dash/progress:1+a@b")
+    # The page's event stream is open (so following the job flow) before the job
+    # exists: its first events are not missed, and no later one comes until step 1.
+    pw.locator("#live.st-live").wait_for()
     pw.evaluate("window.__sameDocument = true")
     navigations: list[str] = []
     pw.on("framenavigated", lambda f: navigations.append(f.url))
