@@ -282,6 +282,27 @@ def test_schedules_add_list_remove(http: httpx.Client) -> None:
     assert error_of(bad) == "invalid_argument"
 
 
+def test_schedules_show_their_recent_runs_by_outcome(http: httpx.Client) -> None:
+    """`last_runs`: the jobs its last fire times gave (found by their job ids)."""
+    name = uid("every-second")
+    r = http.post("/api/schedules", json={"name": name, "cron": "* * * * * *", "handler": T + "noop"})
+    assert r.status_code == 200, r.text
+
+    def two_completed() -> dict[str, Any] | None:
+        s = {s["name"]: s for s in http.get("/api/schedules").json()["schedules"]}[name]
+        return s if s["outcomes"].get("completed", 0) >= 2 else None
+    try:
+        s = wait_until(two_completed, 20, interval=0.2, what="two completed runs")
+    finally:
+        http.delete(f"/api/schedules/{name}")
+    runs = s["last_runs"]
+    assert sum(s["outcomes"].values()) == len(runs) and runs == sorted(runs, key=lambda r: r["job_id"])
+    for run in runs:
+        view = http.get(f"/api/jobs/{run['job_id']}/status").json()
+        assert view["status"] == run["status"] or run["status"] != "completed"
+        assert view["name"] == name or name in view["id"]
+
+
 def test_lanes_and_history(http: httpx.Client) -> None:
     http.get("/api/workers/lanes")                 # opens the shared event stream
     wait_until(lambda: http.get("/api/workers/lanes").json()["live"], 10, what="upstream")

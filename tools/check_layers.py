@@ -5,8 +5,8 @@
 - Only `jobd/main.py` imports `jobd/daemon.py`.
 - `jobd_client` never imports `jobd` (the client stands alone).
 - `jobd/web/` (the `jobd web` process) imports of jobd only `jobd.web`,
-  `jobd_client`, `jobd.config`, `jobd.errors`, `jobd.constants` and
-  `jobd.scheduling.cron`; no other module imports it but `jobd.main`, and
+  `jobd_client`, `jobd.config`, `jobd.errors`, `jobd.constants`,
+  `jobd.scheduling.cron` and `jobd.scheduling.runs`; no other module imports it but `jobd.main`, and
   that only inside a function (the daemon never loads Starlette).
 - `jobd/core/` is pure: it imports no other part of jobd but `jobd.core`,
   `jobd.constants`, `jobd.errors` and `jobd_client.protocol`, and no I/O or
@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("jobd", "jobd_client")
 CORE_MAY_IMPORT = ("jobd.core", "jobd.constants", "jobd.errors", "jobd_client.protocol")
 WEB_MAY_IMPORT = ("jobd.web", "jobd_client", "jobd.config", "jobd.errors", "jobd.constants",
-                  "jobd.scheduling.cron")
+                  "jobd.scheduling.cron", "jobd.scheduling.runs")
 CORE_FORBIDDEN_STDLIB = ("asyncio", "socket", "selectors", "subprocess", "threading", "uvloop")
 
 

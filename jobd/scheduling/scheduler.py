@@ -28,10 +28,10 @@ from jobd.core.job import iso
 from jobd.errors import OpError
 from jobd.jobs import Jobs
 from jobd.scheduling.cron import Cron, CronError, parse
+from jobd.scheduling.runs import fire_job_id
 from jobd.scheduling.specs import (
     ScheduleSpec,
     check_config,
-    fire_job_id,
     last_due,
     same_definition,
     submit_request,

@@ -8,11 +8,9 @@ accepts. The running side (timer, firing) is `jobd.schedules`.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import math
 import re
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +30,6 @@ SCHEDULE_FIELDS = frozenset({"op", "id", "name", "cron", "handler", "args", "kwa
 # What makes two schedules the same schedule (config reloads compare these).
 DEFINITION_KEYS = ("name", "cron", "timezone", "handler", "args", "kwargs", "options", "source")
 DEFAULT_TIMEZONE = "UTC"
-_ID_SAFE = re.compile(r"^[A-Za-z0-9._:@/+-]{1,105}$")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
 
 
@@ -217,15 +214,6 @@ def last_due(rec: Mapping[str, Any]) -> float | None:
 
 def same_definition(rec: Mapping[str, Any], definition: Mapping[str, Any]) -> bool:
     return all(rec.get(k) == definition[k] for k in DEFINITION_KEYS)
-
-
-def fire_job_id(name: str, due: float) -> str:
-    """The job id of the run due at `due`: the same for the same (schedule, time)."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(due))
-    if _ID_SAFE.match(name):
-        return f"{C.SCHEDULE_JOB_PREFIX}{name}:{stamp}"
-    digest = hashlib.sha256(name.encode()).hexdigest()[:32]
-    return f"{C.SCHEDULE_HASHED_PREFIX}{digest}:{stamp}"
 
 
 def submit_request(rec: Mapping[str, Any], job_id: str) -> dict[str, Any]:

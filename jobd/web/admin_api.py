@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from jobd.scheduling.cron import CronError, parse
+from jobd.scheduling.runs import fire_job_id, past_fires
 from jobd.web.errors import HTTPError, invalid, json_response
 from jobd.web.jobs_api import DEFAULT_LIMIT, LIST_FILTERS, MAX_LIMIT, job_page, many_status
 from jobd.web.params import int_param, json_body, page_params, str_params
@@ -18,6 +19,7 @@ from jobd_client import protocol as P
 
 NEXT_RUNS_S = 24 * 3600.0
 MAX_NEXT_RUNS = 288              # a schedule firing every minute shows its next 288 runs
+RECENT_RUNS = 20                 # the runs `last_runs` looks for: the last 20 fire times
 OP_FAILURE_GROUPS = "failure_groups"
 
 
@@ -93,21 +95,44 @@ async def failures(request: Request) -> Response:
 # --- schedules ----------------------------------------------------------------------------------
 
 async def schedules(request: Request) -> Response:
-    """`GET /api/schedules`: each with its runs in the next 24 h and its last run's outcome."""
+    """`GET /api/schedules`: each with its runs in the next 24 h, its last run's
+    outcome and its recent runs (`last_runs`, oldest first, and `outcomes`)."""
     client = services(request).client
     items = await client.schedule_list()
+    now = time.time()
+    recent = {s["name"]: recent_run_ids(s, now) for s in items}
+    wanted = [i for ids in recent.values() for i in ids]
+    page = await client.list(ids=wanted, limit=len(wanted)) if wanted else None
+    found = {str(j.id): str(j.status) for j in page.jobs} if page is not None else {}
     last_ids = [s.get("last_job_id") for s in items]
     views = await many_status(client, [i for i in last_ids if i])
     by_id = {v["id"]: v for v in views if v is not None}
-    now = time.time()
-    out = [with_runs(s, by_id.get(s.get("last_job_id") or ""), now) for s in items]
+    out = [with_runs(s, by_id.get(s.get("last_job_id") or ""), recent[s["name"]], found, now)
+           for s in items]
     return json_response({"schedules": out})
 
 
-def with_runs(schedule: dict[str, Any], last_job: dict[str, Any] | None, now: float) -> dict[str, Any]:
+def recent_run_ids(schedule: dict[str, Any], now: float) -> list[str]:
+    """The job ids its last RECENT_RUNS fire times gave their runs (oldest first);
+    a time it did not run at (jobd was down, the schedule is newer) finds no job."""
+    try:
+        cron = parse(schedule.get("cron", ""), schedule.get("timezone", "UTC"))
+    except CronError:
+        return []
+    return [fire_job_id(schedule["name"], t) for t in past_fires(cron, now, RECENT_RUNS)]
+
+
+def with_runs(schedule: dict[str, Any], last_job: dict[str, Any] | None, recent: list[str],
+              found: dict[str, str], now: float) -> dict[str, Any]:
     out = dict(schedule)
     out["next_runs"] = next_runs(schedule.get("cron", ""), schedule.get("timezone", "UTC"), now)
     out["last_status"] = last_job.get("status") if last_job else None
+    runs = [{"job_id": i, "status": found[i]} for i in recent if i in found]
+    out["last_runs"] = runs
+    outcomes: dict[str, int] = {}
+    for run in runs:
+        outcomes[run["status"]] = outcomes.get(run["status"], 0) + 1
+    out["outcomes"] = outcomes
     return out
 
 
