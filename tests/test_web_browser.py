@@ -277,6 +277,24 @@ def test_a_hidden_tab_closes_its_stream_and_reloads_when_shown(stack: Stack, pag
                what="the page to reload what it shows")
 
 
+# --- schedules: recent runs by outcome ------------------------------------------------------------
+
+def test_a_schedules_recent_runs_show_by_outcome(stack: Stack, page: Page) -> None:
+    c = stack.client
+    c.schedule_add("each-second", "* * * * * *", "jobd_testhandlers.noop")
+    try:
+        wait_until(lambda: c.list(status="completed", ids=[
+            j.id for j in c.list(limit=1000).jobs if j.id.startswith("sched:each-second:")]).total >= 2,
+            what="two runs of the schedule")
+        pw = page.go("/schedules")
+        block = pw.locator("a.block.s-completed[title^='sched:each-second:']").first
+        block.wait_for()
+        assert "completed" in (block.get_attribute("title") or "")
+        assert (block.get_attribute("href") or "").startswith("#/jobs/sched")     # links to the run
+    finally:
+        c.schedule_remove("each-second")
+
+
 # --- every page, screenshots, nothing leaves the origin --------------------------------------------
 
 PAGES = [("overview", "/", "Overview"), ("jobs", "/jobs", "Jobs"), ("job", None, "Job"),
