@@ -142,22 +142,21 @@ def _breaker_cells(handler: dict[str, Any]) -> tuple[Any, ...]:
 # --- breaker reset, quarantine, release --------------------------------------------------------
 
 def cmd_breaker_reset(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call(OP_BREAKER_RESET, handler=args.name)
-    if ctx.json:
-        ctx.emit(body)
-    else:
-        ctx.say(f"breaker of {args.name} closed" if body.get("reset")
-                else f"breaker of {args.name} was closed already")
-    return C.CLI_OK
+    return _act(ctx, ctx.client.call(OP_BREAKER_RESET, handler=args.name), "reset",
+                f"breaker of {args.name} closed", f"breaker of {args.name} was closed already")
 
 
 def cmd_release(ctx: Context, args: argparse.Namespace) -> int:
-    body = ctx.client.call(OP_RELEASE, handler=args.name)
+    return _act(ctx, ctx.client.call(OP_RELEASE, handler=args.name), "released",
+                f"released {args.name}: its jobs may run again", f"{args.name} was not quarantined")
+
+
+def _act(ctx: Context, body: dict[str, Any], key: str, done: str, not_needed: str) -> int:
+    """The reply of an operator action: as JSON, or the line for whether it acted (`body[key]`)."""
     if ctx.json:
         ctx.emit(body)
     else:
-        ctx.say(f"released {args.name}: its jobs may run again" if body.get("released")
-                else f"{args.name} was not quarantined")
+        ctx.say(done if body.get(key) else not_needed)
     return C.CLI_OK
 
 
